@@ -1,0 +1,153 @@
+"""The dispatcher's write side: one transaction per consumed batch."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from dispatcher.expand import conversations_of, keys_of, plan_batch
+from dispatcher.sequence import Delivery, assign
+from shared.errors import StoreUnavailable
+from shared.models import DedupeKey, EventRow, Member, UserCursor
+from shared.schema import Message
+from shared.db import upsert
+
+EVENT: Any = EventRow.__table__  # type: ignore[attr-defined]
+CURSOR: Any = UserCursor.__table__  # type: ignore[attr-defined]
+MEMBER: Any = Member.__table__  # type: ignore[attr-defined]
+DEDUPE: Any = DedupeKey.__table__  # type: ignore[attr-defined]
+CHUNK = 500  # bound the number of bound parameters in one IN (...)
+
+
+def chunks(items: Iterable[Any], size: int = CHUNK) -> Iterator[list[Any]]:
+    buf: list[Any] = []
+    for item in items:
+        buf.append(item)
+        if len(buf) == size:
+            yield buf
+            buf = []
+    if buf:
+        yield buf
+
+
+class DispatchStore:
+    def __init__(
+        self, engine: AsyncEngine, dedupe_window: float, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.engine = engine
+        self._window = dedupe_window
+        self._clock = clock
+
+    async def commit_batch(self, messages: Sequence[Message]) -> list[Delivery]:
+        """Apply, number and store a batch atomically; return what to publish.
+
+        Raises StoreUnavailable; the caller retries the whole batch, which is
+        safe because nothing of it was committed."""
+        try:
+            async with self.engine.begin() as conn:
+                return await self._commit(conn, messages)
+        except (SQLAlchemyError, OSError) as exc:
+            raise StoreUnavailable(f"store: {exc.__class__.__name__}: {exc}") from exc
+
+    async def _commit(self, conn: AsyncConnection, messages: Sequence[Message]) -> list[Delivery]:
+        now = self._clock()
+        members = await self._load_members(conn, conversations_of(messages))
+        seen = await self._load_seen(conn, keys_of(messages), now - self._window)
+        plan = plan_batch(messages, members, seen)
+        last_seq = await self._load_last_seq(conn, plan.recipients)
+        before = dict(last_seq)
+        stored, deliveries = assign(plan.fanouts, last_seq)
+
+        for conv, after in plan.members_after.items():
+            await self._write_members(conn, conv, members.get(conv, frozenset()), after)
+        if stored:
+            await conn.execute(
+                EVENT.insert(),
+                [
+                    {"user_id": e.user_id, "seq": e.seq, "frame": e.frame.decode(),
+                     "key": e.key, "created_at": now}
+                    for e in stored
+                ],
+            )
+        changed = [(u, s) for u, s in last_seq.items() if before.get(u) != s]
+        if changed:
+            stmt = upsert(conn, CURSOR)
+            stmt = stmt.on_conflict_do_update(  # type: ignore[attr-defined]
+                index_elements=["user_id"], set_={"last_seq": stmt.excluded.last_seq}
+            )
+            await conn.execute(
+                stmt, [{"user_id": u, "last_seq": s, "floor_seq": 0} for u, s in changed]
+            )
+        if plan.new_keys:
+            stmt = upsert(conn, DEDUPE)
+            stmt = stmt.on_conflict_do_update(  # type: ignore[attr-defined]
+                index_elements=["key"], set_={"created_at": stmt.excluded.created_at}
+            )
+            await conn.execute(stmt, [{"key": k, "created_at": now} for k in plan.new_keys])
+        repeated = await self._stored_deliveries(conn, plan.repeated_keys)
+        return repeated + deliveries
+
+    async def _load_members(
+        self, conn: AsyncConnection, conversations: set[str]
+    ) -> dict[str, frozenset[str]]:
+        found: dict[str, set[str]] = {}
+        for part in chunks(conversations):
+            rows = await conn.execute(
+                select(MEMBER.c.conversation_id, MEMBER.c.user_id).where(
+                    MEMBER.c.conversation_id.in_(part)
+                )
+            )
+            for conv, user in rows:
+                found.setdefault(conv, set()).add(user)
+        return {conv: frozenset(users) for conv, users in found.items()}
+
+    async def _load_seen(self, conn: AsyncConnection, keys: set[str], since: float) -> set[str]:
+        seen: set[str] = set()
+        for part in chunks(keys):
+            rows = await conn.execute(
+                select(DEDUPE.c.key).where(DEDUPE.c.key.in_(part), DEDUPE.c.created_at >= since)
+            )
+            seen.update(k for (k,) in rows)
+        return seen
+
+    async def _load_last_seq(self, conn: AsyncConnection, users: set[str]) -> dict[str, int]:
+        last: dict[str, int] = {}
+        for part in chunks(users):
+            rows = await conn.execute(
+                select(CURSOR.c.user_id, CURSOR.c.last_seq).where(CURSOR.c.user_id.in_(part))
+            )
+            last.update((u, s) for u, s in rows)
+        return last
+
+    async def _write_members(
+        self, conn: AsyncConnection, conv: str, before: frozenset[str], after: frozenset[str]
+    ) -> None:
+        gone = before - after
+        new = after - before
+        for part in chunks(gone):
+            await conn.execute(
+                delete(MEMBER).where(MEMBER.c.conversation_id == conv, MEMBER.c.user_id.in_(part))
+            )
+        if new:
+            await conn.execute(
+                MEMBER.insert(), [{"conversation_id": conv, "user_id": u} for u in sorted(new)]
+            )
+
+    async def _stored_deliveries(self, conn: AsyncConnection, keys: list[str]) -> list[Delivery]:
+        out: list[Delivery] = []
+        for part in chunks(keys):
+            rows = await conn.execute(
+                select(EVENT.c.user_id, EVENT.c.seq, EVENT.c.frame)
+                .where(EVENT.c.key.in_(part))
+                .order_by(EVENT.c.user_id, EVENT.c.seq)
+            )
+            out.extend(Delivery(u, s, f.encode()) for u, s, f in rows)
+        return out
+
+
+

@@ -1,0 +1,54 @@
+"""Pruning: event history by age and count per user, dedupe keys by window.
+
+A user's ``floor_seq`` records the highest pruned number, so an edge can tell
+a resumable Last-Event-ID from one that fell behind the retained history.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared.errors import StoreUnavailable
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    max_age: float  # seconds
+    max_events: int  # per user
+    dedupe_window: float  # seconds
+
+
+RAISE_FLOOR_BY_COUNT = text(
+    "UPDATE ssehub_user SET floor_seq = last_seq - :max_events "
+    "WHERE last_seq - floor_seq > :max_events"
+)
+RAISE_FLOOR_BY_AGE = text(
+    "UPDATE ssehub_user SET floor_seq = ("
+    "  SELECT MAX(e.seq) FROM ssehub_event e"
+    "  WHERE e.user_id = ssehub_user.user_id AND e.created_at < :cutoff) "
+    "WHERE EXISTS (SELECT 1 FROM ssehub_event e"
+    "  WHERE e.user_id = ssehub_user.user_id AND e.created_at < :cutoff"
+    "  AND e.seq > ssehub_user.floor_seq)"
+)
+DELETE_BELOW_FLOOR = text(
+    "DELETE FROM ssehub_event WHERE seq <= ("
+    "  SELECT u.floor_seq FROM ssehub_user u WHERE u.user_id = ssehub_event.user_id)"
+)
+DELETE_OLD_KEYS = text("DELETE FROM ssehub_dedupe WHERE created_at < :cutoff")
+
+
+async def prune(engine: AsyncEngine, rule: Retention, now: float) -> int:
+    """One pruning pass in one transaction; returns the number of events deleted."""
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(RAISE_FLOOR_BY_COUNT, {"max_events": rule.max_events})
+            await conn.execute(RAISE_FLOOR_BY_AGE, {"cutoff": now - rule.max_age})
+            deleted = await conn.execute(DELETE_BELOW_FLOOR)
+            await conn.execute(DELETE_OLD_KEYS, {"cutoff": now - rule.dedupe_window})
+            return int(deleted.rowcount or 0)  # type: ignore[attr-defined]
+    except (SQLAlchemyError, OSError) as exc:
+        raise StoreUnavailable(f"store: {exc.__class__.__name__}: {exc}") from exc

@@ -1,0 +1,213 @@
+"""The dispatcher process: consume ``sse.events`` in batches, commit, route, ack.
+
+Order of effects for one batch (the delivery guarantee rests on it):
+validate → commit (membership, numbers, events, keys) in one transaction →
+publish deliveries and dead letters, awaiting broker confirms → ack the batch
+with one multiple-ack. A crash anywhere before the ack redelivers the batch;
+the dedupe keys committed with it turn the redelivery into a re-publish of the
+stored frames instead of new events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractExchange,
+    AbstractIncomingMessage,
+)
+
+from dispatcher.persist import DispatchStore
+from dispatcher.retention import Retention, prune
+from dispatcher.sequence import Delivery
+from shared import topology
+from shared.amqp import AmqpSupervisor
+from shared.config import Settings
+from shared.errors import InvalidMessage, StoreUnavailable
+from shared.schema import Message, parse_message
+
+log = logging.getLogger("ssehub.dispatcher")
+
+
+@dataclass(slots=True)
+class _Link:
+    """What one AMQP connection gave us; replaced wholesale on reconnect."""
+
+    generation: int
+    consume: AbstractChannel
+    publish: AbstractChannel
+    deliver: AbstractExchange
+
+
+class Dispatcher:
+    def __init__(self, settings: Settings, store: DispatchStore, name: str = "dispatcher") -> None:
+        self._settings = settings
+        self._store = store
+        self._inbox: asyncio.Queue[tuple[int, AbstractIncomingMessage]] = asyncio.Queue()
+        self._link: _Link | None = None
+        self._generation = 0
+        self._stopping = asyncio.Event()
+        self.supervisor = AmqpSupervisor(
+            settings.rabbitmq_url,
+            self._setup,
+            name=f"ssehub-{name}",
+            on_lost=self._on_lost,
+            max_delay=settings.reconnect_max_delay,
+        )
+        self._retention = Retention(
+            settings.retention_max_age, settings.retention_max_events, settings.dedupe_window
+        )
+        self.batches = 0  # committed batches; for tests and metrics
+
+    async def _setup(self, conn: AbstractConnection) -> None:
+        consume = await conn.channel(publisher_confirms=False)
+        publish = await conn.channel(publisher_confirms=True)
+        for ch in (consume, publish):
+            self.supervisor.watch(ch)
+        deliver = (await topology.declare_core(publish))[topology.DELIVER.name]
+        await consume.set_qos(prefetch_count=self._settings.prefetch)
+        queue = await consume.get_queue(topology.DISPATCH.name, ensure=False)
+        self._generation += 1
+        generation = self._generation
+        self._link = _Link(generation, consume, publish, deliver)
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            self._inbox.put_nowait((generation, message))
+
+        await queue.consume(on_message)
+
+    async def _on_lost(self) -> None:
+        # Unacked messages of the old connection go back to the queue on the broker;
+        # the ones we buffered can no longer be acked, so forget them.
+        self._link = None
+        while not self._inbox.empty():
+            self._inbox.get_nowait()
+
+    async def run(self) -> None:
+        """Run until ``stop()``; a batch in progress is finished and acked first.
+        Pruning runs between batches, so it never races a batch's transaction."""
+        supervisor = asyncio.create_task(self.supervisor.run(), name="dispatcher-amqp")
+        loop = asyncio.get_running_loop()
+        next_prune = loop.time()
+        try:
+            while not self._stopping.is_set():
+                if loop.time() >= next_prune:
+                    await self._prune()
+                    next_prune = loop.time() + self._settings.retention_interval
+                batch = await self._next_batch(max(0.0, next_prune - loop.time()))
+                if batch:
+                    await self._process(batch)
+        finally:
+            supervisor.cancel()
+            await asyncio.gather(supervisor, return_exceptions=True)
+            if self.supervisor.connection is not None:
+                await self.supervisor.connection.close()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def _prune(self) -> None:
+        try:
+            deleted = await prune(self._store.engine, self._retention, time.time())
+        except StoreUnavailable as exc:
+            log.warning("pruning skipped: %s", exc)
+            return
+        if deleted:
+            log.info("pruned %d events past retention", deleted)
+
+    async def _next_batch(self, timeout: float) -> list[AbstractIncomingMessage]:
+        get = asyncio.ensure_future(self._inbox.get())
+        stop = asyncio.ensure_future(self._stopping.wait())
+        await asyncio.wait((get, stop), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if not get.done():
+            get.cancel()
+            return []
+        items = [get.result()]
+        while len(items) < self._settings.batch_size and not self._inbox.empty():
+            items.append(self._inbox.get_nowait())
+        link = self._link
+        return [m for g, m in items if link is not None and g == link.generation]
+
+    async def _process(self, batch: list[AbstractIncomingMessage]) -> None:
+        link = self._link
+        if link is None:
+            return
+        good: list[Message] = []
+        dead: list[tuple[AbstractIncomingMessage, str]] = []
+        for message in batch:
+            try:
+                good.append(
+                    parse_message(
+                        message.routing_key or "",
+                        message.body,
+                        message.message_id,
+                        self._settings.max_message_bytes,
+                    )
+                )
+            except InvalidMessage as exc:
+                dead.append((message, str(exc)))
+        deliveries = await self._commit(good, link)
+        if deliveries is None:
+            return  # connection lost while the store was down: the broker redelivers
+        try:
+            await self._publish(link, deliveries, dead)
+            await batch[-1].ack(multiple=True)
+        except Exception as exc:  # channel gone: nothing acked, everything redelivered
+            log.warning("publish/ack failed (%s); the batch will be redelivered", exc)
+            self.supervisor.fail()
+            return
+        self.batches += 1
+
+    async def _commit(self, good: list[Message], link: _Link) -> list[Delivery] | None:
+        delay = 0.05
+        while True:
+            try:
+                return await self._store.commit_batch(good)
+            except StoreUnavailable as exc:
+                log.warning("store unavailable (%s); retrying batch in %.2fs", exc, delay)
+            if self._link is not link:
+                return None
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 5.0)
+
+    async def _publish(
+        self,
+        link: _Link,
+        deliveries: list[Delivery],
+        dead: list[tuple[AbstractIncomingMessage, str]],
+    ) -> None:
+        # Publishes are pipelined: all sent, then all confirms awaited together.
+        sends = [
+            link.deliver.publish(
+                topology.delivery_message(d.frame, d.seq), d.user_id, mandatory=False
+            )
+            for d in deliveries
+        ]
+        default = link.publish.default_exchange
+        for message, reason in dead:
+            log.warning("dead-lettering %r: %s", message.routing_key, reason)
+            headers = dict(message.headers or {})
+            headers[topology.ERROR_HEADER] = reason
+            headers["x-ssehub-routing-key"] = message.routing_key or ""
+            sends.append(
+                default.publish(
+                    aio_pika.Message(
+                        message.body,
+                        headers=headers,
+                        content_type=message.content_type,
+                        message_id=message.message_id,
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    ),
+                    topology.DEAD.name,
+                )
+            )
+        if sends:
+            await asyncio.gather(*sends)

@@ -1,0 +1,147 @@
+"""The edge's FastAPI application: routes, lifespan, CORS."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, Response
+
+from edge.auth import TokenVerifier, extract_token
+from edge.metrics import EdgeMetrics
+from edge.node import EdgeNode
+from edge.registry import Registry
+from edge.stream import EventStream, Hub, RetryLater
+from shared.config import Settings
+from shared.db import create_engine, create_schema
+from shared.errors import AuthError, StoreUnavailable
+from shared.frames import parse_last_event_id
+from shared.store import EventStore
+
+log = logging.getLogger("ssehub.edge")
+
+Extra = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
+def create_app(settings: Settings, *, extra: Extra | None = None) -> FastAPI:
+    """``extra``: a lifespan nested inside the edge's (``ssehub dev`` runs the
+    dispatcher and the demo routes that way)."""
+    settings.require_jwt()
+    verifier = TokenVerifier(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings.database_url)
+        await create_schema(engine)
+        registry = Registry()
+        hub = Hub(settings, EventStore(engine), registry, EdgeNode(settings, registry), EdgeMetrics())
+        app.state.hub = hub
+        tasks = [
+            asyncio.create_task(hub.node.supervisor.run(), name="edge-amqp"),
+            asyncio.create_task(_pinger(hub), name="edge-pinger"),
+        ]
+        try:
+            if extra is None:
+                yield
+            else:
+                async with extra(app):
+                    yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if hub.node.supervisor.connection is not None:
+                with contextlib.suppress(Exception):
+                    await hub.node.supervisor.connection.close()
+            await engine.dispose()
+
+    app = FastAPI(title="ssehub edge", lifespan=lifespan, docs_url=None, redoc_url=None)
+    _add_cors(app, settings)
+
+    @app.get("/sse/connect", response_model=None)
+    async def connect(request: Request, token: str | None = None) -> Response:
+        hub: Hub = request.app.state.hub
+        try:
+            raw = extract_token(
+                token,
+                request.headers.get("authorization"),
+                request.headers.get("x-auth-token"),
+            )
+            user_id = verifier.verify(raw)
+        except AuthError as exc:
+            hub.metrics.auth_failures.inc()
+            return JSONResponse(
+                {"error": exc.code, "message": exc.message},
+                status_code=401,
+                headers={"WWW-Authenticate": f'Bearer error="{exc.code}"'},
+            )
+        if hub.draining or not hub.node.ready:
+            hub.metrics.retry_later.inc()
+            return RetryLater()
+        raw_id = request.headers.get("last-event-id") or request.query_params.get("lastEventId")
+        return EventStream(hub, user_id, parse_last_event_id(raw_id))
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", response_model=None)
+    async def readyz(request: Request) -> JSONResponse:
+        hub: Hub = request.app.state.hub
+        problems = []
+        if hub.draining:
+            problems.append("draining")
+        if not hub.node.ready:
+            problems.append("rabbitmq: not connected")
+        try:
+            await hub.store.ping()
+        except StoreUnavailable as exc:
+            problems.append(str(exc))
+        if problems:
+            return JSONResponse({"status": "unavailable", "problems": problems}, status_code=503)
+        return JSONResponse({"status": "ready", "connections": len(hub.registry)})
+
+    @app.get("/metrics")
+    async def metrics(request: Request) -> Response:
+        hub: Hub = request.app.state.hub
+        hub.metrics.users.set(hub.node.bound_users)
+        return Response(hub.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    return app
+
+
+def _add_cors(app: FastAPI, settings: Settings) -> None:
+    origins = settings.cors_origins
+    if not origins:
+        return
+    # "*" is answered by echoing the caller's origin: EventSource(withCredentials)
+    # refuses a literal "*" in Access-Control-Allow-Origin.
+    any_origin = "*" in origins
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=[] if any_origin else origins,
+        allow_origin_regex=".*" if any_origin else None,
+        allow_credentials=True,
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=["Authorization", "X-Auth-Token", "Last-Event-ID", "Content-Type"],
+    )
+
+
+async def _pinger(hub: Hub) -> None:
+    """One timer for all streams instead of one per stream."""
+    while True:
+        await asyncio.sleep(hub.settings.ping_interval)
+        for conn in hub.registry.connections():
+            conn.ping()
+
+
+def drain(hub: Hub) -> None:
+    """Stop taking streams and close the open ones (clients resume elsewhere)."""
+    hub.draining = True
+    for conn in hub.registry.connections():
+        conn.close("drain")

@@ -1,0 +1,196 @@
+"""JWT authentication of SSE clients: find the token, check it, name the user.
+
+Pure code (no web framework): the edge turns :class:`AuthError` into a 401.
+Only the one configured algorithm is accepted, with a key parsed once at
+start, so ``alg: none`` and HS/RS confusion fail like any bad signature.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import jwt
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+from jwt.algorithms import Algorithm, get_default_algorithms
+from jwt.types import Options
+
+from shared.config import Settings
+from shared.errors import AuthError, ConfigError, InvalidMessage
+from shared.schema import check_id
+
+log = logging.getLogger(__name__)
+
+MAX_TOKEN_CHARS = 8192  # far above any real JWT; bounds the work done for garbage
+
+
+def extract_token(
+    query_token: str | None, authorization: str | None, x_auth_token: str | None
+) -> str:
+    """The request's token: ``?token=``, then ``Authorization: Bearer``, then ``X-Auth-Token``.
+
+    A non-Bearer ``Authorization`` header (say, Basic added by a proxy) is an
+    error only when no other method supplies a token.
+    """
+    query, header, x_auth = (
+        v.strip() if v else "" for v in (query_token, authorization, x_auth_token)
+    )
+    if query:
+        return query
+    scheme, _, credentials = header.partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    if x_auth:
+        return x_auth
+    if header:
+        raise AuthError("invalid_request", "The Authorization header must be 'Bearer <token>'.")
+    raise AuthError(
+        "missing_token",
+        "No token: send ?token=, an 'Authorization: Bearer' header or an X-Auth-Token header.",
+    )
+
+
+class TokenVerifier:
+    """Checks tokens against the settings; ``verify`` returns the user id."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._claim = settings.jwt_user_claim
+        self._algorithms = [settings.jwt_algorithm]
+        self._audience = settings.jwt_audience
+        self._issuer = settings.jwt_issuer
+        self._leeway = settings.jwt_leeway
+        # exp and nbf are checked when present; aud only when configured (a token
+        # carrying one is fine otherwise). iat is informational: PyJWT would reject
+        # an iat a second ahead of our clock. We check the user claim ourselves.
+        self._options: Options = {
+            "verify_aud": settings.jwt_audience is not None,
+            "verify_iat": False,
+            "verify_sub": False,
+            "verify_jti": False,
+        }
+        self._jwt = _codec(settings)
+
+    def verify(self, token: str) -> str:
+        if not token or len(token) > MAX_TOKEN_CHARS or not token.isascii():
+            raise AuthError("invalid_token", "The token is malformed.")
+        try:
+            claims = self._jwt.decode(
+                token,
+                "",  # the key is bound to the algorithm in _codec
+                algorithms=self._algorithms,
+                options=self._options,
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway,
+            )
+        except jwt.PyJWTError as exc:
+            raise _auth_error(exc) from None
+        value = claims.get(self._claim)
+        if value is None:
+            raise AuthError("invalid_token", f"The token has no {self._claim!r} claim.")
+        try:
+            return check_id(value, self._claim)
+        except InvalidMessage:
+            raise AuthError(
+                "invalid_token", f"The token's {self._claim!r} claim is not a valid user id."
+            ) from None
+
+
+def mint_token(
+    settings: Settings,
+    user_id: str,
+    ttl_seconds: float = 24 * 3600,
+    extra: dict[str, object] | None = None,
+) -> str:
+    """A development token for ``user_id`` (HS* only); ``extra`` claims win over ours.
+
+    Raises ConfigError without a usable secret, InvalidMessage for a bad user id.
+    """
+    alg = settings.jwt_algorithm
+    if not alg.startswith("HS"):
+        raise ConfigError(
+            f"SSEHUB_JWT_ALGORITHM={alg}: ssehub can only mint HS* tokens "
+            "(it has no private key); get tokens from your identity provider"
+        )
+    check_id(user_id, "user id")
+    now = time.time()
+    claims: dict[str, Any] = {"iat": int(now), "exp": int(now + ttl_seconds)}
+    claims[settings.jwt_user_claim] = user_id
+    if settings.jwt_audience is not None:
+        claims["aud"] = settings.jwt_audience
+    if settings.jwt_issuer is not None:
+        claims["iss"] = settings.jwt_issuer
+    claims.update(extra or {})
+    return _codec(settings).encode(claims, "", algorithm=alg)
+
+
+def _auth_error(exc: jwt.PyJWTError) -> AuthError:
+    """A fixed, token-free message per failure; PyJWT's own text is not echoed."""
+    missing = exc.claim if isinstance(exc, jwt.MissingRequiredClaimError) else None
+    if isinstance(exc, jwt.ExpiredSignatureError):
+        return AuthError("token_expired", "The token has expired.")
+    if isinstance(exc, jwt.ImmatureSignatureError):
+        return AuthError("token_not_yet_valid", "The token is not valid yet.")
+    if isinstance(exc, jwt.InvalidAudienceError) or missing == "aud":
+        return AuthError("invalid_audience", "The token is not meant for this service.")
+    if isinstance(exc, jwt.InvalidIssuerError) or missing == "iss":
+        return AuthError("invalid_issuer", "The token comes from an issuer that is not trusted.")
+    if isinstance(exc, jwt.InvalidSignatureError):
+        return AuthError("invalid_token", "The token's signature is not valid.")
+    if isinstance(exc, jwt.InvalidAlgorithmError):
+        return AuthError("invalid_token", "The token's signing algorithm is not accepted.")
+    return AuthError("invalid_token", "The token is malformed or invalid.")
+
+
+class _BoundKey(Algorithm):
+    """The configured algorithm with its key prepared once (and no per-call checks)."""
+
+    def __init__(self, inner: Algorithm, key: Any) -> None:
+        self._inner = inner
+        self._key = key
+
+    def prepare_key(self, key: Any) -> Any:
+        return self._key
+
+    def sign(self, msg: bytes, key: Any) -> bytes:
+        return self._inner.sign(msg, self._key)
+
+    def verify(self, msg: bytes, key: Any, sig: bytes) -> bool:
+        return self._inner.verify(msg, self._key, sig)
+
+    @staticmethod
+    def to_jwk(key_obj: Any, as_dict: bool = False) -> Any:
+        raise NotImplementedError
+
+    @staticmethod
+    def from_jwk(jwk: Any) -> Any:
+        raise NotImplementedError
+
+
+def _codec(settings: Settings) -> jwt.PyJWT:
+    """A PyJWT that knows exactly one algorithm, bound to the configured key."""
+    alg = settings.jwt_algorithm
+    inner = get_default_algorithms()[alg]
+    hmac = alg.startswith("HS")
+    name = "SSEHUB_JWT_SECRET" if hmac else "SSEHUB_JWT_PUBLIC_KEY"
+    raw = settings.jwt_secret if hmac else settings.jwt_public_key
+    if not raw:
+        raise ConfigError(f"{name}: missing (required for {alg})")
+    try:  # exception texts name the problem, never the key material
+        key: Any = inner.prepare_key(raw)
+    except (jwt.InvalidKeyError, ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise ConfigError(f"{name}: not usable for {alg} ({exc})") from None
+    if isinstance(key, RSAPrivateKey | EllipticCurvePrivateKey):
+        log.warning("%s holds a private key; only its public half is used", name)
+        key = key.public_key()
+    weak = inner.check_key_length(key)
+    if weak:
+        log.warning("%s: %s", name, weak)
+    jws = jwt.PyJWS(algorithms=[])
+    jws.register_algorithm(alg, _BoundKey(inner, key))
+    codec = jwt.PyJWT()
+    codec._jws = jws  # PyJWT's JWS layer; jwt/api_jwt.py swaps it the same way
+    return codec

@@ -1,0 +1,82 @@
+"""``ssehub dev``'s demo: a page where two tabs chat through the real pipeline."""
+
+from __future__ import annotations
+
+import time
+from importlib import resources
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel, Field
+
+from edge.auth import TokenVerifier, extract_token, mint_token
+from shared.config import Settings
+from shared.errors import AuthError, SsehubError
+from shared.publisher import Hub
+
+ROOM = "demo-room"
+
+
+class Login(BaseModel):
+    user: str = Field(min_length=1, max_length=64)
+
+
+class Send(BaseModel):
+    to: str = Field(pattern="^(user|conversation)$")
+    target: str = Field(min_length=1, max_length=128)
+    text: str = Field(max_length=4000)
+
+
+class Typing(BaseModel):
+    conversation: str = ROOM
+
+
+def add_demo_routes(app: FastAPI, settings: Settings, publisher: Hub) -> None:
+    verifier = TokenVerifier(settings)
+    page = resources.files("edge").joinpath("static/index.html").read_text()
+
+    def sender(request: Request) -> str:
+        return verifier.verify(
+            extract_token(None, request.headers.get("authorization"), None)
+        )
+
+    @app.exception_handler(SsehubError)
+    async def _refuse(_request: Request, exc: SsehubError) -> JSONResponse:
+        if isinstance(exc, AuthError):
+            return JSONResponse({"error": exc.code, "message": exc.message}, status_code=401)
+        return JSONResponse({"error": "bad_request", "message": str(exc)}, status_code=400)
+
+    @app.get("/", response_class=HTMLResponse)
+    async def index() -> str:
+        return page
+
+    @app.post("/demo/login")
+    async def login(body: Login) -> dict[str, str]:
+        await publisher.add_members(ROOM, [body.user])
+        return {"token": mint_token(settings, body.user), "user": body.user, "conversation": ROOM}
+
+    @app.post("/demo/send")
+    async def send(body: Send, request: Request) -> dict[str, bool]:
+        me = sender(request)
+        data = {
+            "from": me,
+            "text": body.text,
+            "conversationId": body.target if body.to == "conversation" else None,
+            "sentAt": int(time.time() * 1000),
+        }
+        if body.to == "user":
+            await publisher.send_event_to_user(body.target, "message:new", data)
+        else:
+            await publisher.broadcast_to_conversation(
+                body.target, "message:new", data, exclude=[me]
+            )
+        return {"ok": True}
+
+    @app.post("/demo/typing")
+    async def typing(body: Typing, request: Request) -> dict[str, bool]:
+        me = sender(request)
+        await publisher.broadcast_to_conversation(
+            body.conversation, "user:typing", {"userId": me, "conversationId": body.conversation},
+            exclude=[me], ephemeral=True,
+        )
+        return {"ok": True}

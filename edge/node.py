@@ -1,0 +1,120 @@
+"""The edge's RabbitMQ side: its node queue, per-user bindings, live frames in.
+
+Bindings follow the registry: a user is bound while at least one of their
+streams is open here. Bind and unbind for one user are serialised, and each
+operation re-reads what is wanted when it gets its turn, so a connect racing
+a disconnect always ends bound if a stream is open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+
+from aio_pika.abc import AbstractConnection, AbstractIncomingMessage, AbstractQueue
+
+from edge.registry import Registry
+from shared import topology
+from shared.amqp import AmqpSupervisor
+from shared.config import Settings
+from shared.errors import BrokerUnavailable
+
+log = logging.getLogger("ssehub.edge")
+
+
+class EdgeNode:
+    def __init__(self, settings: Settings, registry: Registry) -> None:
+        self.node_id = f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        self._registry = registry
+        self._queue: AbstractQueue | None = None
+        self._bound: set[str] = set()
+        # user -> (lock, number of operations using it); dropped when unused
+        self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.supervisor = AmqpSupervisor(
+            settings.rabbitmq_url,
+            self._setup,
+            name=f"ssehub-edge-{self.node_id}",
+            on_lost=self._on_lost,
+            max_delay=settings.reconnect_max_delay,
+        )
+
+    @property
+    def ready(self) -> bool:
+        return self.supervisor.ready.is_set()
+
+    @property
+    def bound_users(self) -> int:
+        return len(self._bound)
+
+    async def _setup(self, conn: AbstractConnection) -> None:
+        channel = await conn.channel(publisher_confirms=False)
+        self.supervisor.watch(channel)
+        await topology.declare_exchanges(channel)
+        queue = await topology.declare_queue(channel, topology.edge_queue(self.node_id))
+        # The queue is new (exclusive queues die with their connection):
+        # bind every user with an open stream before consuming.
+        users = self._registry.users()
+        await asyncio.gather(*(queue.bind(topology.DELIVER.name, u) for u in users))
+        self._bound = set(users)
+        await queue.consume(self._on_message, no_ack=True)
+        self._queue = queue
+        # Events committed while we were cut off never reached this queue:
+        # every open stream catches up from the store now, not at its next event.
+        for stream in self._registry.connections():
+            stream.request_sync()
+
+    async def _on_lost(self) -> None:
+        self._queue = None
+        self._bound.clear()
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        seq = (message.headers or {}).get(topology.SEQ_HEADER)
+        self._registry.deliver(
+            message.routing_key or "", seq if isinstance(seq, int) else None, message.body
+        )
+
+    async def ensure_bound(self, user_id: str) -> None:
+        """Return once live frames for ``user_id`` reach this node.
+        Raises BrokerUnavailable when the broker link is down."""
+        await self._reconcile(user_id)
+        if user_id not in self._bound:
+            raise BrokerUnavailable("not connected to RabbitMQ")
+
+    def release(self, user_id: str) -> None:
+        """The user's last stream closed: unbind in the background."""
+        task = asyncio.create_task(self._reconcile(user_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _reconcile(self, user_id: str) -> None:
+        lock, users = self._locks.setdefault(user_id, (asyncio.Lock(), [0]))
+        users[0] += 1
+        try:
+            async with lock:
+                queue = self._queue
+                if queue is None:
+                    return
+                want = self._registry.has_user(user_id)
+                try:
+                    if want and user_id not in self._bound:
+                        await queue.bind(topology.DELIVER.name, user_id)
+                        self._bound.add(user_id)
+                    elif not want and user_id in self._bound:
+                        self._bound.discard(user_id)
+                        await queue.unbind(topology.DELIVER.name, user_id)
+                except Exception as exc:
+                    log.warning("binding %r failed: %s", user_id, exc)
+                    self.supervisor.fail()
+        finally:
+            users[0] -= 1
+            if users[0] == 0:
+                del self._locks[user_id]
+
+    async def idle(self) -> None:
+        """Wait for background unbinds (tests and shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)

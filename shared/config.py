@@ -1,0 +1,130 @@
+"""Typed settings: read once at start from ``SSEHUB_*`` variables and ``.env``.
+
+The ``Settings`` object is built by the CLI and passed down; nothing else in
+the code base reads the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from shared.errors import ConfigError
+
+PositiveSeconds = Annotated[float, Field(gt=0)]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SSEHUB_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    # -- connections --------------------------------------------------------
+    rabbitmq_url: str = "amqp://guest:guest@localhost:5672/"
+    database_url: str = "sqlite+aiosqlite:///./ssehub.db"
+
+    # -- authentication -----------------------------------------------------
+    jwt_secret: str | None = None
+    jwt_public_key: str | None = None
+    jwt_algorithm: Literal["HS256", "HS384", "HS512", "RS256", "ES256"] = "HS256"
+    jwt_user_claim: str = "sub"
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    jwt_leeway: float = Field(default=0.0, ge=0)
+
+    # -- edge ---------------------------------------------------------------
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    ping_interval: PositiveSeconds = 15.0
+    retry_ms: int = Field(default=3000, ge=100)
+    client_buffer_bytes: int = Field(default=1 << 20, ge=4096)
+    write_timeout: PositiveSeconds = 30.0
+    replay_page: int = Field(default=500, ge=1)
+
+    # -- dispatcher ---------------------------------------------------------
+    batch_size: int = Field(default=500, ge=1)
+    prefetch: int = Field(default=2000, ge=1)
+    max_message_bytes: int = Field(default=256 * 1024, ge=1024)
+    dedupe_window: PositiveSeconds = 24 * 3600.0
+    retention_max_age: PositiveSeconds = 7 * 24 * 3600.0
+    retention_max_events: int = Field(default=10_000, ge=1)
+    retention_interval: PositiveSeconds = 60.0
+
+    # -- misc ---------------------------------------------------------------
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    reconnect_max_delay: PositiveSeconds = 10.0
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [o.strip() for o in value.split(",") if o.strip()]
+        return value
+
+    @field_validator("rabbitmq_url")
+    @classmethod
+    def _check_amqp(cls, value: str) -> str:
+        if not value.startswith(("amqp://", "amqps://")):
+            raise ValueError("must start with amqp:// or amqps://")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        return normalize_database_url(value)
+
+    @field_validator("jwt_public_key")
+    @classmethod
+    def _load_pem(cls, value: str | None) -> str | None:
+        # Accept the PEM itself or a path to a file holding it.
+        if value and "-----BEGIN" not in value:
+            path = Path(value)
+            if not path.is_file():
+                raise ValueError("must be a PEM public key or the path of a file holding one")
+            value = path.read_text()
+        return value
+
+    @model_validator(mode="after")
+    def _key_matches_algorithm(self) -> Settings:
+        if self.jwt_algorithm.startswith(("RS", "ES")) and self.jwt_public_key is None:
+            raise ValueError(
+                f"SSEHUB_JWT_PUBLIC_KEY is required when SSEHUB_JWT_ALGORITHM={self.jwt_algorithm}"
+            )
+        return self
+
+    def require_jwt(self) -> None:
+        """Edges cannot start without a way to check tokens."""
+        if self.jwt_algorithm.startswith("HS") and not self.jwt_secret:
+            raise ConfigError("SSEHUB_JWT_SECRET: missing (the edge needs it to verify tokens)")
+
+
+def normalize_database_url(url: str) -> str:
+    """Map plain ``sqlite://`` / ``postgresql://`` URLs to their async drivers."""
+    for plain, async_ in (
+        ("sqlite://", "sqlite+aiosqlite://"),
+        ("postgresql://", "postgresql+asyncpg://"),
+        ("postgres://", "postgresql+asyncpg://"),
+    ):
+        if url.startswith(plain):
+            return async_ + url[len(plain) :]
+    if url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+        return url
+    raise ValueError("must be a sqlite:// or postgresql:// URL")
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Parse settings once; turn a validation failure into one clear line."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = "_".join(str(part) for part in err["loc"]).upper()
+        name = f"SSEHUB_{loc}" if loc else "settings"
+        msg = err["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{name}: {msg}") from None

@@ -1,0 +1,65 @@
+"""Async engine and schema: SQLite (aiosqlite) by default, PostgreSQL (asyncpg)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.sql.expression import Insert
+from sqlmodel import SQLModel
+
+from shared import models
+
+TABLES = [
+    models.EventRow.__table__,  # type: ignore[attr-defined]
+    models.UserCursor.__table__,  # type: ignore[attr-defined]
+    models.Member.__table__,  # type: ignore[attr-defined]
+    models.DedupeKey.__table__,  # type: ignore[attr-defined]
+]
+
+
+def create_engine(url: str, *, writer: bool = False) -> AsyncEngine:
+    """``writer``: the dispatcher's engine, which takes SQLite's write lock up front
+    so that its read-then-write batches are serialised against any other writer."""
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url, connect_args={"timeout": 30})
+        _tune_sqlite(engine, writer)
+        return engine
+    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+
+
+def _tune_sqlite(engine: AsyncEngine, writer: bool) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Take transaction control from pysqlite so BEGIN is ours to emit.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        # WAL: edges read while the dispatcher writes, from other processes.
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+
+
+async def create_schema(engine: AsyncEngine) -> None:
+    """A fresh database just works: tables are created when missing."""
+    async with engine.begin() as conn:
+        await conn.run_sync(SQLModel.metadata.create_all, tables=TABLES)
+
+
+def upsert(conn: AsyncConnection | Dialect, table: Any) -> Insert:
+    """``INSERT`` with ``ON CONFLICT`` support for whichever dialect is in use."""
+    dialect = conn if isinstance(conn, Dialect) else conn.dialect
+    if dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table)

@@ -1,0 +1,36 @@
+"""Outcomes named as exceptions, all under one root."""
+
+from __future__ import annotations
+
+
+class SsehubError(Exception):
+    """Root of every error ssehub raises on purpose."""
+
+
+class ConfigError(SsehubError):
+    """A setting is missing or invalid; the message names it."""
+
+
+class InvalidMessage(SsehubError):
+    """A published AMQP message breaks the contract; the message says how."""
+
+
+class AuthError(SsehubError):
+    """A request carries no usable token. ``code`` is the JSON ``error`` field."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class StoreUnavailable(SsehubError):
+    """The database cannot be reached or failed mid-operation."""
+
+
+class BrokerUnavailable(SsehubError):
+    """RabbitMQ cannot be reached, or refused what we asked."""
+
+
+class PublishError(SsehubError):
+    """The broker did not confirm a published message."""

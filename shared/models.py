@@ -1,0 +1,48 @@
+"""SQLModel tables: the per-user event log, cursors, membership, dedupe keys."""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, Index, String, Text
+from sqlmodel import Field, SQLModel
+
+
+class EventRow(SQLModel, table=True):
+    """One stored event of one user: the source of truth for replay."""
+
+    __tablename__ = "ssehub_event"
+    user_id: str = Field(sa_column=Column(String(128), primary_key=True))
+    seq: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    frame: str = Field(sa_column=Column(Text, nullable=False))
+    key: str | None = Field(default=None, sa_column=Column(String(255), nullable=True))
+    created_at: float = Field(nullable=False)
+
+    __table_args__ = (
+        Index("ix_ssehub_event_key", "key"),
+        Index("ix_ssehub_event_created", "created_at"),
+    )
+
+
+class UserCursor(SQLModel, table=True):
+    """``last_seq``: the user's latest sequence number. ``floor_seq``: the
+    highest one pruned away; a Last-Event-ID below it cannot be honoured."""
+
+    __tablename__ = "ssehub_user"
+    user_id: str = Field(sa_column=Column(String(128), primary_key=True))
+    last_seq: int = Field(sa_column=Column(BigInteger, nullable=False))
+    floor_seq: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+
+
+class Member(SQLModel, table=True):
+    __tablename__ = "ssehub_member"
+    conversation_id: str = Field(sa_column=Column(String(128), primary_key=True))
+    user_id: str = Field(sa_column=Column(String(128), primary_key=True))
+
+    __table_args__ = (Index("ix_ssehub_member_user", "user_id"),)
+
+
+class DedupeKey(SQLModel, table=True):
+    """Idempotency keys seen within the dedupe window."""
+
+    __tablename__ = "ssehub_dedupe"
+    key: str = Field(sa_column=Column(String(255), primary_key=True))
+    created_at: float = Field(nullable=False, index=True)

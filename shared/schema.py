@@ -1,0 +1,234 @@
+"""The contract's AMQP messages: parsing and validation, pure functions.
+
+``parse_message`` turns a routing key and a body into a typed message or
+raises :class:`InvalidMessage` with a reason a publisher can act on. The
+publisher client builds its bodies with the same rules, so a bad call fails
+in the caller's process instead of in ``sse.dead``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+
+from shared.errors import InvalidMessage
+
+EVENT_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+# orjson turns integers beyond 64 bits into floats; such bodies take the exact
+# (slower) stdlib path so that data reaches clients digit for digit.
+LONG_NUMBER = re.compile(rb"\d{19,}")
+MAX_ID_BYTES = 128
+MAX_KEY_CHARS = 255  # AMQP message_id is a shortstr; the body "id" is capped at 128
+EVENT_FIELDS = frozenset({"event", "data", "id", "exclude", "ephemeral"})
+MEMBER_FIELDS = frozenset({"op", "users"})
+MemberOp = Literal["set", "add", "remove"]
+
+
+@dataclass(frozen=True, slots=True)
+class EventMessage:
+    """``user.<id>`` or ``conversation.<id>``: one event to fan out."""
+
+    kind: Literal["user", "conversation"]
+    target: str
+    event: str
+    data: bytes  # compact one-line JSON, exactly as it goes on the ``data:`` line
+    key: str | None
+    exclude: frozenset[str]
+    ephemeral: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipMessage:
+    """``members.<conversationId>``: a change of the member list."""
+
+    conversation: str
+    op: MemberOp
+    users: tuple[str, ...]
+    key: str | None
+
+
+Message = EventMessage | MembershipMessage
+
+
+def check_id(value: object, what: str) -> str:
+    """Ids are 1-128 bytes of printable, non-space characters."""
+    if not isinstance(value, str):
+        raise InvalidMessage(f"{what}: must be a string, got {_type(value)}")
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if not 1 <= size <= MAX_ID_BYTES:
+        raise InvalidMessage(f"{what}: must be 1-{MAX_ID_BYTES} bytes, got {size}")
+    for ch in value:
+        if not ch.isprintable() or ch.isspace():
+            raise InvalidMessage(f"{what}: character {ch!r} is not allowed (printable, no spaces)")
+    return value
+
+
+def check_event_name(value: object) -> str:
+    if not isinstance(value, str) or not EVENT_NAME.fullmatch(value):
+        raise InvalidMessage(
+            f"event: must be 1-64 characters of A-Za-z0-9_.:- , got {_short(value)}"
+        )
+    return value
+
+
+def check_key(value: object, what: str = "id") -> str:
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_ID_BYTES:
+        raise InvalidMessage(f"{what}: must be a string of 1-{MAX_ID_BYTES} characters")
+    return value
+
+
+def check_users(value: object, what: str) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise InvalidMessage(f"{what}: must be an array of user ids, got {_type(value)}")
+    return tuple(dict.fromkeys(check_id(u, f"{what}[{i}]") for i, u in enumerate(value)))
+
+
+def split_routing_key(routing_key: str) -> tuple[str, str]:
+    """``kind.id`` where the id is everything after the first dot."""
+    kind, dot, target = routing_key.partition(".")
+    if kind not in ("user", "conversation", "members") or not dot:
+        raise InvalidMessage(
+            f"routing key {_short(routing_key)}: expected user.<id>, conversation.<id> "
+            "or members.<id>"
+        )
+    return kind, check_id(target, f"routing key {kind}.<id>")
+
+
+def parse_message(
+    routing_key: str, body: bytes, message_id: str | None, max_bytes: int
+) -> Message:
+    """Validate one consumed message. Raises :class:`InvalidMessage`."""
+    kind, target = split_routing_key(routing_key)
+    if len(body) > max_bytes:
+        raise InvalidMessage(f"body: {len(body)} bytes exceeds the limit of {max_bytes}")
+    exact = LONG_NUMBER.search(body) is not None
+    doc = _loads_exact(body) if exact else _loads(body)
+    if not isinstance(doc, dict):
+        raise InvalidMessage(f"body: must be a JSON object, got {_type(doc)}")
+    fallback = message_id if message_id and len(message_id) <= MAX_KEY_CHARS else None
+    if kind == "members":
+        return _parse_membership(target, doc, fallback)
+    return _parse_event(kind, target, doc, fallback, exact)  # type: ignore[arg-type]
+
+
+def _loads(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidMessage(f"body: not valid UTF-8 JSON ({exc})") from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _loads_exact(body: bytes) -> Any:
+    try:
+        return json.loads(body.decode("utf-8"), parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise InvalidMessage(f"body: not valid UTF-8 JSON ({exc})") from None
+
+
+# JSON leaves these raw, but many line readers (Python's splitlines among them)
+# break lines at them; escaped, the data line stays one line for every client.
+LINE_BREAKERS = (
+    (b"\xc2\x85", b"\\u0085"),
+    (b"\xe2\x80\xa8", b"\\u2028"),
+    (b"\xe2\x80\xa9", b"\\u2029"),
+)
+
+
+def _dumps(value: Any, exact: bool) -> bytes:
+    if exact:
+        out = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    else:
+        out = orjson.dumps(value)
+    for raw, escaped in LINE_BREAKERS:
+        if raw in out:
+            out = out.replace(raw, escaped)
+    return out
+
+
+def _parse_event(
+    kind: Literal["user", "conversation"],
+    target: str,
+    doc: dict[str, Any],
+    fallback: str | None,
+    exact: bool,
+) -> EventMessage:
+    _no_unknown(doc, EVENT_FIELDS)
+    if "event" not in doc:
+        raise InvalidMessage("event: missing")
+    if "data" not in doc:
+        raise InvalidMessage("data: missing")
+    event = check_event_name(doc["event"])
+    key = check_key(doc["id"]) if "id" in doc else fallback
+    exclude: frozenset[str] = frozenset()
+    if "exclude" in doc:
+        if kind != "conversation":
+            raise InvalidMessage("exclude: only conversation events take it")
+        exclude = frozenset(check_users(doc["exclude"], "exclude"))
+    ephemeral = doc.get("ephemeral", False)
+    if not isinstance(ephemeral, bool):
+        raise InvalidMessage(f"ephemeral: must be true or false, got {_type(ephemeral)}")
+    data = _dumps(doc["data"], exact)
+    return EventMessage(kind, target, event, data, key, exclude, ephemeral)
+
+
+def _parse_membership(target: str, doc: dict[str, Any], key: str | None) -> MembershipMessage:
+    _no_unknown(doc, MEMBER_FIELDS)
+    op = doc.get("op")
+    if op not in ("set", "add", "remove"):
+        raise InvalidMessage(f"op: must be \"set\", \"add\" or \"remove\", got {_short(op)}")
+    if "users" not in doc:
+        raise InvalidMessage("users: missing")
+    return MembershipMessage(target, op, check_users(doc["users"], "users"), key)
+
+
+def event_body(
+    event: str,
+    data: Any,
+    *,
+    key: str | None = None,
+    exclude: Iterable[str] = (),
+    ephemeral: bool = False,
+) -> bytes:
+    """The JSON body of ``user.*`` / ``conversation.*``, validated."""
+    doc: dict[str, Any] = {"event": check_event_name(event), "data": data}
+    if key is not None:
+        doc["id"] = check_key(key)
+    users = check_users(list(exclude), "exclude")
+    if users:
+        doc["exclude"] = list(users)
+    if ephemeral:
+        doc["ephemeral"] = True
+    try:
+        return orjson.dumps(doc)
+    except TypeError as exc:
+        raise InvalidMessage(f"data: not JSON-serialisable ({exc})") from None
+
+
+def membership_body(op: MemberOp, users: Iterable[str]) -> bytes:
+    return orjson.dumps({"op": op, "users": list(check_users(list(users), "users"))})
+
+
+def _no_unknown(doc: dict[str, Any], allowed: frozenset[str]) -> None:
+    unknown = sorted(set(doc) - allowed)
+    if unknown:
+        raise InvalidMessage(f"{unknown[0]}: unknown field (allowed: {', '.join(sorted(allowed))})")
+
+
+def _type(value: object) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(value), "number"
+    )
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -1,0 +1,91 @@
+"""The AMQP topology as data, declared from this one place by every process.
+
+Contract names (``sse.events``, ``sse.deliver``, ``sse.dead``) are fixed by
+SPEC.md; the dispatcher's work queue and the edges' node queues are ours.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue, ExchangeType
+
+SEQ_HEADER = "x-seq"  # on sse.deliver messages: the recipient's sequence number
+ERROR_HEADER = "x-ssehub-error"  # on sse.dead messages: why it was rejected
+
+
+@dataclass(frozen=True)
+class ExchangeSpec:
+    name: str
+    type: ExchangeType
+    durable: bool = True
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    name: str
+    durable: bool = True
+    exclusive: bool = False
+    arguments: dict[str, object] = field(default_factory=dict)
+    bindings: tuple[tuple[ExchangeSpec, str], ...] = ()
+
+
+EVENTS = ExchangeSpec("sse.events", ExchangeType.TOPIC)
+DELIVER = ExchangeSpec("sse.deliver", ExchangeType.DIRECT)
+
+# Bound with "#" so that unknown routing keys reach the dispatcher too and are
+# dead-lettered with a reason instead of vanishing unrouted.
+DISPATCH = QueueSpec(
+    "ssehub.dispatch",
+    arguments={"x-single-active-consumer": True},
+    bindings=((EVENTS, "#"),),
+)
+DEAD = QueueSpec("sse.dead")
+
+EXCHANGES = (EVENTS, DELIVER)
+DISPATCHER_QUEUES = (DISPATCH, DEAD)
+
+
+def edge_queue(node_id: str) -> QueueSpec:
+    """One queue per edge process. Exclusive: RabbitMQ deletes it, with all its
+    bindings, the moment the process's connection goes away, so a killed edge
+    leaves no orphan behind."""
+    return QueueSpec(f"ssehub.edge.{node_id}", durable=False, exclusive=True)
+
+
+async def declare_exchanges(channel: AbstractChannel) -> dict[str, AbstractExchange]:
+    return {
+        spec.name: await channel.declare_exchange(spec.name, spec.type, durable=spec.durable)
+        for spec in EXCHANGES
+    }
+
+
+async def declare_queue(channel: AbstractChannel, spec: QueueSpec) -> AbstractQueue:
+    queue = await channel.declare_queue(
+        spec.name,
+        durable=spec.durable,
+        exclusive=spec.exclusive,
+        arguments=dict(spec.arguments) or None,  # type: ignore[arg-type]
+    )
+    for exchange, routing_key in spec.bindings:
+        await queue.bind(exchange.name, routing_key)
+    return queue
+
+
+async def declare_core(channel: AbstractChannel) -> dict[str, AbstractExchange]:
+    """The contract's exchanges plus the dispatcher's queues (publishers declare
+    them too, so that nothing published before a dispatcher ever ran is lost)."""
+    exchanges = await declare_exchanges(channel)
+    for spec in DISPATCHER_QUEUES:
+        await declare_queue(channel, spec)
+    return exchanges
+
+
+def delivery_message(frame: bytes, seq: int | None) -> aio_pika.Message:
+    """What the dispatcher sends an edge: the frame, ready to write as is."""
+    return aio_pika.Message(
+        frame,
+        headers={SEQ_HEADER: seq} if seq is not None else None,
+        delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT,
+    )

@@ -1,0 +1,175 @@
+"""Test plumbing: real brokers, databases and uvicorn servers on real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import aio_pika
+import uvicorn
+from fastapi import FastAPI
+
+from edge.app import create_app
+from edge.auth import mint_token
+from shared.config import Settings
+from shared.publisher import Hub
+
+SECRET = "test-secret-0123456789abcdef0123456789abcdef"
+DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672/"
+DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def reachable(url: str, default_port: int) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default_port), 2):
+            return True
+    except OSError:
+        return False
+
+
+def uid(prefix: str = "u") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+# -- RabbitMQ: one throwaway vhost per test session --------------------------
+@contextlib.contextmanager
+def rabbitmq_vhost(base_url: str) -> Iterator[str]:
+    """A fresh vhost (so exchange and queue names never collide between runs),
+    deleted afterwards. Needs rabbitmqctl for a local broker."""
+    ctl = shutil.which("rabbitmqctl")
+    parts = urlsplit(base_url)
+    if ctl is None or parts.hostname not in ("127.0.0.1", "localhost"):
+        yield base_url  # remote/containerised broker: it is ours alone already
+        return
+    vhost = f"ssehub-test-{uuid.uuid4().hex[:8]}"
+    user = parts.username or "guest"
+    subprocess.run([ctl, "-q", "add_vhost", vhost], check=True, capture_output=True)
+    subprocess.run(
+        [ctl, "-q", "set_permissions", "-p", vhost, user, ".*", ".*", ".*"],
+        check=True, capture_output=True,
+    )
+    try:
+        yield urlunsplit(parts._replace(path="/" + quote(vhost, safe="")))
+    finally:
+        subprocess.run([ctl, "-q", "delete_vhost", vhost], capture_output=True)
+
+
+# -- PostgreSQL: one throwaway database per test session ---------------------
+@contextlib.asynccontextmanager
+async def postgres_database(base_url: str) -> AsyncIterator[str]:
+    import asyncpg
+
+    name = f"ssehub_test_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(base_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    parts = urlsplit(base_url)
+    try:
+        yield urlunsplit(parts._replace(path="/" + name))
+    finally:
+        admin = await asyncpg.connect(base_url)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+def make_settings(amqp_url: str, database_url: str, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "rabbitmq_url": amqp_url,
+        "database_url": database_url,
+        "jwt_secret": SECRET,
+        "reconnect_max_delay": 1.0,
+        "_env_file": None,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+# -- uvicorn on a real socket, in the test's loop ------------------------------
+@contextlib.asynccontextmanager
+async def serve(app: FastAPI) -> AsyncIterator[str]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app, log_level="warning", lifespan="on", http="httptools", timeout_graceful_shutdown=2
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        async with asyncio.timeout(15):
+            while not server.started:
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.01)  # wait-ok: polling uvicorn's started flag
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        hub = getattr(app.state, "hub", None)
+        if hub is not None:
+            from edge.app import drain
+
+            drain(hub)
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+@contextlib.asynccontextmanager
+async def running_edge(settings: Settings) -> AsyncIterator[tuple[str, FastAPI]]:
+    """An edge app served on a socket, ready (bound to RabbitMQ) when yielded."""
+    app = create_app(settings)
+    async with serve(app) as url:
+        async with asyncio.timeout(15):
+            await app.state.hub.node.supervisor.ready.wait()
+        yield url, app
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    edges: list[str]
+    apps: list[FastAPI]
+    hub: Hub
+    users: list[str] = field(default_factory=list)
+
+    def token(self, user: str, **kw: object) -> str:
+        return mint_token(self.settings, user, **kw)  # type: ignore[arg-type]
+
+    @property
+    def edge(self) -> str:
+        return self.edges[0]
+
+
+@contextlib.asynccontextmanager
+async def dead_letter_queue(amqp_url: str) -> AsyncIterator[asyncio.Queue[aio_pika.abc.AbstractIncomingMessage]]:
+    """Consume ``sse.dead``; dead letters arrive on the yielded queue."""
+    got: asyncio.Queue[aio_pika.abc.AbstractIncomingMessage] = asyncio.Queue()
+    conn = await aio_pika.connect(amqp_url)
+    try:
+        ch = await conn.channel()
+        q = await ch.get_queue("sse.dead")
+
+        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            await got.put(message)
+
+        await q.consume(on_message, no_ack=True)
+        yield got
+    finally:
+        await conn.close()
+
+
+def env(name: str, default: str) -> str:
+    return os.environ.get(name, default)

@@ -1,0 +1,562 @@
+"""Unit tests of edge.auth (token extraction and JWT checks) and edge.logs redaction."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge.auth import TokenVerifier, extract_token, mint_token
+from edge.logs import UVICORN_LOG_CONFIG, RedactTokens, configure_logging
+from shared.config import Settings
+from shared.errors import AuthError, ConfigError
+
+SECRET = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz"  # 49 bytes: no key-length warning
+OTHER_SECRET = "another-secret-0123456789-abcdefghijklmnopqrstuv"
+
+
+# -- helpers ----------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _no_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings must come from the test only, not from SSEHUB_* variables."""
+    import os
+
+    for name in list(os.environ):
+        if name.upper().startswith("SSEHUB_"):
+            monkeypatch.delenv(name)
+
+
+def make_settings(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {"jwt_secret": SECRET, **overrides}
+    return Settings(_env_file=None, **values)
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def hand_token(header: dict[str, Any], payload: object, key: bytes | None) -> str:
+    """A compact JWS built without PyJWT: HS256 with ``key``, or no signature."""
+    signing_input = b64url(json.dumps(header).encode()) + "." + b64url(json.dumps(payload).encode())
+    sig = b"" if key is None else hmac.new(key, signing_input.encode(), hashlib.sha256).digest()
+    return signing_input + "." + b64url(sig)
+
+
+def hs(payload: dict[str, Any], secret: str = SECRET, alg: str = "HS256") -> str:
+    return jwt.encode(payload, secret, algorithm=alg)
+
+
+def auth_error(verifier: TokenVerifier, token: str) -> AuthError:
+    with pytest.raises(AuthError) as info:
+        verifier.verify(token)
+    assert token not in info.value.message or len(token) < 8
+    return info.value
+
+
+@pytest.fixture(scope="module")
+def rsa_keys() -> tuple[rsa.RSAPrivateKey, str]:
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public_pem = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return private, public_pem.decode()
+
+
+@pytest.fixture(scope="module")
+def ec_keys() -> tuple[ec.EllipticCurvePrivateKey, str]:
+    private = ec.generate_private_key(ec.SECP256R1())
+    public_pem = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return private, public_pem.decode()
+
+
+@pytest.fixture
+def verifier() -> TokenVerifier:
+    return TokenVerifier(make_settings())
+
+
+# -- extract_token ----------------------------------------------------------
+
+
+def test_query_token() -> None:
+    assert extract_token("abc", None, None) == "abc"
+
+
+@pytest.mark.parametrize("header", ["Bearer abc", "bearer abc", "BEARER  abc ", "  Bearer abc"])
+def test_bearer_header(header: str) -> None:
+    assert extract_token(None, header, None) == "abc"
+
+
+def test_x_auth_token() -> None:
+    assert extract_token(None, None, "abc") == "abc"
+
+
+def test_precedence() -> None:
+    assert extract_token("q", "Bearer h", "x") == "q"
+    assert extract_token(None, "Bearer h", "x") == "h"
+    assert extract_token("", "Bearer h", "x") == "h"
+    assert extract_token(None, "", "x") == "x"
+
+
+@pytest.mark.parametrize("args", [(None, None, None), ("", "", ""), (" ", None, "  ")])
+def test_missing_token(args: tuple[str | None, str | None, str | None]) -> None:
+    with pytest.raises(AuthError) as info:
+        extract_token(*args)
+    assert info.value.code == "missing_token"
+
+
+@pytest.mark.parametrize(
+    "header", ["Basic dXNlcjpwYXNz", "Token abc", "Bearer", "Bearer   ", "abc"]
+)
+def test_non_bearer_authorization(header: str) -> None:
+    with pytest.raises(AuthError) as info:
+        extract_token(None, header, None)
+    assert info.value.code == "invalid_request"
+    assert "dXNlcjpwYXNz" not in info.value.message
+
+
+def test_non_bearer_authorization_yields_to_other_methods() -> None:
+    # A proxy's Basic credentials must not hide a token sent another way.
+    assert extract_token("q", "Basic dXNlcjpwYXNz", None) == "q"
+    assert extract_token(None, "Basic dXNlcjpwYXNz", "x") == "x"
+
+
+# -- verify: HS256 ------------------------------------------------------------
+
+
+def test_valid_token(verifier: TokenVerifier) -> None:
+    assert verifier.verify(hs({"sub": "u1", "exp": time.time() + 60})) == "u1"
+
+
+@pytest.mark.parametrize("alg", ["HS384", "HS512"])
+def test_other_hmac_algorithms(alg: str) -> None:
+    secret = SECRET + SECRET  # 98 bytes: long enough for HS512
+    verifier = TokenVerifier(make_settings(jwt_secret=secret, jwt_algorithm=alg))
+    assert verifier.verify(hs({"sub": "u1"}, secret, alg)) == "u1"
+    assert auth_error(verifier, hs({"sub": "u1"}, secret, "HS256")).code == "invalid_token"
+
+
+def test_bad_signature(verifier: TokenVerifier) -> None:
+    assert auth_error(verifier, hs({"sub": "u1"}, OTHER_SECRET)).code == "invalid_token"
+
+
+def test_tampered_payload(verifier: TokenVerifier) -> None:
+    header, _, sig = hs({"sub": "u1"}).split(".")
+    forged = f"{header}.{b64url(json.dumps({'sub': 'admin'}).encode())}.{sig}"
+    assert auth_error(verifier, forged).code == "invalid_token"
+
+
+def test_expired(verifier: TokenVerifier) -> None:
+    token = hs({"sub": "u1", "exp": int(time.time()) - 10})
+    assert auth_error(verifier, token).code == "token_expired"
+
+
+def test_leeway() -> None:
+    verifier = TokenVerifier(make_settings(jwt_leeway=60))
+    assert verifier.verify(hs({"sub": "u1", "exp": int(time.time()) - 10})) == "u1"
+    assert verifier.verify(hs({"sub": "u1", "nbf": int(time.time()) + 10})) == "u1"
+
+
+def test_not_yet_valid(verifier: TokenVerifier) -> None:
+    token = hs({"sub": "u1", "nbf": int(time.time()) + 60})
+    assert auth_error(verifier, token).code == "token_not_yet_valid"
+
+
+def test_iat_in_the_future_is_accepted(verifier: TokenVerifier) -> None:
+    # iat is informational; a clock a few seconds ahead must not lock users out.
+    assert verifier.verify(hs({"sub": "u1", "iat": int(time.time()) + 5})) == "u1"
+
+
+def test_audience() -> None:
+    verifier = TokenVerifier(make_settings(jwt_audience="ssehub"))
+    assert verifier.verify(hs({"sub": "u1", "aud": "ssehub"})) == "u1"
+    assert verifier.verify(hs({"sub": "u1", "aud": ["other", "ssehub"]})) == "u1"
+    assert auth_error(verifier, hs({"sub": "u1", "aud": "other"})).code == "invalid_audience"
+    assert auth_error(verifier, hs({"sub": "u1"})).code == "invalid_audience"
+
+
+def test_audience_present_but_not_configured(verifier: TokenVerifier) -> None:
+    assert verifier.verify(hs({"sub": "u1", "aud": "somebody"})) == "u1"
+
+
+def test_issuer() -> None:
+    verifier = TokenVerifier(make_settings(jwt_issuer="https://idp.example"))
+    assert verifier.verify(hs({"sub": "u1", "iss": "https://idp.example"})) == "u1"
+    assert auth_error(verifier, hs({"sub": "u1", "iss": "https://evil"})).code == "invalid_issuer"
+    assert auth_error(verifier, hs({"sub": "u1"})).code == "invalid_issuer"
+
+
+def test_issuer_not_configured(verifier: TokenVerifier) -> None:
+    assert verifier.verify(hs({"sub": "u1", "iss": "anyone"})) == "u1"
+
+
+@pytest.mark.parametrize("alg", ["none", "None", "NONE", ""])
+def test_alg_none_rejected(verifier: TokenVerifier, alg: str) -> None:
+    token = hand_token({"alg": alg, "typ": "JWT"}, {"sub": "u1"}, None)
+    assert token.endswith(".")
+    assert auth_error(verifier, token).code == "invalid_token"
+
+
+def test_no_alg_header_rejected(verifier: TokenVerifier) -> None:
+    token = hand_token({"typ": "JWT"}, {"sub": "u1"}, SECRET.encode())
+    assert auth_error(verifier, token).code == "invalid_token"
+
+
+def test_hand_built_hs256_is_accepted(verifier: TokenVerifier) -> None:
+    # The helper used by the confusion test builds tokens PyJWT accepts.
+    token = hand_token({"alg": "HS256", "typ": "JWT"}, {"sub": "u1"}, SECRET.encode())
+    assert verifier.verify(token) == "u1"
+
+
+@pytest.mark.parametrize("sub", [None, "", 42, ["u1"], {"id": "u1"}, "a b", "x" * 129, "tab\tx"])
+def test_bad_user_claim(verifier: TokenVerifier, sub: object) -> None:
+    payload: dict[str, Any] = {"exp": time.time() + 60}
+    if sub is not None:
+        payload["sub"] = sub
+    assert auth_error(verifier, hs(payload)).code == "invalid_token"
+
+
+def test_custom_user_claim() -> None:
+    verifier = TokenVerifier(make_settings(jwt_user_claim="uid"))
+    assert verifier.verify(hs({"uid": "alice", "sub": 12})) == "alice"
+    error = auth_error(verifier, hs({"sub": "alice"}))
+    assert error.code == "invalid_token"
+    assert "uid" in error.message
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "",
+        "abc",
+        "a.b.c",
+        "a.b",
+        "...",
+        "eyJhbGciOiJIUzI1NiJ9..",
+        "eyJhbGciOiJIUzI1NiJ9.e30.!!!!",
+        "Bearer x.y.z",
+        "é.é.é",
+        "x" * 10_000,
+        bytes(range(256)).decode("latin-1"),
+        b"\x89PNG\r\n\x1a\n\x00\x00".decode("latin-1"),
+    ],
+)
+def test_garbage_rejected(verifier: TokenVerifier, token: str) -> None:
+    assert auth_error(verifier, token).code == "invalid_token"
+
+
+def test_non_json_segments_rejected(verifier: TokenVerifier) -> None:
+    for header, payload in [(b"[]", b"{}"), (b"{}", b"[1]"), (b"not json", b"{}")]:
+        signing_input = f"{b64url(header)}.{b64url(payload)}"
+        sig = hmac.new(SECRET.encode(), signing_input.encode(), hashlib.sha256).digest()
+        assert auth_error(verifier, f"{signing_input}.{b64url(sig)}").code == "invalid_token"
+
+
+def test_error_messages_never_contain_the_token() -> None:
+    verifier = TokenVerifier(make_settings(jwt_audience="a", jwt_issuer="i"))
+    now = int(time.time())
+    tokens = [
+        hs({"sub": "u1", "aud": "a", "iss": "i", "exp": now - 100}),
+        hs({"sub": "u1", "aud": "a", "iss": "i", "nbf": now + 100}),
+        hs({"sub": "u1", "aud": "b", "iss": "i"}),
+        hs({"sub": "u1", "aud": "a", "iss": "j"}),
+        hs({"sub": "u1", "aud": "a", "iss": "i"}, OTHER_SECRET),
+        hs({"aud": "a", "iss": "i"}),
+        hand_token({"alg": "none"}, {"sub": "u1"}, None),
+    ]
+    for token in tokens:
+        error = auth_error(verifier, token)
+        for part in token.split("."):
+            assert not part or part not in error.message
+        assert token not in str(error)
+
+
+# -- verify: RS256 / ES256 ----------------------------------------------------
+
+
+def test_rs256_valid(rsa_keys: tuple[rsa.RSAPrivateKey, str]) -> None:
+    private, public_pem = rsa_keys
+    verifier = TokenVerifier(make_settings(jwt_algorithm="RS256", jwt_public_key=public_pem))
+    token = jwt.encode({"sub": "u1", "exp": time.time() + 60}, private, algorithm="RS256")
+    assert verifier.verify(token) == "u1"
+
+
+def test_rs256_wrong_key(rsa_keys: tuple[rsa.RSAPrivateKey, str]) -> None:
+    _, public_pem = rsa_keys
+    verifier = TokenVerifier(make_settings(jwt_algorithm="RS256", jwt_public_key=public_pem))
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    token = jwt.encode({"sub": "u1"}, other, algorithm="RS256")
+    assert auth_error(verifier, token).code == "invalid_token"
+
+
+@pytest.mark.parametrize("alg", ["HS256", "RS256"])
+def test_hs_rs_confusion_rejected(rsa_keys: tuple[rsa.RSAPrivateKey, str], alg: str) -> None:
+    # The classic attack: HMAC-sign with the (public) PEM text as the secret.
+    _, public_pem = rsa_keys
+    verifier = TokenVerifier(make_settings(jwt_algorithm="RS256", jwt_public_key=public_pem))
+    token = hand_token({"alg": alg, "typ": "JWT"}, {"sub": "admin"}, public_pem.encode())
+    assert auth_error(verifier, token).code == "invalid_token"
+
+
+def test_rs256_rejects_hs256_token_with_configured_secret(
+    rsa_keys: tuple[rsa.RSAPrivateKey, str],
+) -> None:
+    _, public_pem = rsa_keys
+    verifier = TokenVerifier(make_settings(jwt_algorithm="RS256", jwt_public_key=public_pem))
+    assert auth_error(verifier, hs({"sub": "u1"})).code == "invalid_token"
+
+
+def test_es256_valid(ec_keys: tuple[ec.EllipticCurvePrivateKey, str]) -> None:
+    private, public_pem = ec_keys
+    verifier = TokenVerifier(make_settings(jwt_algorithm="ES256", jwt_public_key=public_pem))
+    token = jwt.encode({"sub": "u1", "exp": time.time() + 60}, private, algorithm="ES256")
+    assert verifier.verify(token) == "u1"
+    header, payload, _ = token.split(".")
+    assert auth_error(verifier, f"{header}.{payload}.{b64url(b'x' * 64)}").code == "invalid_token"
+    assert auth_error(verifier, f"{header}.{payload}.").code == "invalid_token"
+
+
+def test_key_of_the_wrong_family_is_a_config_error(
+    ec_keys: tuple[ec.EllipticCurvePrivateKey, str],
+) -> None:
+    _, ec_pem = ec_keys
+    with pytest.raises(ConfigError, match="SSEHUB_JWT_PUBLIC_KEY"):
+        TokenVerifier(make_settings(jwt_algorithm="RS256", jwt_public_key=ec_pem))
+    broken = "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"
+    with pytest.raises(ConfigError, match="SSEHUB_JWT_PUBLIC_KEY"):
+        TokenVerifier(make_settings(jwt_algorithm="ES256", jwt_public_key=broken))
+
+
+def test_missing_secret_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="SSEHUB_JWT_SECRET"):
+        TokenVerifier(make_settings(jwt_secret=None))
+
+
+def test_pem_as_hmac_secret_is_a_config_error(rsa_keys: tuple[rsa.RSAPrivateKey, str]) -> None:
+    with pytest.raises(ConfigError, match="SSEHUB_JWT_SECRET"):
+        TokenVerifier(make_settings(jwt_secret=rsa_keys[1]))
+
+
+def test_short_secret_warns_once_in_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    # filterwarnings=error: neither verify nor mint may emit InsecureKeyLengthWarning.
+    settings_ = make_settings(jwt_secret="short")
+    with caplog.at_level(logging.WARNING, logger="edge.auth"):
+        verifier = TokenVerifier(settings_)
+    assert any("SSEHUB_JWT_SECRET" in r.getMessage() for r in caplog.records)
+    token = hand_token({"alg": "HS256"}, {"sub": "u1"}, b"short")
+    assert verifier.verify(token) == "u1"
+    assert verifier.verify(mint_token(settings_, "u2")) == "u2"
+
+
+# -- mint_token ---------------------------------------------------------------
+
+
+def test_mint_round_trip() -> None:
+    settings_ = make_settings(jwt_audience="ssehub", jwt_issuer="dev", jwt_user_claim="uid")
+    token = mint_token(settings_, "alice", ttl_seconds=60, extra={"role": "tester"})
+    assert TokenVerifier(settings_).verify(token) == "alice"
+    claims = jwt.decode(token, SECRET, algorithms=["HS256"], audience="ssehub")
+    assert claims["uid"] == "alice"
+    assert claims["iss"] == "dev"
+    assert claims["role"] == "tester"
+    assert 55 <= claims["exp"] - claims["iat"] <= 61
+
+
+def test_mint_expired_token() -> None:
+    settings_ = make_settings()
+    token = mint_token(settings_, "alice", ttl_seconds=-10)
+    assert auth_error(TokenVerifier(settings_), token).code == "token_expired"
+
+
+def test_mint_with_rs256_is_a_config_error(rsa_keys: tuple[rsa.RSAPrivateKey, str]) -> None:
+    settings_ = make_settings(jwt_algorithm="RS256", jwt_public_key=rsa_keys[1])
+    with pytest.raises(ConfigError, match="RS256"):
+        mint_token(settings_, "alice")
+
+
+# -- properties -------------------------------------------------------------
+
+PROPERTY_VERIFIER = TokenVerifier(make_settings(jwt_audience="ssehub", jwt_issuer="dev"))
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8,
+)
+claim_names = st.sampled_from(["sub", "exp", "nbf", "iat", "aud", "iss", "jti"]) | st.text()
+segments = st.binary(max_size=48).map(b64url)
+
+
+def _verify_returns_user_or_auth_error(token: str) -> None:
+    try:
+        user = PROPERTY_VERIFIER.verify(token)
+    except AuthError as exc:
+        assert exc.code in {
+            "invalid_token",
+            "token_expired",
+            "token_not_yet_valid",
+            "invalid_audience",
+            "invalid_issuer",
+        }
+    else:
+        assert isinstance(user, str) and user
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text() | st.lists(segments, min_size=1, max_size=4).map(".".join))
+def test_arbitrary_tokens(token: str) -> None:
+    _verify_returns_user_or_auth_error(token)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(st.sampled_from(["alg", "typ", "kid", "crit", "b64"]), json_values),
+    st.dictionaries(claim_names, json_values),
+)
+def test_arbitrary_signed_claims(header: dict[str, Any], payload: dict[str, Any]) -> None:
+    # Validly signed tokens reach claim validation: weird claim types included.
+    _verify_returns_user_or_auth_error(hand_token({**header, "alg": "HS256"}, payload, None))
+    _verify_returns_user_or_auth_error(
+        hand_token({**header, "alg": "HS256"}, payload, SECRET.encode())
+    )
+
+
+# -- logs -----------------------------------------------------------------------
+
+TOKEN = hs({"sub": "u1"})
+
+
+def access_record(path: str) -> logging.LogRecord:
+    return logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5000", "GET", path, "1.1", 200),
+        None,
+    )
+
+
+@pytest.mark.parametrize("name", ["token", "access_token", "jwt", "Token"])
+def test_redact_access_record(name: str) -> None:
+    record = access_record(f"/sse/connect?lastEventId=7&{name}={TOKEN}&x=1")
+    assert RedactTokens().filter(record) is True
+    line = record.getMessage()
+    assert TOKEN not in line
+    assert f"{name}=REDACTED" in line
+    assert "lastEventId=7" in line and "&x=1" in line
+    assert line.endswith('"GET /sse/connect?lastEventId=7&' + f'{name}=REDACTED&x=1 HTTP/1.1" 200')
+
+
+def test_redact_opaque_query_token() -> None:
+    record = access_record("/sse/connect?token=opaque-secret-value")
+    RedactTokens().filter(record)
+    assert "opaque-secret-value" not in record.getMessage()
+
+
+def test_redact_keeps_uvicorn_formatter_working() -> None:
+    from uvicorn.logging import AccessFormatter
+
+    record = access_record(f"/sse/connect?token={TOKEN}")
+    RedactTokens().filter(record)
+    line = AccessFormatter("%(client_addr)s %(request_line)s %(status_code)s").format(record)
+    assert TOKEN not in line and "200" in line
+
+
+def test_redact_bearer_and_bare_jwt() -> None:
+    record = logging.LogRecord(
+        "x", logging.INFO, __file__, 1, "Authorization: Bearer %s", (TOKEN,), None
+    )
+    RedactTokens().filter(record)
+    assert TOKEN not in record.getMessage()
+    record = logging.LogRecord(
+        "x", logging.INFO, __file__, 1, f"header was Bearer {TOKEN}; jwt {TOKEN}", None, None
+    )
+    RedactTokens().filter(record)
+    assert TOKEN not in record.getMessage()
+    assert "Bearer REDACTED" in record.getMessage()
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "%(t)s", ({"t": TOKEN},), None)
+    RedactTokens().filter(record)
+    assert TOKEN not in record.getMessage()
+
+
+def test_redact_leaves_other_records_alone() -> None:
+    record = access_record("/sse/connect?lastEventId=7")
+    RedactTokens().filter(record)
+    assert record.getMessage() == '127.0.0.1:5000 - "GET /sse/connect?lastEventId=7 HTTP/1.1" 200'
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    access = logging.getLogger("uvicorn.access")
+    saved = root.level, list(root.handlers), {h: list(h.filters) for h in root.handlers}
+    saved_access = list(access.filters)
+    yield
+    root.setLevel(saved[0])
+    for handler in root.handlers:
+        if handler not in saved[1]:
+            root.removeHandler(handler)
+    for handler, filters in saved[2].items():
+        handler.filters[:] = filters
+    access.filters[:] = saved_access
+
+
+def test_configure_logging_installs_filter_once(restore_logging: None) -> None:
+    configure_logging("debug")
+    configure_logging("DEBUG")
+    assert logging.getLogger().level == logging.DEBUG
+    access = logging.getLogger("uvicorn.access")
+    assert sum(isinstance(f, RedactTokens) for f in access.filters) == 1
+    for handler in logging.getLogger().handlers:
+        assert sum(isinstance(f, RedactTokens) for f in handler.filters) == 1
+
+
+def test_uvicorn_log_config_filters_access_handler() -> None:
+    config = UVICORN_LOG_CONFIG
+    assert config["filters"]["redact_tokens"]["()"] is RedactTokens
+    assert "redact_tokens" in config["handlers"]["access"]["filters"]
+    assert config["loggers"]["uvicorn.access"]["handlers"] == ["access"]
+    assert {"default", "access"} <= set(config["formatters"])
+
+
+def test_redact_bearer_placeholder_with_opaque_token() -> None:
+    record = logging.LogRecord(
+        "x", logging.INFO, __file__, 1, "Authorization: Bearer %s (%d)", ("opaque123", 7), None
+    )
+    RedactTokens().filter(record)
+    assert record.getMessage() == "Authorization: Bearer REDACTED (7)"
+
+
+def test_redact_never_raises_on_a_broken_call() -> None:
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "token=%s %s", ("a",), None)
+    assert RedactTokens().filter(record) is True
+
+
+def test_private_pem_configured_as_public_key_uses_its_public_half(
+    rsa_keys: tuple[rsa.RSAPrivateKey, str],
+) -> None:
+    private, _ = rsa_keys
+    private_pem = private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    verifier = TokenVerifier(make_settings(jwt_algorithm="RS256", jwt_public_key=private_pem))
+    assert verifier.verify(jwt.encode({"sub": "u1"}, private, algorithm="RS256")) == "u1"
