@@ -14,7 +14,9 @@ from shared.db import create_engine, create_schema
 
 
 @asynccontextmanager
-async def running_dispatcher(settings: Settings, name: str = "dispatcher") -> AsyncIterator[Dispatcher]:
+async def running_dispatcher(
+    settings: Settings, name: str = "dispatcher"
+) -> AsyncIterator[Dispatcher]:
     """A dispatcher running in the background of the caller's event loop."""
     engine = create_engine(settings.database_url, writer=True)
     try:

@@ -12,10 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from dispatcher.expand import conversations_of, keys_of, plan_batch
 from dispatcher.sequence import Delivery, assign
+from shared.db import upsert
 from shared.errors import StoreUnavailable
 from shared.models import DedupeKey, EventRow, Member, UserCursor
 from shared.schema import Message
-from shared.db import upsert
 
 EVENT: Any = EventRow.__table__  # type: ignore[attr-defined]
 CURSOR: Any = UserCursor.__table__  # type: ignore[attr-defined]
@@ -69,26 +69,27 @@ class DispatchStore:
             await conn.execute(
                 EVENT.insert(),
                 [
-                    {"user_id": e.user_id, "seq": e.seq, "frame": e.frame.decode(),
-                     "key": e.key, "created_at": now}
+                    {
+                        "user_id": e.user_id,
+                        "seq": e.seq,
+                        "frame": e.frame.decode(),
+                        "key": e.key,
+                        "created_at": now,
+                    }
                     for e in stored
                 ],
             )
         changed = [(u, s) for u, s in last_seq.items() if before.get(u) != s]
         if changed:
-            stmt = upsert(conn, CURSOR)
-            stmt = stmt.on_conflict_do_update(  # type: ignore[attr-defined]
-                index_elements=["user_id"], set_={"last_seq": stmt.excluded.last_seq}
-            )
             await conn.execute(
-                stmt, [{"user_id": u, "last_seq": s, "floor_seq": 0} for u, s in changed]
+                upsert(conn, CURSOR, "user_id", ["last_seq"]),
+                [{"user_id": u, "last_seq": s, "floor_seq": 0} for u, s in changed],
             )
         if plan.new_keys:
-            stmt = upsert(conn, DEDUPE)
-            stmt = stmt.on_conflict_do_update(  # type: ignore[attr-defined]
-                index_elements=["key"], set_={"created_at": stmt.excluded.created_at}
+            await conn.execute(
+                upsert(conn, DEDUPE, "key", ["created_at"]),
+                [{"key": k, "created_at": now} for k in plan.new_keys],
             )
-            await conn.execute(stmt, [{"key": k, "created_at": now} for k in plan.new_keys])
         repeated = await self._stored_deliveries(conn, plan.repeated_keys)
         return repeated + deliveries
 
@@ -148,6 +149,3 @@ class DispatchStore:
             )
             out.extend(Delivery(u, s, f.encode()) for u, s, f in rows)
         return out
-
-
-

@@ -49,6 +49,6 @@ async def prune(engine: AsyncEngine, rule: Retention, now: float) -> int:
             await conn.execute(RAISE_FLOOR_BY_AGE, {"cutoff": now - rule.max_age})
             deleted = await conn.execute(DELETE_BELOW_FLOOR)
             await conn.execute(DELETE_OLD_KEYS, {"cutoff": now - rule.dedupe_window})
-            return int(deleted.rowcount or 0)  # type: ignore[attr-defined]
+            return int(deleted.rowcount or 0)
     except (SQLAlchemyError, OSError) as exc:
         raise StoreUnavailable(f"store: {exc.__class__.__name__}: {exc}") from exc

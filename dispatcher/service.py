@@ -14,6 +14,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 
 import aio_pika
@@ -185,7 +186,7 @@ class Dispatcher:
         dead: list[tuple[AbstractIncomingMessage, str]],
     ) -> None:
         # Publishes are pipelined: all sent, then all confirms awaited together.
-        sends = [
+        sends: list[Awaitable[object]] = [
             link.deliver.publish(
                 topology.delivery_message(d.frame, d.seq), d.user_id, mandatory=False
             )

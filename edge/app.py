@@ -39,7 +39,9 @@ def create_app(settings: Settings, *, extra: Extra | None = None) -> FastAPI:
         engine = create_engine(settings.database_url)
         await create_schema(engine)
         registry = Registry()
-        hub = Hub(settings, EventStore(engine), registry, EdgeNode(settings, registry), EdgeMetrics())
+        hub = Hub(
+            settings, EventStore(engine), registry, EdgeNode(settings, registry), EdgeMetrics()
+        )
         app.state.hub = hub
         tasks = [
             asyncio.create_task(hub.node.supervisor.run(), name="edge-amqp"),

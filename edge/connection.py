@@ -138,7 +138,9 @@ class Connection:
                 return False
             log.error(
                 "user %s: seq %d..%d missing from the store; skipping ahead",
-                self.user_id, self.cursor + 1, seq,
+                self.user_id,
+                self.cursor + 1,
+                seq,
             )
             self._push(frame)
             self.cursor = seq  # type: ignore[assignment]

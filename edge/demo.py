@@ -36,9 +36,7 @@ def add_demo_routes(app: FastAPI, settings: Settings, publisher: Hub) -> None:
     page = resources.files("edge").joinpath("static/index.html").read_text()
 
     def sender(request: Request) -> str:
-        return verifier.verify(
-            extract_token(None, request.headers.get("authorization"), None)
-        )
+        return verifier.verify(extract_token(None, request.headers.get("authorization"), None))
 
     @app.exception_handler(SsehubError)
     async def _refuse(_request: Request, exc: SsehubError) -> JSONResponse:
@@ -76,7 +74,10 @@ def add_demo_routes(app: FastAPI, settings: Settings, publisher: Hub) -> None:
     async def typing(body: Typing, request: Request) -> dict[str, bool]:
         me = sender(request)
         await publisher.broadcast_to_conversation(
-            body.conversation, "user:typing", {"userId": me, "conversationId": body.conversation},
-            exclude=[me], ephemeral=True,
+            body.conversation,
+            "user:typing",
+            {"userId": me, "conversationId": body.conversation},
+            exclude=[me],
+            ephemeral=True,
         )
         return {"ok": True}

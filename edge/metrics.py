@@ -14,9 +14,7 @@ class EdgeMetrics:
         self.events_written = Counter(
             "ssehub_events_written", "Event frames written to clients", registry=r
         )
-        self.replays = Counter(
-            "ssehub_replays", "Streams resumed from a Last-Event-ID", registry=r
-        )
+        self.replays = Counter("ssehub_replays", "Streams resumed from a Last-Event-ID", registry=r)
         self.replayed_events = Counter(
             "ssehub_replayed_events", "Frames written from the store", registry=r
         )
@@ -24,14 +22,16 @@ class EdgeMetrics:
             "ssehub_gap_fills", "Gaps in the live stream filled from the store", registry=r
         )
         self.slow_closes = Counter(
-            "ssehub_slow_client_closes", "Streams closed for unsent output or write timeout",
+            "ssehub_slow_client_closes",
+            "Streams closed for unsent output or write timeout",
             registry=r,
         )
         self.auth_failures = Counter(
             "ssehub_auth_failures", "Requests refused for a bad or missing token", registry=r
         )
         self.retry_later = Counter(
-            "ssehub_retry_later", "Streams answered with retry: and closed (not ready)",
+            "ssehub_retry_later",
+            "Streams answered with retry: and closed (not ready)",
             registry=r,
         )
 

@@ -88,8 +88,9 @@ class AmqpSupervisor:
             delay = min(delay * 2, self._max_delay)
 
     async def _until_lost(self, conn: AbstractConnection) -> None:
-        waits = [asyncio.ensure_future(w) for w in (conn.closed(), self._failed.wait())]
-        waits += [asyncio.ensure_future(w) for w in self._watched]
+        waits: list[asyncio.Future[object]] = [
+            asyncio.ensure_future(w) for w in (conn.closed(), self._failed.wait(), *self._watched)
+        ]
         try:
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:

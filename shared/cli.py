@@ -73,13 +73,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _dev(args: argparse.Namespace) -> None:
+    from fastapi import FastAPI
+
     from dispatcher.main import running_dispatcher
     from edge.app import create_app
     from edge.demo import add_demo_routes
     from edge.logs import configure_logging
     from edge.server import EdgeServer
-    from fastapi import FastAPI
-
     from shared.publisher import Hub
 
     base = load_settings()
@@ -155,9 +155,14 @@ async def _publish_one(settings: Settings, args: argparse.Namespace) -> str:
             )
         exclude = [u for u in args.exclude.split(",") if u]
         return await hub.broadcast_to_conversation(
-            args.target, args.event, data, exclude=exclude, key=args.key,
+            args.target,
+            args.event,
+            data,
+            exclude=exclude,
+            key=args.key,
             ephemeral=args.ephemeral,
         )
+
 
 if __name__ == "__main__":
     main()

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.sql.expression import Insert
 from sqlmodel import SQLModel
 
 from shared import models
@@ -53,13 +52,12 @@ async def create_schema(engine: AsyncEngine) -> None:
         await conn.run_sync(SQLModel.metadata.create_all, tables=TABLES)
 
 
-def upsert(conn: AsyncConnection | Dialect, table: Any) -> Insert:
-    """``INSERT`` with ``ON CONFLICT`` support for whichever dialect is in use."""
-    dialect = conn if isinstance(conn, Dialect) else conn.dialect
-    if dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
+def upsert(conn: AsyncConnection, table: Any, key: str, update: Sequence[str]) -> Any:
+    """``INSERT ... ON CONFLICT (key) DO UPDATE`` for whichever dialect is in use."""
+    from sqlalchemy.dialects import postgresql, sqlite
 
-        return pg_insert(table)
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    return sqlite_insert(table)
+    insert: Any = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    stmt = insert(table)
+    return stmt.on_conflict_do_update(
+        index_elements=[key], set_={col: stmt.excluded[col] for col in update}
+    )

@@ -42,7 +42,12 @@ class Hub:
 
     # -- the API -------------------------------------------------------------
     async def send_event_to_user(
-        self, user_id: str, event: str, data: Any, *, key: str | None = None,
+        self,
+        user_id: str,
+        event: str,
+        data: Any,
+        *,
+        key: str | None = None,
         ephemeral: bool = False,
     ) -> str:
         """One event to every connection of one user. Returns the idempotency key."""
@@ -50,8 +55,14 @@ class Hub:
         return await self.publish(f"user.{check_id(user_id, 'user_id')}", body, key)
 
     async def broadcast_to_conversation(
-        self, conversation_id: str, event: str, data: Any, *, exclude: Iterable[str] = (),
-        ephemeral: bool = False, key: str | None = None,
+        self,
+        conversation_id: str,
+        event: str,
+        data: Any,
+        *,
+        exclude: Iterable[str] = (),
+        ephemeral: bool = False,
+        key: str | None = None,
     ) -> str:
         """One event to every member of a conversation but ``exclude``."""
         body = event_body(event, data, key=key, exclude=exclude, ephemeral=ephemeral)
@@ -108,7 +119,12 @@ class Hub:
 
     async def _reset(self) -> None:
         async with self._lock:
-            conn, self._connection, self._channel, self._exchange = self._connection, None, None, None
+            conn, self._connection, self._channel, self._exchange = (
+                self._connection,
+                None,
+                None,
+                None,
+            )
             if conn is not None:
                 with contextlib.suppress(Exception):
                     await conn.close()
@@ -120,7 +136,9 @@ class Hub:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         await self.close()

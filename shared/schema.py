@@ -99,9 +99,7 @@ def split_routing_key(routing_key: str) -> tuple[str, str]:
     return kind, check_id(target, f"routing key {kind}.<id>")
 
 
-def parse_message(
-    routing_key: str, body: bytes, message_id: str | None, max_bytes: int
-) -> Message:
+def parse_message(routing_key: str, body: bytes, message_id: str | None, max_bytes: int) -> Message:
     """Validate one consumed message. Raises :class:`InvalidMessage`."""
     kind, target = split_routing_key(routing_key)
     if len(body) > max_bytes:
@@ -184,7 +182,7 @@ def _parse_membership(target: str, doc: dict[str, Any], key: str | None) -> Memb
     _no_unknown(doc, MEMBER_FIELDS)
     op = doc.get("op")
     if op not in ("set", "add", "remove"):
-        raise InvalidMessage(f"op: must be \"set\", \"add\" or \"remove\", got {_short(op)}")
+        raise InvalidMessage(f'op: must be "set", "add" or "remove", got {_short(op)}')
     if "users" not in doc:
         raise InvalidMessage("users: missing")
     return MembershipMessage(target, op, check_users(doc["users"], "users"), key)

@@ -70,7 +70,9 @@ def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @contextlib.asynccontextmanager
-async def make_stack(amqp: str, db: str, edges: int = 2, **overrides: object) -> AsyncIterator[Stack]:
+async def make_stack(
+    amqp: str, db: str, edges: int = 2, **overrides: object
+) -> AsyncIterator[Stack]:
     settings = make_settings(amqp, db, **overrides)
     async with contextlib.AsyncExitStack() as stack:
         await stack.enter_async_context(running_dispatcher(settings))

@@ -83,7 +83,9 @@ class SSEClient:
             raise EOFError("stream ended")
         return ev
 
-    async def take(self, n: int, timeout: float = 10.0, *, events: str | None = None) -> list[Event]:
+    async def take(
+        self, n: int, timeout: float = 10.0, *, events: str | None = None
+    ) -> list[Event]:
         """The next ``n`` events (optionally only those named ``events``)."""
         out: list[Event] = []
         async with asyncio.timeout(timeout):

@@ -30,7 +30,9 @@ DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 def reachable(url: str, default_port: int) -> bool:
     parts = urlsplit(url)
     try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default_port), 2):
+        with socket.create_connection(
+            (parts.hostname or "127.0.0.1", parts.port or default_port), 2
+        ):
             return True
     except OSError:
         return False
@@ -55,7 +57,8 @@ def rabbitmq_vhost(base_url: str) -> Iterator[str]:
     subprocess.run([ctl, "-q", "add_vhost", vhost], check=True, capture_output=True)
     subprocess.run(
         [ctl, "-q", "set_permissions", "-p", vhost, user, ".*", ".*", ".*"],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     )
     try:
         yield urlunsplit(parts._replace(path="/" + quote(vhost, safe="")))
@@ -154,7 +157,9 @@ class Stack:
 
 
 @contextlib.asynccontextmanager
-async def dead_letter_queue(amqp_url: str) -> AsyncIterator[asyncio.Queue[aio_pika.abc.AbstractIncomingMessage]]:
+async def dead_letter_queue(
+    amqp_url: str,
+) -> AsyncIterator[asyncio.Queue[aio_pika.abc.AbstractIncomingMessage]]:
     """Consume ``sse.dead``; dead letters arrive on the yielded queue."""
     got: asyncio.Queue[aio_pika.abc.AbstractIncomingMessage] = asyncio.Queue()
     conn = await aio_pika.connect(amqp_url)

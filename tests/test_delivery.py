@@ -134,7 +134,9 @@ async def test_disconnect_releases_binding(stack: Stack) -> None:
             await connected(c2)
             assert user in node._bound
         # one stream left: still bound
-        await _eventually(lambda: len([c for c in registry.connections() if c.user_id == user]) == 1)
+        await _eventually(
+            lambda: len([c for c in registry.connections() if c.user_id == user]) == 1
+        )
         assert user in node._bound
     await _eventually(lambda: user not in node._bound and not registry.has_user(user))
 

@@ -37,7 +37,11 @@ BAD = [
     ("user.{u}", b'{"event": "' + b"x" * 65 + b'", "data": 1}', "event: must be 1-64"),
     ("user.{u}", b'{"event": 5, "data": 1}', "event: must be 1-64"),
     ("user.{u}", b'{"event": "x", "data": 1, "id": ""}', "id: must be a string of 1-128"),
-    ("user.{u}", b'{"event": "x", "data": 1, "ephemeral": "yes"}', "ephemeral: must be true or false"),
+    (
+        "user.{u}",
+        b'{"event": "x", "data": 1, "ephemeral": "yes"}',
+        "ephemeral: must be true or false",
+    ),
     ("user.{u}", b'{"event": "x", "data": 1, "exclude": ["a"]}', "exclude: only conversation"),
     ("user.{u}", b'{"event": "x", "data": 1, "extra": 1}', "extra: unknown field"),
     ("conversation.{u}", b'{"event": "x", "data": 1, "exclude": "a"}', "exclude: must be an array"),
@@ -49,9 +53,21 @@ BAD = [
     ("user", b'{"event": "x", "data": 1}', "routing key 'user': expected"),
     ("order.{u}", b'{"event": "x", "data": 1}', "routing key 'order."),
     ("user.{u}", b'{"event": "x", "data": ' + b"[" * 2000 + b"]" * 2000 + b"}", "body: not valid"),
-    ("user.{u}", b'{"event": "x", "data": "' + b"y" * (256 * 1024) + b'"}', "exceeds the limit of 262144"),
+    (
+        "user.{u}",
+        b'{"event": "x", "data": "' + b"y" * (256 * 1024) + b'"}',
+        "exceeds the limit of 262144",
+    ),
     ("user.{u}", b'{"event": "x", "data": NaN}', "body: not valid"),
-    ("user.{u}", b'{"event": "x", "data": [' + b"[" * 5000 + b"1" + b"]" * 5000 + b', 123456789012345678901]}', "body: not valid"),
+    (
+        "user.{u}",
+        b'{"event": "x", "data": ['
+        + b"[" * 5000
+        + b"1"
+        + b"]" * 5000
+        + b", 123456789012345678901]}",
+        "body: not valid",
+    ),
     ("user.{u}", b'{"event": "x", "data": 1} trailing', "body: not valid"),
 ]
 
@@ -65,8 +81,9 @@ async def test_every_bad_message_is_dead_lettered_with_its_reason(stack: Stack) 
         await client.next()
         # interleave good and bad: every good one must still flow, in order
         for i, (rk, body, _) in enumerate(BAD):
-            await raw_publish(stack.settings.rabbitmq_url, rk.format(u=user), body,
-                              message_id=f"bad-{user}-{i}")
+            await raw_publish(
+                stack.settings.rabbitmq_url, rk.format(u=user), body, message_id=f"bad-{user}-{i}"
+            )
             await stack.hub.send_event_to_user(user, "good", i)
         got = await client.take(len(BAD))
         assert [(e.seq, e.json) for e in got] == [(i + 1, i) for i in range(len(BAD))]
@@ -76,7 +93,7 @@ async def test_every_bad_message_is_dead_lettered_with_its_reason(stack: Stack) 
                 msg = await dead.get()
                 if msg.message_id and msg.message_id.startswith(f"bad-{user}-"):
                     reasons[msg.message_id] = str((msg.headers or {})["x-ssehub-error"])
-        for i, (rk, body, reason) in enumerate(BAD):
+        for i, (rk, _body, reason) in enumerate(BAD):
             got_reason = reasons[f"bad-{user}-{i}"]
             assert reason in got_reason, (rk, got_reason)
 
@@ -84,8 +101,13 @@ async def test_every_bad_message_is_dead_lettered_with_its_reason(stack: Stack) 
 async def test_dead_letter_keeps_body_and_routing_key(stack: Stack) -> None:
     user = uid()
     async with dead_letter_queue(stack.settings.rabbitmq_url) as dead:
-        await raw_publish(stack.settings.rabbitmq_url, f"user.{user}", b"{oops",
-                          message_id=f"keep-{user}", headers={"x-mine": "1"})
+        await raw_publish(
+            stack.settings.rabbitmq_url,
+            f"user.{user}",
+            b"{oops",
+            message_id=f"keep-{user}",
+            headers={"x-mine": "1"},
+        )
         async with asyncio.timeout(10):
             while True:
                 msg = await dead.get()
@@ -100,7 +122,9 @@ async def test_big_integers_and_unicode_reach_clients_exactly(stack: Stack) -> N
     user = uid()
     async with open_stream(stack.edge, stack.token(user)) as (_, client):
         await client.next()
-        body = '{"event": "n", "data": {"big": 123456789012345678901234567890, "s": "h\u00e9\u2028"}}'
+        body = (
+            '{"event": "n", "data": {"big": 123456789012345678901234567890, "s": "h\u00e9\u2028"}}'
+        )
         await raw_publish(stack.settings.rabbitmq_url, f"user.{user}", body.encode())
         ev = await client.next()
         # exact digits; U+2028 escaped so line-splitting clients keep one data line
@@ -116,8 +140,12 @@ async def test_retries_with_one_key_make_one_event(stack: Stack) -> None:
             await stack.hub.send_event_to_user(user, "once", 1, key=f"k-{user}")
         # the AMQP message_id is the key when the body has none
         for _ in range(2):
-            await raw_publish(stack.settings.rabbitmq_url, f"user.{user}",
-                              b'{"event": "mid", "data": 2}', message_id=f"m-{user}")
+            await raw_publish(
+                stack.settings.rabbitmq_url,
+                f"user.{user}",
+                b'{"event": "mid", "data": 2}',
+                message_id=f"m-{user}",
+            )
         await stack.hub.send_event_to_user(user, "end", 3)
         got = await client.until(lambda e: e.event == "end")
         assert [(e.event, e.seq) for e in got] == [("once", 1), ("mid", 2), ("end", 3)]
@@ -139,11 +167,26 @@ def _amqp_publish_args(url: str, routing_key: str, body: str, message_id: str) -
     parts = urlsplit(url)
     vhost = parts.path[1:] or "/"
     return [
-        "amqp-publish", "--server", parts.hostname or "127.0.0.1", "--port", str(parts.port or 5672),
-        "--vhost", vhost, "--username", parts.username or "guest",
-        "--password", parts.password or "guest", "--exchange", "sse.events",
-        "--routing-key", routing_key, "--persistent", "--content-type", "application/json",
-        "--body", body,
+        "amqp-publish",
+        "--server",
+        parts.hostname or "127.0.0.1",
+        "--port",
+        str(parts.port or 5672),
+        "--vhost",
+        vhost,
+        "--username",
+        parts.username or "guest",
+        "--password",
+        parts.password or "guest",
+        "--exchange",
+        "sse.events",
+        "--routing-key",
+        routing_key,
+        "--persistent",
+        "--content-type",
+        "application/json",
+        "--body",
+        body,
     ]
 
 
@@ -183,8 +226,15 @@ async def test_ssehub_publish_cli_delivers(stack: Stack) -> None:
         assert [(e.event, e.json) for e in got] == [("message:new", {"text": "hi"}), ("note", 42)]
     # bad input: a clear one-line error, non-zero exit
     proc = await asyncio.create_subprocess_exec(
-        *cli, "publish", "user", user, "bad name!", "1", env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        *cli,
+        "publish",
+        "user",
+        user,
+        "bad name!",
+        "1",
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     _, err = await proc.communicate()
     assert proc.returncode == 2

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import pytest
 
@@ -59,8 +58,17 @@ async def test_reconnect_with_connected_id_after_receiving_nothing(stack: Stack)
 
 @pytest.mark.parametrize(
     ("bad", "in_query"),
-    [("999999", False), ("-1", False), ("abc", False), ("1e3", False), ("", False),
-     (" ", True), ("１２", True), ("9" * 40, False), ("2\n3", True)],
+    [
+        ("999999", False),
+        ("-1", False),
+        ("abc", False),
+        ("1e3", False),
+        ("", False),
+        (" ", True),
+        ("１２", True),
+        ("9" * 40, False),
+        ("2\n3", True),
+    ],
 )
 async def test_future_or_garbage_last_event_id(stack: Stack, bad: str, in_query: bool) -> None:
     user = uid()
@@ -112,7 +120,9 @@ async def test_seam_under_continuous_publishing(stack: Stack) -> None:
 async def test_many_events_replay_in_pages(stack: Stack) -> None:
     user = uid()
     n = stack.settings.replay_page * 2 + 17
-    await asyncio.gather(*(stack.hub.send_event_to_user(user, "n", None, key=f"{user}-{i}") for i in range(n)))
+    await asyncio.gather(
+        *(stack.hub.send_event_to_user(user, "n", None, key=f"{user}-{i}") for i in range(n))
+    )
     await _wait_seq(stack, user, n)
     async with open_stream(stack.edge, stack.token(user), last_event_id="0") as (_, client):
         await client.next()
@@ -126,5 +136,3 @@ async def _wait_seq(stack: Stack, user: str, seq: int, timeout: float = 10.0) ->
     async with asyncio.timeout(timeout):
         while (await store.position(user)).last_seq < seq:
             await asyncio.sleep(0.02)  # wait-ok: polling the store
-
-
