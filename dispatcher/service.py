@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
+import signal
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -155,17 +157,26 @@ class Dispatcher:
                 )
             except InvalidMessage as exc:
                 dead.append((message, str(exc)))
+        self._failpoint("before_commit")
         deliveries = await self._commit(good, link)
         if deliveries is None:
             return  # connection lost while the store was down: the broker redelivers
+        self._failpoint("after_commit")
         try:
             await self._publish(link, deliveries, dead)
+            self._failpoint("after_publish")
             await batch[-1].ack(multiple=True)
         except Exception as exc:  # channel gone: nothing acked, everything redelivered
             log.warning("publish/ack failed (%s); the batch will be redelivered", exc)
             self.supervisor.fail()
             return
         self.batches += 1
+
+    def _failpoint(self, point: str) -> None:
+        """Testing only (SSEHUB_FAILPOINT): die like a power cut at ``point``."""
+        if self._settings.failpoint == f"{point}:{self.batches + 1}":
+            log.warning("failpoint %s reached: SIGKILL", self._settings.failpoint)
+            os.kill(os.getpid(), signal.SIGKILL)
 
     async def _commit(self, good: list[Message], link: _Link) -> list[Delivery] | None:
         delay = 0.05

@@ -13,6 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 
 from edge.auth import TokenVerifier, extract_token
+from edge.lifecycle import pinger
 from edge.metrics import EdgeMetrics
 from edge.node import EdgeNode
 from edge.registry import Registry
@@ -45,7 +46,7 @@ def create_app(settings: Settings, *, extra: Extra | None = None) -> FastAPI:
         app.state.hub = hub
         tasks = [
             asyncio.create_task(hub.node.supervisor.run(), name="edge-amqp"),
-            asyncio.create_task(_pinger(hub), name="edge-pinger"),
+            asyncio.create_task(pinger(hub), name="edge-pinger"),
         ]
         try:
             if extra is None:
@@ -132,18 +133,3 @@ def _add_cors(app: FastAPI, settings: Settings) -> None:
         allow_methods=["GET", "POST", "OPTIONS"],
         allow_headers=["Authorization", "X-Auth-Token", "Last-Event-ID", "Content-Type"],
     )
-
-
-async def _pinger(hub: Hub) -> None:
-    """One timer for all streams instead of one per stream."""
-    while True:
-        await asyncio.sleep(hub.settings.ping_interval)
-        for conn in hub.registry.connections():
-            conn.ping()
-
-
-def drain(hub: Hub) -> None:
-    """Stop taking streams and close the open ones (clients resume elsewhere)."""
-    hub.draining = True
-    for conn in hub.registry.connections():
-        conn.close("drain")

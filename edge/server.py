@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import signal
 from types import FrameType
@@ -9,16 +10,22 @@ from types import FrameType
 import uvicorn
 from fastapi import FastAPI
 
-from edge.app import drain
+from edge.lifecycle import close_all, drain
 from edge.logs import UVICORN_LOG_CONFIG
+from edge.stream import Hub
+from shared.config import Settings
 
 
 class EdgeServer(uvicorn.Server):
-    """On SIGTERM/SIGINT, close our streams first: uvicorn's own shutdown waits
-    for open responses to finish, and an SSE response never does by itself."""
+    """SIGTERM drains first (readiness 503, streams closed in staggered batches,
+    node queue deleted) and only then lets uvicorn stop: uvicorn's own shutdown
+    waits for open responses, and an SSE response never ends by itself.
+    A second signal closes everything at once."""
 
-    def __init__(self, app: FastAPI, host: str, port: int, log_level: str) -> None:
+    def __init__(self, app: FastAPI, settings: Settings, host: str, port: int) -> None:
         self.app = app
+        self._drain_seconds = settings.drain_seconds
+        self._draining: asyncio.Task[None] | None = None
         has = importlib.util.find_spec
         config = uvicorn.Config(
             app,
@@ -27,14 +34,22 @@ class EdgeServer(uvicorn.Server):
             loop="uvloop" if has("uvloop") else "asyncio",
             http="httptools" if has("httptools") else "h11",
             log_config=UVICORN_LOG_CONFIG,
-            log_level=log_level.lower(),
-            timeout_graceful_shutdown=10,
+            log_level=settings.log_level.lower(),
+            timeout_graceful_shutdown=5,
             lifespan="on",
         )
         super().__init__(config)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         hub = getattr(self.app.state, "hub", None)
-        if hub is not None and sig in (signal.SIGTERM, signal.SIGINT):
-            drain(hub)
-        super().handle_exit(sig, frame)
+        if hub is None or sig not in (signal.SIGTERM, signal.SIGINT):
+            super().handle_exit(sig, frame)
+        elif self._draining is None:
+            self._draining = asyncio.get_running_loop().create_task(self._drain(hub))
+        else:
+            close_all(hub)
+            super().handle_exit(sig, frame)
+
+    async def _drain(self, hub: Hub) -> None:
+        await drain(hub, self._drain_seconds)
+        super().handle_exit(signal.SIGTERM, None)

@@ -41,6 +41,7 @@ class AmqpSupervisor:
         self._max_delay = max_delay
         self._watched: list[Awaitable[object]] = []
         self._failed: asyncio.Event = asyncio.Event()
+        self._closing = False
         self.ready = asyncio.Event()
         self.connection: AbstractConnection | None = None
         self.connects = 0  # how many times setup completed; tests watch it
@@ -53,13 +54,21 @@ class AmqpSupervisor:
         """Ask for a reconnect, e.g. after a publish on a dead channel."""
         self._failed.set()
 
+    async def close(self) -> None:
+        """Leave for good: close the connection and do not reconnect."""
+        self._closing = True
+        self._failed.set()
+        if self.connection is not None:
+            with contextlib.suppress(Exception):
+                await self.connection.close()
+
     async def run(self) -> None:
-        """Run until cancelled; never raises for broker trouble."""
+        """Run until cancelled or closed; never raises for broker trouble."""
         delay = 0.1
-        while True:
+        while not self._closing:
             conn: AbstractConnection | None = None
             self._watched = []
-            self._failed = asyncio.Event()
+            self._failed.clear()
             try:
                 conn = await aio_pika.connect(
                     self._url, timeout=10, client_properties={"connection_name": self._name}
@@ -71,6 +80,8 @@ class AmqpSupervisor:
                 log.info("%s: connected to RabbitMQ", self._name)
                 delay = 0.1
                 await self._until_lost(conn)
+                if self._closing:
+                    break
                 log.warning("%s: lost the RabbitMQ connection; reconnecting", self._name)
             except asyncio.CancelledError:
                 raise

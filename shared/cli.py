@@ -87,6 +87,7 @@ def _dev(args: argparse.Namespace) -> None:
         update={
             "jwt_secret": base.jwt_secret or DEV_SECRET,
             "cors_origins": base.cors_origins or ["*"],
+            "drain_seconds": min(base.drain_seconds, 1.0),  # Ctrl+C should be quick
         }
     )
     configure_logging(settings.log_level)
@@ -103,7 +104,7 @@ def _dev(args: argparse.Namespace) -> None:
     app = create_app(settings, extra=with_dispatcher)
     add_demo_routes(app, settings, publisher)
     print(f"ssehub dev: open http://{args.host}:{args.port}/ in two browser tabs", flush=True)
-    EdgeServer(app, args.host, args.port, settings.log_level).run()
+    EdgeServer(app, settings, args.host, args.port).run()
 
 
 def _edge(args: argparse.Namespace) -> None:
@@ -113,7 +114,7 @@ def _edge(args: argparse.Namespace) -> None:
 
     settings = load_settings()
     configure_logging(settings.log_level)
-    EdgeServer(create_app(settings), args.host, args.port, settings.log_level).run()
+    EdgeServer(create_app(settings), settings, args.host, args.port).run()
 
 
 def _dispatcher(_args: argparse.Namespace) -> None:

@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     client_buffer_bytes: int = Field(default=1 << 20, ge=4096)
     write_timeout: PositiveSeconds = 30.0
     replay_page: int = Field(default=500, ge=1)
+    drain_seconds: float = Field(default=10.0, ge=0)
 
     # -- dispatcher ---------------------------------------------------------
     batch_size: int = Field(default=500, ge=1)
@@ -59,6 +60,9 @@ class Settings(BaseSettings):
     # -- misc ---------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     reconnect_max_delay: PositiveSeconds = 10.0
+    # Testing only: crash the dispatcher (SIGKILL) at a point of its Nth batch,
+    # "before_commit:N", "after_commit:N" or "after_publish:N".
+    failpoint: str | None = None
 
     @field_validator("cors_origins", mode="before")
     @classmethod

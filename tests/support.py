@@ -122,9 +122,9 @@ async def serve(app: FastAPI) -> AsyncIterator[str]:
     finally:
         hub = getattr(app.state, "hub", None)
         if hub is not None:
-            from edge.app import drain
+            from edge.lifecycle import close_all
 
-            drain(hub)
+            close_all(hub)
         server.should_exit = True
         await task
         sock.close()

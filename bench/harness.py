@@ -1,0 +1,187 @@
+"""What every scenario shares: scale, the run's vhost and work dir, stacks, stats."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from array import array
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import stack
+from bench.client import ClientPool, Reply
+from bench.profile import Profiler
+
+
+@dataclass
+class Scale:
+    """Every size a scenario uses; ``bench/run --help`` lists them as flags."""
+
+    workers: int = 4  # load-client processes
+    idle_conns: int = 15_000
+    idle_window: float = 30.0  # seconds of CPU measurement with idle streams
+    ping_interval: float = 15.0
+    connect_conns: int = 5_000
+    unicast_users: int = 2_000
+    unicast_events: int = 50  # per user
+    pipeline_users: int = 2_000
+    pipeline_events: int = 20  # per user
+    dispatcher_users: int = 1_000
+    dispatcher_events: int = 40  # per user
+    fanout_members: int = 1_000
+    fanout_events: int = 40
+    fanout_interval: float = 0.25  # seconds between two fan-out events
+    latency_users: int = 1_000
+    latency_duration: float = 15.0
+    latency_rate: float = 0.0  # 0: half the pipeline (SQLite) rate measured
+    storm_users: int = 10_000
+    storm_behind: int = 20
+    publishers: int = 2  # publisher processes for backlogs
+    timeout: float = 120.0  # bound on any one wait
+
+
+SMOKE = Scale(
+    workers=2, idle_conns=200, idle_window=2.0, ping_interval=0.5, connect_conns=200,
+    unicast_users=50, unicast_events=20, pipeline_users=50, pipeline_events=10,
+    dispatcher_users=50, dispatcher_events=10, fanout_members=50, fanout_events=5,
+    fanout_interval=0.1, latency_users=50, latency_duration=2.0, storm_users=200,
+    storm_behind=5, publishers=1, timeout=30.0,
+)
+
+
+@dataclass
+class Ctx:
+    scale: Scale
+    amqp: str  # the run's vhost
+    workdir: Path
+    baseline: bool = True
+    profile: bool = False
+    results_dir: Path = Path("bench/results")
+    measured: dict[str, float] = field(default_factory=dict)  # figures later scenarios use
+    procs: list[stack.Proc] = field(default_factory=list)
+
+    @contextlib.asynccontextmanager
+    async def stack(self, store: str = "sqlite", *, edge: bool = True, dispatcher: bool = True,
+                    ping: float | None = None, dispatcher_wait: bool = True
+                    ) -> AsyncIterator[Stack]:
+        """A fresh store, a fresh edge and/or dispatcher; stopped and dropped afterwards."""
+        await stack.reset_vhost(self.amqp)
+        async with stack.database(store, self.workdir) as db:
+            extra = {"SSEHUB_PING_INTERVAL": str(ping or self.scale.ping_interval)}
+            env = stack.ssehub_env(self.amqp, db, **extra)
+            s = Stack(self, env, db)
+            try:
+                if edge:
+                    s.edge = await stack.start_edge(env, stack.free_port(), self.workdir)
+                if dispatcher:
+                    s.dispatcher = await stack.start_dispatcher(env, self.workdir, dispatcher_wait)
+                yield s
+            finally:
+                for proc in (s.edge, s.dispatcher):
+                    if proc is not None:
+                        await proc.stop()
+
+    @contextlib.asynccontextmanager
+    async def clients(self, workers: int | None = None) -> AsyncIterator[ClientPool]:
+        pool = ClientPool(workers or self.scale.workers, stack.SECRET)
+        try:
+            yield pool
+        finally:
+            pool.close()
+
+    def profiler(self, scenario: str) -> Profiler:
+        return Profiler(self.results_dir / "profiles", scenario, enabled=self.profile)
+
+
+@dataclass
+class Stack:
+    ctx: Ctx
+    env: dict[str, str]
+    db: str
+    edge: stack.Proc | None = None
+    dispatcher: stack.Proc | None = None
+
+    @property
+    def port(self) -> int:
+        assert self.edge is not None
+        return int(self.edge.name.split("-")[1])
+
+    async def start_dispatcher(self) -> stack.Proc:
+        self.dispatcher = await stack.start_dispatcher(self.env, self.ctx.workdir, wait=False)
+        return self.dispatcher
+
+
+def cpu_meter(pool: ClientPool | None = None, **procs: stack.Proc | None) -> stack.CpuMeter:
+    groups: dict[str, list[Any]] = {k: [p.pid] for k, p in procs.items() if p is not None}
+    rabbit = stack.rabbit_process()
+    if rabbit is not None:
+        groups["rabbitmq"] = [rabbit]
+    if pool is not None:
+        groups["client"] = pool.pids
+    return stack.CpuMeter(groups)
+
+
+def merge(replies: Iterable[Reply]) -> dict[str, Any]:
+    """Sum the workers' counters; concatenate their latencies (ns)."""
+    replies = list(replies)
+    lat: array[int] = array("q")
+    by_n: dict[int, list[int]] = {}
+    for r in replies:
+        lat.frombytes(r.get("lat", b""))
+        for n, (count, worst) in r.get("by_n", {}).items():
+            slot = by_n.setdefault(n, [0, 0])
+            slot[0] += count
+            slot[1] = max(slot[1], worst)
+    firsts = [r["first_ns"] for r in replies if r.get("first_ns")]
+    return {
+        "events": sum(r["events"] for r in replies),
+        "gaps": sum(r["gaps"] for r in replies),
+        "dups": sum(r["dups"] for r in replies),
+        "pings": sum(r["pings"] for r in replies),
+        "open": sum(r["open"] for r in replies),
+        "lost": sum(r["lost"] for r in replies),
+        "first_ns": min(firsts) if firsts else 0,
+        "last_ns": max((r["last_ns"] for r in replies), default=0),
+        "lat": lat,
+        "by_n": by_n,
+    }
+
+
+def opened(replies: list[Reply]) -> tuple[int, int, dict[str, int]]:
+    errors: dict[str, int] = {}
+    for r in replies:
+        for k, v in r["errors"].items():
+            errors[k] = errors.get(k, 0) + v
+    return sum(r["opened"] for r in replies), sum(r["failed"] for r in replies), errors
+
+
+def pct(values: Iterable[float], *qs: float) -> list[float]:
+    data = sorted(values)
+    if not data:
+        return [float("nan")] * len(qs)
+    return [data[min(len(data) - 1, int(q / 100 * len(data)))] for q in qs]
+
+
+def ms(ns: float) -> float:
+    return round(ns / 1e6, 2)
+
+
+async def wait_events(pool: ClientPool, per_worker: list[int], timeout: float) -> dict[str, Any]:
+    replies = await pool.all("wait", [{"events": n} for n in per_worker], timeout=timeout)
+    return merge(replies)
+
+
+def shares(total: int, parts: int) -> list[int]:
+    """How many of ``total`` round-robin items each of ``parts`` gets."""
+    return [len(range(k, total, parts)) for k in range(parts)]
+
+
+def now_ns() -> int:
+    return time.time_ns()
+
+
+def replace(scale: Scale, **changes: Any) -> Scale:
+    return dataclasses.replace(scale, **changes)

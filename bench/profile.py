@@ -1,0 +1,95 @@
+"""py-spy against a process under test, and a plain-text summary of where its time went.
+
+``bench/run --profile`` records the edge or dispatcher during a scenario's
+measured window (``--nonblocking``: the target is never paused) and writes
+``bench/results/profiles/<scenario>-<process>.txt``: the functions with the
+most samples on-CPU at the top of the stack (self) and anywhere in it (total).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+FRAME_LINE = re.compile(r":\d+\)$")  # "func (file.py:123)" -> "func (file.py)"
+
+
+def _pyspy() -> str | None:
+    return shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+
+
+class Profiler:
+    def __init__(self, out_dir: Path, scenario: str, enabled: bool) -> None:
+        self.out_dir = out_dir
+        self.scenario = scenario
+        self.enabled = enabled and _pyspy() is not None
+        self.summaries: dict[str, str] = {}
+
+    @contextlib.asynccontextmanager
+    async def record(self, name: str, pid: int | None, rate: int = 200) -> AsyncIterator[None]:
+        """Sample ``pid`` for as long as the block runs."""
+        if not self.enabled or pid is None:
+            yield
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        raw = self.out_dir / f"{self.scenario}-{name}.raw"
+        proc = subprocess.Popen(
+            [_pyspy() or "py-spy", "record", "--pid", str(pid), "--rate", str(rate),
+             "--nonblocking", "--format", "raw", "--output", str(raw), "--duration", "600"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        try:
+            yield
+        finally:
+            proc.send_signal(signal.SIGINT)
+            for _ in range(100):
+                if proc.poll() is not None:
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                proc.kill()
+            if raw.exists():
+                text = summarize(raw.read_text(errors="replace"))
+                (self.out_dir / f"{self.scenario}-{name}.txt").write_text(text)
+                self.summaries[name] = text
+
+
+def _frames(stack: str) -> list[str]:
+    parts = stack.split(";")
+    # drop "process ..." and "thread ..." pseudo-frames py-spy puts first
+    frames = [p for p in parts if "(" in p and not p.startswith(("process ", "thread "))]
+    return [FRAME_LINE.sub(")", f.strip()) for f in frames]
+
+
+def summarize(raw: str, top: int = 30) -> str:
+    """Self and total sample shares per function from py-spy's collapsed stacks."""
+    own: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    samples = 0
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        frames = _frames(stack)
+        if not frames:
+            continue
+        samples += n
+        own[frames[-1]] += n
+        for f in set(frames):
+            total[f] += n
+    if not samples:
+        return "no samples\n"
+    lines = [f"{samples} samples (on-CPU, idle excluded)", "", "self %   function"]
+    lines += [f"{100 * c / samples:6.1f}   {f}" for f, c in own.most_common(top)]
+    lines += ["", "total %  function"]
+    lines += [f"{100 * c / samples:6.1f}   {f}" for f, c in total.most_common(top)]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,277 @@
+"""The real stack under test: a throwaway vhost and database, the ``ssehub``
+processes (and the baseline server) as subprocesses, and their CPU and memory."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import aio_pika
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+SECRET = "bench-secret-0123456789abcdef0123456789abcdef"
+AMQP = os.environ.get("SSEHUB_BENCH_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
+PG = os.environ.get("SSEHUB_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+@contextlib.contextmanager
+def rabbitmq_vhost(base_url: str = AMQP) -> Iterator[str]:
+    """A fresh vhost for the run, deleted afterwards (needs a local rabbitmqctl)."""
+    parts = urlsplit(base_url)
+    if shutil.which("rabbitmqctl") is None:
+        yield base_url
+        return
+    vhost = f"ssehub-bench-{uuid.uuid4().hex[:8]}"
+    _rabbitmqctl("add_vhost", vhost)
+    _rabbitmqctl("set_permissions", "-p", vhost, parts.username or "guest", ".*", ".*", ".*")
+    try:
+        yield urlunsplit(parts._replace(path="/" + quote(vhost, safe="")))
+    finally:
+        with contextlib.suppress(subprocess.SubprocessError):
+            _rabbitmqctl("delete_vhost", vhost)
+
+
+async def reset_vhost(url: str) -> None:
+    """Between scenarios: drop what a previous one may have left queued."""
+    conn = await aio_pika.connect(url)
+    try:
+        for name in ("ssehub.dispatch", "sse.dead", "bench.sink"):
+            ch = await conn.channel()
+            with contextlib.suppress(Exception):
+                await ch.queue_delete(name)
+            with contextlib.suppress(Exception):
+                await ch.close()
+    finally:
+        await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def database(kind: str, workdir: Path) -> AsyncIterator[str]:
+    """A fresh store: a SQLite file, or a throwaway PostgreSQL database."""
+    if kind == "sqlite":
+        path = workdir / f"store-{uuid.uuid4().hex[:6]}.db"
+        yield f"sqlite:///{path}"
+        return
+    import asyncpg
+
+    name = f"ssehub_bench_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(PG)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    try:
+        yield urlunsplit(urlsplit(PG)._replace(path="/" + name))
+    finally:
+        admin = await asyncpg.connect(PG)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+def _raise_nofile() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+@dataclass
+class Proc:
+    """A child process we started, with its log file and psutil handle."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+    ps: psutil.Process = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.ps = psutil.Process(self.popen.pid)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def rss(self) -> int:
+        return int(self.ps.memory_info().rss)
+
+    def pause(self) -> None:
+        self.popen.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.popen.send_signal(signal.SIGCONT)
+
+    def check(self) -> None:
+        if self.popen.poll() is not None:
+            tail = self.log.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{self.name} exited ({self.popen.returncode}):\n{tail}")
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGCONT)
+            self.popen.terminate()
+            deadline = time.monotonic() + timeout
+            while self.popen.poll() is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            if self.popen.poll() is None:
+                self.popen.kill()
+                self.popen.wait()
+
+
+def spawn(name: str, argv: Sequence[str], env: dict[str, str], workdir: Path) -> Proc:
+    log = workdir / f"{name}.log"
+    with log.open("ab") as out:
+        popen = subprocess.Popen(
+            list(argv), env={**os.environ, **env}, cwd=workdir, stdout=out,
+            stderr=subprocess.STDOUT, preexec_fn=_raise_nofile,
+        )
+    return Proc(name, popen, log)
+
+
+def ssehub_env(amqp_url: str, db_url: str, **extra: str) -> dict[str, str]:
+    env = {
+        "SSEHUB_RABBITMQ_URL": amqp_url,
+        "SSEHUB_DATABASE_URL": db_url,
+        "SSEHUB_JWT_SECRET": SECRET,
+        "SSEHUB_LOG_LEVEL": "WARNING",
+        "SSEHUB_RETENTION_INTERVAL": "3600",
+        "PYTHONPATH": str(ROOT),
+    }
+    env.update(extra)
+    return env
+
+
+def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback only
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+async def wait_http(proc: Proc, url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        proc.check()
+        with contextlib.suppress(OSError):
+            status, _ = await asyncio.to_thread(http_get, url)
+            if status == 200:
+                return
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"{proc.name}: {url} not ready after {timeout}s")
+
+
+async def start_edge(env: dict[str, str], port: int, workdir: Path) -> Proc:
+    proc = spawn(f"edge-{port}", [str(BIN / "ssehub"), "edge", "--host", "127.0.0.1",
+                                  "--port", str(port)], env, workdir)
+    await wait_http(proc, f"http://127.0.0.1:{port}/readyz")
+    return proc
+
+
+async def queue_info(url: str, name: str) -> tuple[int, int]:
+    """(messages ready, consumers) of a queue, by a passive declare."""
+    conn = await aio_pika.connect(url)
+    try:
+        ch = await conn.channel()
+        q = await ch.declare_queue(name, passive=True)
+        res = q.declaration_result
+        return res.message_count or 0, res.consumer_count or 0
+    finally:
+        await conn.close()
+
+
+async def start_dispatcher(env: dict[str, str], workdir: Path, wait: bool = True) -> Proc:
+    proc = spawn("dispatcher", [str(BIN / "ssehub"), "dispatcher"], env, workdir)
+    if wait:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            proc.check()
+            with contextlib.suppress(Exception):
+                if (await queue_info(env["SSEHUB_RABBITMQ_URL"], "ssehub.dispatch"))[1] > 0:
+                    return proc
+            await asyncio.sleep(0.1)
+        raise TimeoutError("dispatcher did not start consuming")
+    return proc
+
+
+async def start_baseline(port: int, workdir: Path, ping: float = 15.0) -> Proc:
+    argv = [sys.executable, "-m", "uvicorn", "bench.baseline_server:app", "--host", "127.0.0.1",
+            "--port", str(port), "--loop", "uvloop", "--http", "httptools", "--log-level",
+            "warning", "--no-access-log"]
+    env = {"PYTHONPATH": str(ROOT), "BASELINE_SECRET": SECRET, "BASELINE_PING": str(ping)}
+    proc = spawn(f"baseline-{port}", argv, env, workdir)
+    await wait_http(proc, f"http://127.0.0.1:{port}/healthz")
+    return proc
+
+
+def rabbit_process() -> psutil.Process | None:
+    """The broker's Erlang VM (the oldest beam.smp; rabbitmqctl runs short-lived ones)."""
+    beams = [p for p in psutil.process_iter(["name", "create_time"]) if p.info["name"] == "beam.smp"]
+    return min(beams, key=lambda p: p.info["create_time"]) if beams else None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def other_load() -> float:
+    """The 1-minute load average: other work on this machine skews every figure."""
+    return os.getloadavg()[0]
+
+
+def postgres_processes() -> list[psutil.Process]:
+    return [p for p in psutil.process_iter(["name"]) if p.info["name"] in ("postgres", "postmaster")]
+
+
+class CpuMeter:
+    """CPU seconds of named groups of processes over a window, as % of one core."""
+
+    def __init__(self, groups: dict[str, Sequence[psutil.Process | int]]) -> None:
+        self.groups = {
+            name: [p if isinstance(p, psutil.Process) else psutil.Process(p) for p in procs]
+            for name, procs in groups.items()
+        }
+        self._t0 = 0.0
+        self._c0: dict[str, float] = {}
+
+    def _cpu(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for name, procs in self.groups.items():
+            total = 0.0
+            for p in procs:
+                with contextlib.suppress(psutil.Error):
+                    t = p.cpu_times()
+                    total += t.user + t.system
+            out[name] = total
+        t = psutil.cpu_times()
+        out["machine"] = sum(t) - t.idle - getattr(t, "iowait", 0.0)
+        return out
+
+    def start(self) -> None:
+        self._t0, self._c0 = time.monotonic(), self._cpu()
+
+    def stop(self) -> dict[str, float]:
+        wall = max(time.monotonic() - self._t0, 1e-6)
+        now = self._cpu()
+        return {name: round(100.0 * (now[name] - self._c0[name]) / wall, 1) for name in now}

@@ -1,0 +1,179 @@
+"""Real processes for fault tests: ssehub dispatchers and edges, RabbitMQ, PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Proc:
+    """One ``ssehub`` process with its own log file."""
+
+    name: str
+    args: list[str]
+    env: dict[str, str]
+    log: Path
+    port: int | None = None
+    popen: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Proc:
+        self._out = self.log.open("ab")
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "shared.cli", *self.args],
+            env=self.env, stdout=self._out, stderr=subprocess.STDOUT,
+        )
+        self.started_at = time.monotonic()
+        return self
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def signal(self, sig: int) -> None:
+        assert self.popen is not None
+        self.popen.send_signal(sig)
+
+    async def wait_exit(self, timeout: float) -> int:
+        assert self.popen is not None
+        async with asyncio.timeout(timeout):
+            while self.popen.poll() is None:
+                await asyncio.sleep(0.05)  # wait-ok: polling a child's exit
+        return int(self.popen.returncode)
+
+    async def wait_log(self, needle: str, timeout: float = 20.0, count: int = 1) -> None:
+        async with asyncio.timeout(timeout):
+            while self.text().count(needle) < count:
+                if self.popen is not None and self.popen.poll() is not None:
+                    raise RuntimeError(f"{self.name} exited:\n{self.text()[-3000:]}")
+                await asyncio.sleep(0.05)  # wait-ok: polling the child's log
+
+    async def wait_ready(self, timeout: float = 20.0, want: int = 200) -> float:
+        """Poll /readyz until it answers ``want``; returns seconds waited."""
+        t0 = time.monotonic()
+        async with asyncio.timeout(timeout), httpx.AsyncClient(timeout=2) as http:
+            while True:
+                try:
+                    if (await http.get(f"{self.url}/readyz")).status_code == want:
+                        return time.monotonic() - t0
+                except httpx.HTTPError:
+                    if want != 200 and self.popen is not None and self.popen.poll() is not None:
+                        return time.monotonic() - t0
+                await asyncio.sleep(0.05)  # wait-ok: polling the readiness probe
+
+    def stop(self) -> None:
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait(10)
+        if hasattr(self, "_out"):
+            self._out.close()
+
+
+@dataclass
+class Cluster:
+    """Edges and dispatchers of one test, sharing settings from ``env``."""
+
+    env: dict[str, str]
+    logdir: Path
+    procs: list[Proc] = field(default_factory=list)
+
+    def _proc(self, name: str, args: list[str], port: int | None = None, **env: str) -> Proc:
+        proc = Proc(name, args, {**self.env, **env}, self.logdir / f"{name}.log", port)
+        self.procs.append(proc)
+        return proc.start()
+
+    async def dispatcher(self, name: str, **env: str) -> Proc:
+        proc = self._proc(name, ["dispatcher"], **env)
+        await proc.wait_log("connected to RabbitMQ")
+        return proc
+
+    async def edge(self, name: str, **env: str) -> Proc:
+        port = free_port()
+        proc = self._proc(name, ["edge", "--host", "127.0.0.1", "--port", str(port)], port, **env)
+        await proc.wait_ready()
+        return proc
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.stop()
+
+    def logs(self) -> str:
+        return "\n".join(f"==== {p.name}\n{p.text()[-4000:]}" for p in self.procs)
+
+
+# -- services ----------------------------------------------------------------
+def _run(*cmd: str) -> None:
+    subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+
+
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), 1):
+            return True
+    except OSError:
+        return False
+
+
+async def until_port(port: int, open_: bool, timeout: float = 60.0) -> None:
+    async with asyncio.timeout(timeout):
+        while port_open(port) != open_:
+            await asyncio.sleep(0.1)  # wait-ok: polling a TCP port
+
+
+async def rabbitmq_restart_graceful() -> None:
+    await asyncio.to_thread(_run, "rabbitmqctl", "stop_app")
+    await asyncio.to_thread(_run, "rabbitmqctl", "start_app")
+
+
+async def rabbitmq_kill9_and_start() -> None:
+    pids = subprocess.run(["pgrep", "-f", "beam.*rabbit"], capture_output=True, text=True).stdout
+    for pid in pids.split():
+        os.kill(int(pid), signal.SIGKILL)
+    await until_port(5672, False)
+    await asyncio.to_thread(rabbitmq_ensure_running)
+
+
+def rabbitmq_ensure_running() -> None:
+    if not port_open(5672):
+        subprocess.run(["rabbitmq-server", "-detached"], capture_output=True, timeout=60)
+    _run("rabbitmqctl", "await_startup", "--timeout", "120")
+
+
+def _pg_cluster() -> str:
+    return sorted(os.listdir("/etc/postgresql"))[0]
+
+
+async def postgres_stop() -> None:
+    await asyncio.to_thread(
+        _run, "pg_ctlcluster", "--skip-systemctl-redirect", _pg_cluster(), "main", "stop",
+        "-m", "fast",
+    )
+
+
+def postgres_ensure_running() -> None:
+    if not port_open(5432):
+        _run("pg_ctlcluster", "--skip-systemctl-redirect", _pg_cluster(), "main", "start")
+
+
+def can_control_services() -> bool:
+    return all(shutil.which(c) for c in ("rabbitmqctl", "rabbitmq-server", "pg_ctlcluster"))
