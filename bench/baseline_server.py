@@ -43,8 +43,9 @@ async def connect(request: Request, token: str) -> EventSourceResponse:
 
     async def stream() -> AsyncIterator[ServerSentEvent]:
         try:
-            yield ServerSentEvent(data=f'{{"userId":"{user}"}}', event="connected",
-                                  id=str(seqs.get(user, 0)))
+            yield ServerSentEvent(
+                data=f'{{"userId":"{user}"}}', event="connected", id=str(seqs.get(user, 0))
+            )
             while True:
                 yield await queue.get()
         finally:

@@ -35,6 +35,7 @@ class Worker:
         self.streams: list[SSEStream] = []
         self.track_n = False
         self.target_seq = 0
+        self.expect = 0  # streams that will reach target_seq (0: those open now)
         self.reached = 0
         self.want_events = 0
         self.done = asyncio.Event()
@@ -59,13 +60,19 @@ class Worker:
         if self.target_seq and not stream.done_ns and (stream.last or 0) >= self.target_seq:
             stream.done_ns = now_ns
             self.reached += 1
-            if self.reached >= len(self.streams):
+            if self.reached >= (self.expect or len(self.streams)):
                 self.done.set()
 
     # -- commands --------------------------------------------------------------
     async def open(
-        self, host: str, port: int, users: list[str], last_ids: list[int | None] | None,
-        concurrency: int, timeout: float, path: str = "/sse/connect",
+        self,
+        host: str,
+        port: int,
+        users: list[str],
+        last_ids: list[int | None] | None,
+        concurrency: int,
+        timeout: float,
+        path: str = "/sse/connect",
     ) -> Reply:
         loop = asyncio.get_running_loop()
         sem = asyncio.Semaphore(concurrency)
@@ -108,22 +115,27 @@ class Worker:
             "cursors": {s.user: s.last for s in opened},
         }
 
-    async def wait(self, events: int = 0, seq: int = 0, timeout: float = 60.0) -> Reply:
+    async def wait(
+        self, events: int = 0, seq: int = 0, expect: int = 0, timeout: float = 60.0
+    ) -> Reply:
         """Until this worker has ``events`` events since the last reset, or every
-        stream has reached sequence number ``seq``."""
+        stream (``expect`` of them, when they are still being opened) has reached
+        sequence number ``seq``."""
         self.done.clear()
-        self.want_events, self.target_seq = events, seq
+        self.want_events, self.target_seq, self.expect = events, seq, expect
         if seq:
             self.reached = sum(1 for s in self.streams if (s.last or 0) >= seq)
             for s in self.streams:
                 if (s.last or 0) >= seq and not s.done_ns:
                     s.done_ns = time.time_ns()
-        finished = (events and self.events >= events) or (seq and self.reached >= len(self.streams))
+        finished = (events and self.events >= events) or (
+            seq and self.reached >= (expect or len(self.streams))
+        )
         if not finished:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await self.done.wait()
-        self.want_events = self.target_seq = 0
+        self.want_events = self.target_seq = self.expect = 0
         return self.stats(with_done=bool(seq))
 
     def stats(self, with_done: bool = False, with_lat: bool = True) -> Reply:
@@ -265,23 +277,37 @@ class ClientPool:
             raise RuntimeError(f"load-client worker {k}: {reply['error']}")
         return reply
 
-    async def all(self, op: str, per_worker: list[dict[str, Any]] | None = None, **args: Any
-                  ) -> list[Reply]:
+    async def all(
+        self, op: str, per_worker: list[dict[str, Any]] | None = None, **args: Any
+    ) -> list[Reply]:
         """The same command to every worker (``per_worker`` adds arguments per worker)."""
         extra = per_worker or [{} for _ in self._pipes]
-        return list(await asyncio.gather(
-            *(self.call(k, op, **args, **extra[k]) for k in range(len(self._pipes)))
-        ))
+        return list(
+            await asyncio.gather(
+                *(self.call(k, op, **args, **extra[k]) for k in range(len(self._pipes)))
+            )
+        )
 
-    async def open(self, host: str, port: int, users: list[str], *, concurrency: int = 200,
-                   timeout: float = 30.0, last_ids: list[int | None] | None = None,
-                   path: str = "/sse/connect") -> list[Reply]:
+    async def open(
+        self,
+        host: str,
+        port: int,
+        users: list[str],
+        *,
+        concurrency: int = 200,
+        timeout: float = 30.0,
+        last_ids: list[int | None] | None = None,
+        path: str = "/sse/connect",
+    ) -> list[Reply]:
         """Open one stream per user, users spread round-robin over the workers."""
         n = len(self._pipes)
-        per = [{"users": users[k::n],
-                "last_ids": last_ids[k::n] if last_ids is not None else None} for k in range(n)]
-        return await self.all("open", per, host=host, port=port, concurrency=concurrency,
-                              timeout=timeout, path=path)
+        per = [
+            {"users": users[k::n], "last_ids": last_ids[k::n] if last_ids is not None else None}
+            for k in range(n)
+        ]
+        return await self.all(
+            "open", per, host=host, port=port, concurrency=concurrency, timeout=timeout, path=path
+        )
 
     def close(self) -> None:
         loop = asyncio.get_running_loop()

@@ -44,11 +44,26 @@ class Scale:
 
 
 SMOKE = Scale(
-    workers=2, idle_conns=200, idle_window=2.0, ping_interval=0.5, connect_conns=200,
-    unicast_users=50, unicast_events=20, pipeline_users=50, pipeline_events=10,
-    dispatcher_users=50, dispatcher_events=10, fanout_members=50, fanout_events=5,
-    fanout_interval=0.1, latency_users=50, latency_duration=2.0, storm_users=200,
-    storm_behind=5, publishers=1, timeout=30.0,
+    workers=2,
+    idle_conns=200,
+    idle_window=2.0,
+    ping_interval=0.5,
+    connect_conns=200,
+    unicast_users=50,
+    unicast_events=20,
+    pipeline_users=50,
+    pipeline_events=10,
+    dispatcher_users=50,
+    dispatcher_events=10,
+    fanout_members=50,
+    fanout_events=5,
+    fanout_interval=0.1,
+    latency_users=50,
+    latency_duration=2.0,
+    storm_users=200,
+    storm_behind=5,
+    publishers=1,
+    timeout=30.0,
 )
 
 
@@ -61,12 +76,18 @@ class Ctx:
     profile: bool = False
     results_dir: Path = Path("bench/results")
     measured: dict[str, float] = field(default_factory=dict)  # figures later scenarios use
-    procs: list[stack.Proc] = field(default_factory=list)
+    pool: ClientPool | None = None  # the load client, shared by all scenarios of a run
 
     @contextlib.asynccontextmanager
-    async def stack(self, store: str = "sqlite", *, edge: bool = True, dispatcher: bool = True,
-                    ping: float | None = None, dispatcher_wait: bool = True
-                    ) -> AsyncIterator[Stack]:
+    async def stack(
+        self,
+        store: str = "sqlite",
+        *,
+        edge: bool = True,
+        dispatcher: bool = True,
+        ping: float | None = None,
+        dispatcher_wait: bool = True,
+    ) -> AsyncIterator[Stack]:
         """A fresh store, a fresh edge and/or dispatcher; stopped and dropped afterwards."""
         await stack.reset_vhost(self.amqp)
         async with stack.database(store, self.workdir) as db:
@@ -85,12 +106,20 @@ class Ctx:
                         await proc.stop()
 
     @contextlib.asynccontextmanager
-    async def clients(self, workers: int | None = None) -> AsyncIterator[ClientPool]:
-        pool = ClientPool(workers or self.scale.workers, stack.SECRET)
+    async def clients(self) -> AsyncIterator[ClientPool]:
+        """The load client with no streams open; its streams are closed afterwards."""
+        if self.pool is None:
+            self.pool = ClientPool(self.scale.workers, stack.SECRET)
         try:
-            yield pool
+            yield self.pool
         finally:
-            pool.close()
+            await self.pool.all("close")
+            await self.pool.all("reset")
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+            self.pool = None
 
     def profiler(self, scenario: str) -> Profiler:
         return Profiler(self.results_dir / "profiles", scenario, enabled=self.profile)
@@ -156,6 +185,11 @@ def opened(replies: list[Reply]) -> tuple[int, int, dict[str, int]]:
         for k, v in r["errors"].items():
             errors[k] = errors.get(k, 0) + v
     return sum(r["opened"] for r in replies), sum(r["failed"] for r in replies), errors
+
+
+def opened_each(replies: list[Reply]) -> tuple[int, int, dict[str, int], list[int]]:
+    """``opened`` plus how many streams each worker holds."""
+    return (*opened(replies), [r["opened"] for r in replies])
 
 
 def pct(values: Iterable[float], *qs: float) -> list[float]:

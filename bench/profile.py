@@ -1,7 +1,7 @@
 """py-spy against a process under test, and a plain-text summary of where its time went.
 
 ``bench/run --profile`` records the edge or dispatcher during a scenario's
-measured window (``--nonblocking``: the target is never paused) and writes
+measured window (``--threads``; py-spy pauses the target briefly per sample, needs root) and writes
 ``bench/results/profiles/<scenario>-<process>.txt``: the functions with the
 most samples on-CPU at the top of the stack (self) and anywhere in it (total).
 """
@@ -42,9 +42,23 @@ class Profiler:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         raw = self.out_dir / f"{self.scenario}-{name}.raw"
         proc = subprocess.Popen(
-            [_pyspy() or "py-spy", "record", "--pid", str(pid), "--rate", str(rate),
-             "--nonblocking", "--format", "raw", "--output", str(raw), "--duration", "600"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                _pyspy() or "py-spy",
+                "record",
+                "--pid",
+                str(pid),
+                "--rate",
+                str(rate),
+                "--threads",
+                "--format",
+                "raw",
+                "--output",
+                str(raw),
+                "--duration",
+                "600",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         try:
             yield

@@ -36,15 +36,18 @@ def _cpu() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-async def _connect(url: str) -> tuple[aio_pika.abc.AbstractConnection, aio_pika.abc.AbstractChannel]:
+async def _connect(
+    url: str,
+) -> tuple[aio_pika.abc.AbstractConnection, aio_pika.abc.AbstractChannel]:
     conn = await aio_pika.connect(url)
     ch = await conn.channel(publisher_confirms=True)
     await topology.declare_core(ch)
     return conn, ch
 
 
-async def _backlog(url: str, kind: str, users: list[str], per_user: int, start_seq: int,
-                   pad: str, run: str) -> dict[str, Any]:
+async def _backlog(
+    url: str, kind: str, users: list[str], per_user: int, start_seq: int, pad: str, run: str
+) -> dict[str, Any]:
     conn, ch = await _connect(url)
     name = topology.DELIVER.name if kind == "deliver" else topology.EVENTS.name
     exchange = await ch.get_exchange(name, ensure=False)
@@ -56,13 +59,18 @@ async def _backlog(url: str, kind: str, users: list[str], per_user: int, start_s
             n = start_seq + i
             if kind == "deliver":  # what the dispatcher would send an edge
                 frame = b"id: %d\nevent: bench\ndata: %s\n\n" % (n, data_json(n, pad))
-                msg = aio_pika.Message(frame, headers={topology.SEQ_HEADER: n},
-                                       delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT)
+                msg = aio_pika.Message(
+                    frame,
+                    headers={topology.SEQ_HEADER: n},
+                    delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT,
+                )
                 key = user
             else:
-                msg = aio_pika.Message(event_body(n, pad, f"{run}-{user}-{n}"),
-                                       delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                                       content_type="application/json")
+                msg = aio_pika.Message(
+                    event_body(n, pad, f"{run}-{user}-{n}"),
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    content_type="application/json",
+                )
                 key = f"user.{user}"
             pending.append(exchange.publish(msg, key))
             sent += 1
@@ -76,8 +84,9 @@ async def _backlog(url: str, kind: str, users: list[str], per_user: int, start_s
     return {"sent": sent, "elapsed": elapsed, "cpu_s": cpu}
 
 
-async def _steady(url: str, users: list[str], rate: float, duration: float, pad: str,
-                  run: str) -> dict[str, Any]:
+async def _steady(
+    url: str, users: list[str], rate: float, duration: float, pad: str, run: str
+) -> dict[str, Any]:
     """``rate`` events/s for ``duration`` s, round-robin over ``users``."""
     conn, ch = await _connect(url)
     exchange = await ch.get_exchange(topology.EVENTS.name, ensure=False)
@@ -91,9 +100,16 @@ async def _steady(url: str, users: list[str], rate: float, duration: float, pad:
         for _ in range(max(due, 0)):
             user = users[sent % len(users)]
             body = event_body(sent, pad, f"{run}-{sent}")
-            fut = asyncio.ensure_future(exchange.publish(
-                aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                                 content_type="application/json"), f"user.{user}"))
+            fut = asyncio.ensure_future(
+                exchange.publish(
+                    aio_pika.Message(
+                        body,
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                        content_type="application/json",
+                    ),
+                    f"user.{user}",
+                )
+            )
             pending.add(fut)
             fut.add_done_callback(pending.discard)
             sent += 1
@@ -114,8 +130,9 @@ def steady_job(*args: Any) -> dict[str, Any]:
     return asyncio.run(_steady(*args))
 
 
-async def in_processes(job: Callable[..., dict[str, Any]], arg_lists: list[tuple[Any, ...]]
-                       ) -> dict[str, Any]:
+async def in_processes(
+    job: Callable[..., dict[str, Any]], arg_lists: list[tuple[Any, ...]]
+) -> dict[str, Any]:
     """Run ``job`` once per argument tuple, each in its own process; sum the results."""
     loop = asyncio.get_running_loop()
     with ProcessPoolExecutor(len(arg_lists), mp_context=get_context("spawn")) as pool:
@@ -127,20 +144,35 @@ async def in_processes(job: Callable[..., dict[str, Any]], arg_lists: list[tuple
     }
 
 
-async def publish_backlog(url: str, kind: str, users: list[str], per_user: int, *,
-                          processes: int = 2, start_seq: int = 1, pad: int = 64,
-                          run: str = "b") -> dict[str, Any]:
+async def publish_backlog(
+    url: str,
+    kind: str,
+    users: list[str],
+    per_user: int,
+    *,
+    processes: int = 2,
+    start_seq: int = 1,
+    pad: int = 64,
+    run: str = "b",
+) -> dict[str, Any]:
     """``per_user`` events to each user (``kind``: "user" → sse.events, through the
     dispatcher; "deliver" → sse.deliver frames, straight to edges). Each user's
     events come from one process, in order."""
     p = max(1, min(processes, len(users)))
-    args = [(url, kind, users[k::p], per_user, start_seq, "x" * pad, f"{run}{k}")
-            for k in range(p)]
+    args = [(url, kind, users[k::p], per_user, start_seq, "x" * pad, f"{run}{k}") for k in range(p)]
     return await in_processes(backlog_job, args)
 
 
-async def publish_steady(url: str, users: list[str], rate: float, duration: float, *,
-                         processes: int = 1, pad: int = 64, run: str = "s") -> dict[str, Any]:
+async def publish_steady(
+    url: str,
+    users: list[str],
+    rate: float,
+    duration: float,
+    *,
+    processes: int = 1,
+    pad: int = 64,
+    run: str = "s",
+) -> dict[str, Any]:
     p = max(1, processes)
     args = [(url, users[k::p], rate / p, duration, "x" * pad, f"{run}{k}") for k in range(p)]
     return await in_processes(steady_job, args)
@@ -161,8 +193,14 @@ class Publisher:
     async def publish(self, routing_key: str, body: bytes, key: str | None = None) -> None:
         assert self.exchange is not None
         await self.exchange.publish(
-            aio_pika.Message(body, message_id=key, content_type="application/json",
-                             delivery_mode=aio_pika.DeliveryMode.PERSISTENT), routing_key)
+            aio_pika.Message(
+                body,
+                message_id=key,
+                content_type="application/json",
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            ),
+            routing_key,
+        )
 
     async def __aenter__(self) -> Publisher:
         await self.connect()

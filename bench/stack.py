@@ -141,8 +141,12 @@ def spawn(name: str, argv: Sequence[str], env: dict[str, str], workdir: Path) ->
     log = workdir / f"{name}.log"
     with log.open("ab") as out:
         popen = subprocess.Popen(
-            list(argv), env={**os.environ, **env}, cwd=workdir, stdout=out,
-            stderr=subprocess.STDOUT, preexec_fn=_raise_nofile,
+            list(argv),
+            env={**os.environ, **env},
+            cwd=workdir,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_raise_nofile,
         )
     return Proc(name, popen, log)
 
@@ -162,7 +166,7 @@ def ssehub_env(amqp_url: str, db_url: str, **extra: str) -> dict[str, str]:
 
 def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback only
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
@@ -181,8 +185,12 @@ async def wait_http(proc: Proc, url: str, timeout: float = 30.0) -> None:
 
 
 async def start_edge(env: dict[str, str], port: int, workdir: Path) -> Proc:
-    proc = spawn(f"edge-{port}", [str(BIN / "ssehub"), "edge", "--host", "127.0.0.1",
-                                  "--port", str(port)], env, workdir)
+    proc = spawn(
+        f"edge-{port}",
+        [str(BIN / "ssehub"), "edge", "--host", "127.0.0.1", "--port", str(port)],
+        env,
+        workdir,
+    )
     await wait_http(proc, f"http://127.0.0.1:{port}/readyz")
     return proc
 
@@ -214,9 +222,23 @@ async def start_dispatcher(env: dict[str, str], workdir: Path, wait: bool = True
 
 
 async def start_baseline(port: int, workdir: Path, ping: float = 15.0) -> Proc:
-    argv = [sys.executable, "-m", "uvicorn", "bench.baseline_server:app", "--host", "127.0.0.1",
-            "--port", str(port), "--loop", "uvloop", "--http", "httptools", "--log-level",
-            "warning", "--no-access-log"]
+    argv = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "bench.baseline_server:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ]
     env = {"PYTHONPATH": str(ROOT), "BASELINE_SECRET": SECRET, "BASELINE_PING": str(ping)}
     proc = spawn(f"baseline-{port}", argv, env, workdir)
     await wait_http(proc, f"http://127.0.0.1:{port}/healthz")
@@ -225,7 +247,9 @@ async def start_baseline(port: int, workdir: Path, ping: float = 15.0) -> Proc:
 
 def rabbit_process() -> psutil.Process | None:
     """The broker's Erlang VM (the oldest beam.smp; rabbitmqctl runs short-lived ones)."""
-    beams = [p for p in psutil.process_iter(["name", "create_time"]) if p.info["name"] == "beam.smp"]
+    beams = [
+        p for p in psutil.process_iter(["name", "create_time"]) if p.info["name"] == "beam.smp"
+    ]
     return min(beams, key=lambda p: p.info["create_time"]) if beams else None
 
 
@@ -241,7 +265,9 @@ def other_load() -> float:
 
 
 def postgres_processes() -> list[psutil.Process]:
-    return [p for p in psutil.process_iter(["name"]) if p.info["name"] in ("postgres", "postmaster")]
+    return [
+        p for p in psutil.process_iter(["name"]) if p.info["name"] in ("postgres", "postmaster")
+    ]
 
 
 class CpuMeter:

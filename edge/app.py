@@ -113,6 +113,7 @@ def create_app(settings: Settings, *, extra: Extra | None = None) -> FastAPI:
     async def metrics(request: Request) -> Response:
         hub: Hub = request.app.state.hub
         hub.metrics.users.set(hub.node.bound_users)
+        hub.metrics.tasks.set(len(asyncio.all_tasks()))
         return Response(hub.metrics.render(), media_type="text/plain; version=0.0.4")
 
     return app

@@ -11,6 +11,7 @@ class EdgeMetrics:
         r = self.registry
         self.connections = Gauge("ssehub_connections_open", "Open SSE streams", registry=r)
         self.users = Gauge("ssehub_users_bound", "Users bound on this node", registry=r)
+        self.tasks = Gauge("ssehub_asyncio_tasks", "asyncio tasks alive in the process", registry=r)
         self.events_written = Counter(
             "ssehub_events_written", "Event frames written to clients", registry=r
         )

@@ -208,6 +208,11 @@ def event_body(
     try:
         return orjson.dumps(doc)
     except TypeError as exc:
+        if "64-bit" not in str(exc):
+            raise InvalidMessage(f"data: not JSON-serialisable ({exc})") from None
+    try:  # integers beyond 64 bits: the exact (slower) encoder
+        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+    except (TypeError, ValueError) as exc:
         raise InvalidMessage(f"data: not JSON-serialisable ({exc})") from None
 
 

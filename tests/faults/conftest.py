@@ -25,7 +25,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if "tests/faults/" in str(item.fspath):
             item.add_marker(pytest.mark.faults)
             if not can_control_services():
-                item.add_marker(pytest.mark.skip(reason="needs local rabbitmqctl and pg_ctlcluster"))
+                item.add_marker(
+                    pytest.mark.skip(reason="needs local rabbitmqctl and pg_ctlcluster")
+                )
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -65,9 +67,7 @@ def fault_db(tmp_path: Path) -> str:
 async def cluster(
     fault_vhost: str, fault_db: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> AsyncIterator[Cluster]:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith("SSEHUB_")
-    } | {
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SSEHUB_")} | {
         "SSEHUB_RABBITMQ_URL": fault_vhost,
         "SSEHUB_DATABASE_URL": fault_db,
         "SSEHUB_JWT_SECRET": SECRET,

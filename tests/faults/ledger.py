@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from shared.errors import PublishError
 from shared.publisher import Hub
 
 
@@ -115,7 +116,12 @@ class Ledger:
             user = self.users[n % len(self.users)]
             # the key makes publisher retries (across broker restarts) exactly-once
             key = f"{user}-{self.sent[user] + 1}"
-            await self.hub.send_event_to_user(user, "tick", {"n": n}, key=key)
+            while True:
+                try:
+                    await self.hub.send_event_to_user(user, "tick", {"n": n}, key=key)
+                    break
+                except PublishError:  # broker down for longer than the client retries
+                    self.errors += 1
             self.sent[user] += 1
             n += 1
             await asyncio.sleep(rate_pause)  # wait-ok: pacing the publisher

@@ -42,7 +42,9 @@ class Proc:
         self._out = self.log.open("ab")
         self.popen = subprocess.Popen(
             [sys.executable, "-m", "shared.cli", *self.args],
-            env=self.env, stdout=self._out, stderr=subprocess.STDOUT,
+            env=self.env,
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
         )
         self.started_at = time.monotonic()
         return self
@@ -165,8 +167,14 @@ def _pg_cluster() -> str:
 
 async def postgres_stop() -> None:
     await asyncio.to_thread(
-        _run, "pg_ctlcluster", "--skip-systemctl-redirect", _pg_cluster(), "main", "stop",
-        "-m", "fast",
+        _run,
+        "pg_ctlcluster",
+        "--skip-systemctl-redirect",
+        _pg_cluster(),
+        "main",
+        "stop",
+        "-m",
+        "fast",
     )
 
 

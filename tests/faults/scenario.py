@@ -54,11 +54,15 @@ class Workload:
 
 
 @contextlib.asynccontextmanager
-async def workload(hub: Hub, edges: list[str], users: int = 12, per_user: int = 2,
-                   pause: float = 0.004) -> AsyncIterator[Workload]:
+async def workload(
+    hub: Hub, edges: list[str], users: int = 12, per_user: int = 2, pause: float = 0.004
+) -> AsyncIterator[Workload]:
     names = [uid("w") for _ in range(users)]
-    browsers = [Browser(u, token(u), edges[i % len(edges):] + edges[: i % len(edges)])
-                for u in names for i in range(per_user)]
+    browsers = [
+        Browser(u, token(u), edges[i % len(edges) :] + edges[: i % len(edges)])
+        for u in names
+        for i in range(per_user)
+    ]
     probe_user = uid("probe")
     probe = Browser(probe_user, token(probe_user), edges)
     ledger = Ledger(hub, names)

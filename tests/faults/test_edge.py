@@ -19,7 +19,10 @@ def edge_queues(vhost_url: str) -> list[str]:
     vhost = unquote(urlsplit(vhost_url).path[1:]) or "/"
     out = subprocess.run(
         ["rabbitmqctl", "-q", "list_queues", "-p", vhost, "name", "--no-table-headers"],
-        capture_output=True, text=True, check=True, timeout=30,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
     ).stdout
     return [q for q in out.split() if q.startswith("ssehub.edge.")]
 

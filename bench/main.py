@@ -1,0 +1,200 @@
+"""``bench/run``: every scenario against the real stack, a table, JSON, PNG, docs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench import report, stack
+from bench.figure import Figure, fmt
+from bench.harness import SMOKE, Ctx, Scale
+from bench.scenarios_edge import connect, edge_unicast, idle, reconnect
+from bench.scenarios_pipeline import dispatcher, fanout, latency, pipeline
+
+Scenario = Callable[[Ctx], Awaitable[list[Figure]]]
+
+# In running order: latency uses the pipeline (SQLite) figure.
+SCENARIOS: dict[str, Scenario] = {
+    "dispatcher-sqlite": lambda ctx: dispatcher(ctx, "sqlite"),
+    "dispatcher-postgres": lambda ctx: dispatcher(ctx, "postgres"),
+    "pipeline-sqlite": lambda ctx: pipeline(ctx, "sqlite"),
+    "pipeline-postgres": lambda ctx: pipeline(ctx, "postgres"),
+    "latency": latency,
+    "edge-unicast": edge_unicast,
+    "fanout": fanout,
+    "connect": connect,
+    "reconnect": reconnect,
+    "idle": idle,
+}
+ROOT = stack.ROOT
+RESULTS = ROOT / "bench" / "results"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="bench/run", description=__doc__)
+    p.add_argument("--smoke", action="store_true", help="tiny scale, for CI (< 1 min)")
+    p.add_argument(
+        "--scenario",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help=f"run only these (a prefix works: 'pipeline'); of {', '.join(SCENARIOS)}",
+    )
+    p.add_argument("--no-baseline", action="store_true", help="skip the sse-starlette baseline")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy the process under test; summaries in bench/results/profiles/",
+    )
+    p.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
+    for f in dataclasses.fields(Scale):
+        p.add_argument(
+            "--" + f.name.replace("_", "-"),
+            type=type(f.default),
+            default=None,
+            metavar=type(f.default).__name__.upper(),
+            help=f"(default {f.default}, smoke {getattr(SMOKE, f.name)})",
+        )
+    return p.parse_args(argv)
+
+
+def select(names: list[str]) -> list[str]:
+    if not names:
+        return list(SCENARIOS)
+    chosen = [s for s in SCENARIOS if any(s == n or s.startswith(n) for n in names)]
+    unknown = [n for n in names if not any(s.startswith(n) for s in SCENARIOS)]
+    if unknown:
+        raise SystemExit(f"bench/run: unknown scenario {', '.join(unknown)}")
+    return chosen
+
+
+def integrity(f: Figure) -> list[str]:
+    """Lost, doubled or out-of-order events make a figure worthless: report them."""
+    d = f.details
+    problems = [f"{k}={d[k]}" for k in ("gaps", "dups", "live_gaps") if d.get(k)]
+    if "expected" in d and d.get("received", 0) < d["expected"]:
+        problems.append(f"received {d['received']} of {d['expected']}")
+    if d.get("failed_connects") or d.get("failed"):
+        problems.append(f"failed connects {d.get('failed_connects') or d.get('failed')}")
+    return problems
+
+
+async def run(args: argparse.Namespace) -> int:
+    base = SMOKE if args.smoke else Scale()
+    overrides = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(Scale)
+        if getattr(args, f.name) is not None
+    }
+    scale = dataclasses.replace(base, **overrides)
+    names = select(args.scenario)
+    meta = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "smoke": args.smoke,
+        "scale": dataclasses.asdict(scale),
+        "machine": report.machine(),
+        "load_before": round(os.getloadavg()[0], 2),
+    }
+    figures: list[Figure] = []
+    failed = False
+    started = time.monotonic()
+    with stack.rabbitmq_vhost() as amqp, tempfile.TemporaryDirectory(prefix="ssehub-bench-") as wd:
+        ctx = Ctx(
+            scale,
+            amqp,
+            Path(wd),
+            baseline=not args.no_baseline,
+            profile=args.profile,
+            results_dir=RESULTS,
+        )
+        try:
+            for name in names:
+                print(f"== {name}", flush=True)
+                t0 = time.monotonic()
+                try:
+                    async with asyncio.timeout(scale.timeout * 4):
+                        got = await SCENARIOS[name](ctx)
+                except Exception as exc:
+                    traceback.print_exc()
+                    got = [
+                        Figure(name, "error", None, "", 0, 0, error=f"{type(exc).__name__}: {exc}")
+                    ]
+                for f in got:
+                    problems = integrity(f)
+                    if problems:
+                        f.details["integrity"] = problems
+                    failed |= f.status == "error" or bool(problems)
+                    print(
+                        f"   {f.name}: {fmt(f.value, f.unit)}  (target {fmt(f.target, f.unit)},"
+                        f" moonshot {fmt(f.moonshot, f.unit)}: {report.MARK[f.status]})"
+                        + (f"  INTEGRITY: {', '.join(problems)}" if problems else "")
+                        + (f"  {f.error}" if f.error else ""),
+                        flush=True,
+                    )
+                print(f"   ({time.monotonic() - t0:.1f} s)", flush=True)
+                figures.extend(got)
+        finally:
+            ctx.close()
+            logs = RESULTS / "logs"
+            logs.mkdir(parents=True, exist_ok=True)
+            for log in Path(wd).glob("*.log"):
+                shutil.copy(log, logs / log.name)
+    meta["duration_s"] = round(time.monotonic() - started, 1)
+    print()
+    print(report.table(figures))
+    print(
+        f"\n{len(names)} scenario(s) in {meta['duration_s']} s; load client CPU is % of one core."
+    )
+    save(args, meta, figures)
+    return 1 if failed else 0
+
+
+def save(args: argparse.Namespace, meta: dict[str, object], figures: list[Figure]) -> None:
+    if args.smoke:
+        report.write_json(RESULTS / "smoke.json", meta, figures)
+        print(f"wrote {RESULTS / 'smoke.json'}")
+        return
+    path = RESULTS / "latest.json"
+    if args.scenario:  # a partial run replaces its own scenarios in the last full results
+        old_meta, old = report.load_json(path)
+        ran = {f.scenario for f in figures}
+        figures = [f for f in old if f.scenario not in ran] + figures
+        meta = {**old_meta, **meta, "partial": sorted(ran)}
+        meta.pop("figures", None)
+    report.write_json(path, meta, figures)
+    print(f"wrote {path}")
+    if args.no_docs:
+        return
+    report.plot(ROOT / "docs" / "benchmarks.png", figures)
+    doc = report.markdown(meta, figures, "benchmarks.png")
+    doc += "\n<details><summary>results JSON (bench/results/latest.json)</summary>\n\n```json\n"
+    doc += json.dumps({**meta, "figures": [f.to_json() for f in figures]}, indent=1, default=str)
+    doc += "\n```\n</details>\n"
+    (ROOT / "docs" / "benchmarks.md").write_text(doc)
+    print(f"wrote {ROOT / 'docs' / 'benchmarks.md'} and docs/benchmarks.png")
+
+
+def main() -> None:
+    args = parse_args()
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    sys.exit(asyncio.run(run(args)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,213 @@
+"""The results: a table on stdout, JSON, a PNG, and docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench.figure import Figure, fmt
+
+MARK = {"moonshot": "★ moonshot", "target": "✓ target", "missed": "✗ missed", "error": "! error"}
+NOTES = Path(__file__).with_name("notes.md")
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpus": psutil.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_model": _cpu_model(),
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def rows(figures: Sequence[Figure]) -> list[list[str]]:
+    out = []
+    for f in figures:
+        ratio = f.ratio
+        out.append(
+            [
+                f.scenario,
+                f.name,
+                fmt(f.value, f.unit) if not f.error else "error",
+                fmt(f.target, f.unit),
+                fmt(f.moonshot, f.unit),
+                MARK[f.status],
+                fmt(f.baseline, f.unit) if f.baseline is not None else "",
+                f"{ratio:.2f}×" if ratio is not None else "",
+                f"{f.client_cpu:.0f} %" if f.client_cpu is not None else "",
+            ]
+        )
+    return out
+
+
+HEAD = [
+    "scenario",
+    "figure",
+    "measured",
+    "target",
+    "moonshot",
+    "",
+    "baseline",
+    "ratio",
+    "client CPU",
+]
+
+
+def table(figures: Sequence[Figure]) -> str:
+    body = rows(figures)
+    widths = [max(len(r[i]) for r in [HEAD, *body]) for i in range(len(HEAD))]
+    line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True))  # noqa: E731
+    return "\n".join([line(HEAD), line(["-" * w for w in widths]), *map(line, body)])
+
+
+def markdown_table(figures: Sequence[Figure]) -> str:
+    out = ["| " + " | ".join(HEAD[:5] + ["status"] + HEAD[6:]) + " |", "|" + "---|" * len(HEAD)]
+    out += ["| " + " | ".join(r) + " |" for r in rows(figures)]
+    return "\n".join(out)
+
+
+def write_json(path: Path, meta: dict[str, Any], figures: Sequence[Figure]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {**meta, "figures": [f.to_json() for f in figures]}
+    path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+
+
+def load_json(path: Path) -> tuple[dict[str, Any], list[Figure]]:
+    if not path.exists():
+        return {}, []
+    doc = json.loads(path.read_text())
+    return doc, [Figure.from_json(f) for f in doc.get("figures", [])]
+
+
+def plot(path: Path, figures: Sequence[Figure]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [f for f in figures if f.of_target is not None]
+    lat = next((f for f in figures if f.details.get("histogram_ms")), None)
+    fig, axes = plt.subplots(
+        1,
+        2 if lat else 1,
+        figsize=(14 if lat else 9, 6),
+        gridspec_kw={"width_ratios": [3, 2]} if lat else None,
+    )
+    ax = axes[0] if lat else axes
+    labels = [f"{f.scenario}: {f.name}"[:58] for f in shown]
+    values = [f.of_target or 0 for f in shown]
+    colors = {"moonshot": "#2e7d32", "target": "#66bb6a", "missed": "#e57373"}
+    ax.barh(range(len(shown)), values, color=[colors.get(f.status, "grey") for f in shown])
+    for i, f in enumerate(shown):
+        ax.plot(
+            [
+                f.of_target
+                and (f.moonshot / f.target if f.higher_is_better else f.target / f.moonshot)
+            ]
+            * 2,
+            [i - 0.4, i + 0.4],
+            color="#1b5e20",
+            lw=2,
+        )
+        ax.text(values[i], i, " " + fmt(f.value, f.unit), va="center", fontsize=8)
+    ax.axvline(1.0, color="black", lw=1)
+    ax.set_xscale("log")
+    ax.set_yticks(range(len(shown)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("measured ÷ target (> 1 is better; black = target, green tick = moonshot)")
+    ax.set_title("ssehub benchmarks vs targets")
+    if lat:
+        hist = lat.details["histogram_ms"]
+        ax2 = axes[1]
+        ax2.bar(range(len(hist)), [c for _, c in hist], color="#5c6bc0")
+        ax2.set_xticks(range(len(hist)), [f"≤{b:g}" for b, _ in hist], rotation=70, fontsize=7)
+        ax2.set_xlabel("publish → client latency (ms)")
+        ax2.set_ylabel("events")
+        ax2.set_title(f"latency at {lat.details.get('rate_published', '?')}/s")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _cpu_table(figures: Sequence[Figure]) -> str:
+    groups = ["client", "edge", "server", "dispatcher", "rabbitmq", "machine"]
+    out = ["| scenario | " + " | ".join(groups) + " |", "|---|" + "---|" * len(groups)]
+    for f in figures:
+        if f.cpu:
+            cells = [f"{f.cpu[g]:.0f}" if g in f.cpu else "" for g in groups]
+            out.append(f"| {f.scenario} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def markdown(meta: dict[str, Any], figures: Sequence[Figure], png: str) -> str:
+    m = meta.get("machine", {})
+    notes = NOTES.read_text() if NOTES.exists() else ""
+    details = "\n".join(
+        f"- **{f.scenario}** – {f.name}: `{json.dumps(_brief(f.details), default=str)}`"
+        for f in figures
+        if f.details
+    )
+    return f"""# Benchmarks
+
+<!-- generated by bench/run from bench/results/latest.json and bench/notes.md; edit those -->
+
+Run `bench/run` (everything, ~10 min) or `bench/run --scenario NAME`; CI runs
+`bench/run --smoke` (tiny scale, well under a minute, checks the suite still works).
+`bench/run --help` lists the scale flags; `--profile` adds py-spy profiles of the
+process under test in `bench/results/profiles/`.
+
+Measured {meta.get("date", "?")} on {m.get("cpus", "?")} cores ({m.get("cpu_model", "?")}),
+{m.get("memory_gib", "?")} GiB, Python {m.get("python", "?")}; the whole stack (RabbitMQ,
+PostgreSQL, dispatcher, edge, load client, publishers) on that one machine. Load average
+before the run: {meta.get("load_before", "?")}.
+
+## Results
+
+{markdown_table(figures)}
+
+"baseline" is the same scenario against `bench/baseline_server.py` (FastAPI +
+sse-starlette, an in-memory queue per connection); "ratio" is ssehub ÷ baseline.
+"client CPU" is the load client's CPU in % of one core during the measurement.
+
+![benchmarks]({png})
+
+### CPU during each measurement (% of one core; machine = all processes, max {100 * (m.get("cpus") or 2)})
+
+{_cpu_table(figures)}
+
+### Details
+
+{details}
+
+{notes}"""
+
+
+def _brief(details: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in details.items():
+        if k == "histogram_ms":
+            continue
+        if isinstance(v, dict):
+            v = _brief(v)
+        elif isinstance(v, float):
+            v = round(v, 2) if not math.isnan(v) else None
+        out[k] = v
+    return out

@@ -1,0 +1,374 @@
+"""Scenarios of one edge process: idle (+ idle cost), connect, edge unicast, reconnect storm.
+Idle and edge unicast also run against the baseline server."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.request
+from array import array
+from typing import Any
+
+from sqlalchemy import insert
+
+from bench import stack
+from bench.figure import Figure
+from bench.harness import (
+    Ctx,
+    cpu_meter,
+    merge,
+    ms,
+    opened,
+    opened_each,
+    pct,
+    shares,
+    wait_events,
+)
+from bench.publish import data_json, publish_backlog
+from shared.config import normalize_database_url
+from shared.db import create_engine, create_schema
+from shared.frames import event_frame
+from shared.models import EventRow, UserCursor
+
+KIB = 1024
+
+
+def users(prefix: str, n: int) -> list[str]:
+    return [f"{prefix}{i:06d}" for i in range(n)]
+
+
+async def _idle_on(ctx: Ctx, proc: stack.Proc, port: int, path: str) -> dict[str, Any]:
+    """Hold ``idle_conns`` streams on one server; its RSS per stream, its CPU while idle."""
+    sc = ctx.scale
+    async with ctx.clients() as pool:
+        await asyncio.sleep(1.0)
+        rss0 = proc.rss()
+        meter = cpu_meter(pool, server=proc)
+        meter.start()
+        t0 = time.monotonic()
+        got, failed, errors = opened(
+            await pool.open(
+                "127.0.0.1",
+                port,
+                users("idle", sc.idle_conns),
+                concurrency=100,
+                timeout=sc.timeout,
+                path=path,
+            )
+        )
+        connect_s = time.monotonic() - t0
+        connect_cpu = meter.stop()
+        await asyncio.sleep(2.0)
+        rss1 = proc.rss()
+        await pool.all("reset")
+        meter.start()
+        async with ctx.profiler(f"idle-{proc.name.split('-')[0]}").record("server", proc.pid):
+            await asyncio.sleep(sc.idle_window)
+        idle_cpu = meter.stop()
+        after = merge(await pool.all("stats", lat=False))
+    return {
+        "held": after["open"],
+        "opened": got,
+        "failed": failed,
+        "errors": errors,
+        "rss_per_conn_kib": (rss1 - rss0) / max(got, 1) / KIB,
+        "rss0_mib": rss0 / 2**20,
+        "rss1_mib": rss1 / 2**20,
+        "connect_s": round(connect_s, 2),
+        "connect_cpu": connect_cpu,
+        "idle_cpu": idle_cpu,
+        "pings": after["pings"],
+        "lost": after["lost"],
+    }
+
+
+async def idle(ctx: Ctx) -> list[Figure]:
+    sc = ctx.scale
+    async with ctx.stack(edge=True, dispatcher=False) as s:
+        assert s.edge is not None
+        ours = await _idle_on(ctx, s.edge, s.port, "/sse/connect")
+    base: dict[str, Any] | None = None
+    if ctx.baseline:
+        port = stack.free_port()
+        proc = await stack.start_baseline(port, ctx.workdir, ping=sc.ping_interval)
+        try:
+            base = await _idle_on(ctx, proc, port, "/sse/connect")
+        finally:
+            await proc.stop()
+    details = {
+        "ssehub": ours,
+        "baseline": base,
+        "ping_interval_s": sc.ping_interval,
+        "window_s": sc.idle_window,
+    }
+    return [
+        Figure(
+            "idle",
+            "connections held by one edge",
+            ours["held"],
+            "conns",
+            15_000,
+            19_000,
+            baseline=base and base["held"],
+            client_cpu=ours["connect_cpu"].get("client"),
+            cpu=ours["connect_cpu"],
+            details=details,
+        ),
+        Figure(
+            "idle",
+            "edge RSS per connection",
+            round(ours["rss_per_conn_kib"], 2),
+            "KiB",
+            16,
+            8,
+            higher_is_better=False,
+            baseline=base and round(base["rss_per_conn_kib"], 2),
+        ),
+        Figure(
+            "idle cost",
+            f"edge CPU, {ours['held']:,} idle streams",
+            ours["idle_cpu"]["server"],
+            "% core",
+            5,
+            1,
+            higher_is_better=False,
+            baseline=base and base["idle_cpu"]["server"],
+            client_cpu=ours["idle_cpu"].get("client"),
+            cpu=ours["idle_cpu"],
+        ),
+    ]
+
+
+async def connect(ctx: Ctx) -> list[Figure]:
+    sc = ctx.scale
+    async with ctx.stack(edge=True, dispatcher=False) as s, ctx.clients() as pool:
+        meter = cpu_meter(pool, edge=s.edge)
+        meter.start()
+        async with ctx.profiler("connect").record("edge", s.edge and s.edge.pid):
+            replies = await pool.open(
+                "127.0.0.1",
+                s.port,
+                users("conn", sc.connect_conns),
+                concurrency=max(50, 500 // len(pool)),
+                timeout=sc.timeout,
+            )
+        cpu = meter.stop()
+    got, failed, errors = opened(replies)
+    wall = (max(r["end_ns"] for r in replies) - min(r["start_ns"] for r in replies)) / 1e9
+    each: array[int] = array("q")
+    for r in replies:
+        each.frombytes(r["connect_ns"])
+    p50, p99 = pct(each, 50, 99)
+    return [
+        Figure(
+            "connect",
+            "new authenticated streams/s (incl. binding)",
+            round(got / wall, 1),
+            "/s",
+            2_000,
+            5_000,
+            client_cpu=cpu.get("client"),
+            cpu=cpu,
+            details={
+                "opened": got,
+                "failed": failed,
+                "errors": errors,
+                "wall_s": wall,
+                "connect_p50_ms": ms(p50),
+                "connect_p99_ms": ms(p99),
+            },
+        )
+    ]
+
+
+async def _unicast_baseline(ctx: Ctx) -> dict[str, Any]:
+    sc = ctx.scale
+    port = stack.free_port()
+    proc = await stack.start_baseline(port, ctx.workdir, ping=sc.ping_interval)
+    try:
+        async with ctx.clients() as pool:
+            got, _, _, counts = opened_each(
+                await pool.open(
+                    "127.0.0.1",
+                    port,
+                    users("uni", sc.unicast_users),
+                    concurrency=100,
+                    timeout=sc.timeout,
+                )
+            )
+            await pool.all("reset")
+            meter = cpu_meter(pool, server=proc)
+            meter.start()
+            t0 = time.time_ns()
+            url = f"http://127.0.0.1:{port}/bench/fill?per_user={sc.unicast_events}"
+            req = urllib.request.Request(url, method="POST")
+            await asyncio.to_thread(lambda: urllib.request.urlopen(req, timeout=sc.timeout).read())
+            per = [n * sc.unicast_events for n in counts]
+            res = await wait_events(pool, per, sc.timeout)
+            cpu = meter.stop()
+    finally:
+        await proc.stop()
+    return {
+        "rate": res["events"] / max((res["last_ns"] - t0) / 1e9, 1e-9),
+        "events": res["events"],
+        "gaps": res["gaps"],
+        "dups": res["dups"],
+        "cpu": cpu,
+    }
+
+
+async def edge_unicast(ctx: Ctx) -> list[Figure]:
+    """Frames straight to sse.deliver while the edge is stopped (SIGSTOP), so the
+    publisher's CPU is not shared with it; then the edge drains the backlog."""
+    sc = ctx.scale
+    total = sc.unicast_users * sc.unicast_events
+    async with ctx.stack(edge=True, dispatcher=False) as s, ctx.clients() as pool:
+        assert s.edge is not None
+        names = users("uni", sc.unicast_users)
+        got, failed, _, counts = opened_each(
+            await pool.open("127.0.0.1", s.port, names, concurrency=100, timeout=sc.timeout)
+        )
+        await pool.all("reset")
+        s.edge.pause()
+        try:
+            pub = await publish_backlog(
+                ctx.amqp, "deliver", names, sc.unicast_events, processes=sc.publishers
+            )
+        finally:
+            s.edge.resume()
+        t0 = time.time_ns()
+        meter = cpu_meter(pool, edge=s.edge)
+        meter.start()
+        async with ctx.profiler("edge-unicast").record("edge", s.edge.pid):
+            per = [n * sc.unicast_events for n in counts]
+            res = await wait_events(pool, per, sc.timeout)
+        cpu = meter.stop()
+    rate = res["events"] / max((res["last_ns"] - t0) / 1e9, 1e-9)
+    base = await _unicast_baseline(ctx) if ctx.baseline else None
+    return [
+        Figure(
+            "edge unicast",
+            f"events/s one edge writes to {got:,} users",
+            round(rate),
+            "/s",
+            30_000,
+            50_000,
+            baseline=base and round(base["rate"]),
+            client_cpu=cpu.get("client"),
+            cpu=cpu,
+            details={
+                "expected": total,
+                "received": res["events"],
+                "gaps": res["gaps"],
+                "dups": res["dups"],
+                "failed_connects": failed,
+                "publish_rate": pub["sent"] / pub["elapsed"],
+                "baseline": base,
+            },
+        )
+    ]
+
+
+async def _fill_store(db_url: str, names: list[str], behind: int) -> None:
+    """The state of a store where every user has ``behind`` events after seq 0."""
+    engine = create_engine(normalize_database_url(db_url))
+    try:
+        await create_schema(engine)
+        now = time.time()
+        async with engine.begin() as conn:
+            for i in range(0, len(names), 1000):
+                part = names[i : i + 1000]
+                rows = [
+                    {
+                        "user_id": u,
+                        "seq": n,
+                        "key": None,
+                        "created_at": now,
+                        "frame": event_frame(n, "bench", data_json(n, "x" * 64)).decode(),
+                    }
+                    for u in part
+                    for n in range(1, behind + 1)
+                ]
+                await conn.execute(insert(EventRow.__table__), rows)  # type: ignore[attr-defined]
+                await conn.execute(
+                    insert(UserCursor.__table__),  # type: ignore[attr-defined]
+                    [{"user_id": u, "last_seq": behind, "floor_seq": 0} for u in part],
+                )
+    finally:
+        await engine.dispose()
+
+
+async def reconnect(ctx: Ctx) -> list[Figure]:
+    """Every user reconnects at once with Last-Event-ID 0 while 20 events behind."""
+    sc = ctx.scale
+    names = users("storm", sc.storm_users)
+    async with ctx.stack(edge=False, dispatcher=False) as s:
+        await _fill_store(s.db, names, sc.storm_behind)
+        s.edge = await stack.start_edge(s.env, stack.free_port(), ctx.workdir)
+        async with ctx.clients() as pool:
+            meter = cpu_meter(pool, edge=s.edge)
+            meter.start()
+            async with ctx.profiler("reconnect").record("edge", s.edge.pid):
+                t0 = time.time_ns()
+                opens = pool.open(
+                    "127.0.0.1",
+                    s.port,
+                    names,
+                    last_ids=[0] * len(names),
+                    concurrency=max(100, sc.storm_users // len(pool)),
+                    timeout=sc.timeout,
+                )
+                waits = pool.all(
+                    "wait",
+                    [{"expect": n} for n in shares(len(names), len(pool))],
+                    seq=sc.storm_behind,
+                    timeout=sc.timeout,
+                )
+                replies, waited = await asyncio.gather(opens, waits)
+            cpu = meter.stop()
+            done: array[int] = array("q")
+            for r in waited:
+                done.frombytes(r["done_ns"])
+            got, failed, errors = opened(replies)
+            res = merge(waited)
+            # and live: one more frame per user, straight to the edge
+            await pool.all("reset")
+            await publish_backlog(
+                ctx.amqp,
+                "deliver",
+                names,
+                1,
+                start_seq=sc.storm_behind + 1,
+                processes=sc.publishers,
+            )
+            live = await wait_events(pool, [r["opened"] for r in replies], sc.timeout)
+    reached = sum(r["reached"] for r in waited)
+    finished = [d - t0 for d in done if d]
+    all_s = (max(finished) / 1e9) if reached == len(names) and finished else float("nan")
+    p50, p99 = pct(finished, 50, 99)
+    return [
+        Figure(
+            "reconnect storm",
+            f"{len(names):,} users × {sc.storm_behind} behind: all replayed and live",
+            round(all_s, 2),
+            "s",
+            10,
+            3,
+            higher_is_better=False,
+            client_cpu=cpu.get("client"),
+            cpu=cpu,
+            details={
+                "opened": got,
+                "failed": failed,
+                "errors": errors,
+                "reached": reached,
+                "replayed_events": res["events"],
+                "gaps": res["gaps"],
+                "dups": res["dups"],
+                "p50_s": round(p50 / 1e9, 2),
+                "p99_s": round(p99 / 1e9, 2),
+                "live_received": live["events"],
+                "live_gaps": live["gaps"],
+            },
+        )
+    ]

@@ -1,0 +1,270 @@
+"""Scenarios through the dispatcher: dispatcher alone, pipeline unicast, fan-out, latency."""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import time
+from typing import Any
+
+import aio_pika
+import orjson
+
+from bench.figure import Figure
+from bench.harness import (
+    Ctx,
+    cpu_meter,
+    merge,
+    ms,
+    opened_each,
+    pct,
+    shares,
+    wait_events,
+)
+from bench.publish import Publisher, data_json, publish_backlog, publish_steady
+from bench.scenarios_edge import users
+from shared import topology
+
+
+async def _sink_count(
+    url: str, names: list[str], until: int, timeout: float, started: asyncio.Event
+) -> tuple[float, float, int]:
+    """Watch a queue bound to sse.deliver for ``names`` fill up to ``until`` messages.
+    Returns (first time it was seen non-empty, time it reached ``until``, count then)."""
+    conn = await aio_pika.connect(url)
+    try:
+        ch = await conn.channel()
+        await topology.declare_exchanges(ch)
+        queue = await ch.declare_queue("bench.sink", durable=False, auto_delete=False)
+        await asyncio.gather(*(queue.bind(topology.DELIVER.name, u) for u in names))
+        started.set()
+        first = first_count = 0.0
+        deadline = time.monotonic() + timeout
+        count = 0
+        while time.monotonic() < deadline:
+            q = await ch.declare_queue("bench.sink", passive=True)
+            count = q.declaration_result.message_count or 0
+            now = time.monotonic()
+            if count and not first:
+                first, first_count = now, count
+            if count >= until:
+                return first, now, count - int(first_count)
+            await asyncio.sleep(0.02)
+        return first, time.monotonic(), count - int(first_count)
+    finally:
+        await conn.close()
+
+
+async def dispatcher(ctx: Ctx, store: str) -> list[Figure]:
+    """A backlog of user events queued before the dispatcher starts; how fast it is
+    sequenced, stored and routed (counted in a queue bound to sse.deliver)."""
+    sc = ctx.scale
+    names = users("disp", sc.dispatcher_users)
+    total = len(names) * sc.dispatcher_events
+    async with ctx.stack(store, edge=False, dispatcher=False) as s:
+        started = asyncio.Event()
+        sink = asyncio.create_task(_sink_count(ctx.amqp, names, total, sc.timeout, started))
+        await started.wait()
+        pub = await publish_backlog(
+            ctx.amqp, "user", names, sc.dispatcher_events, processes=sc.publishers, run=f"d{store}"
+        )
+        proc = await s.start_dispatcher()
+        meter = cpu_meter(None, dispatcher=proc)
+        meter.start()
+        async with ctx.profiler(f"dispatcher-{store}").record("dispatcher", proc.pid):
+            first, last, counted = await sink
+        cpu = meter.stop()
+    rate = counted / max(last - first, 1e-9)
+    return [
+        Figure(
+            f"dispatcher ({store})",
+            "user events sequenced, stored, routed /s",
+            round(rate),
+            "/s",
+            20_000,
+            50_000,
+            cpu=cpu,
+            details={
+                "events": total,
+                "routed": counted,
+                "wall_s": round(last - first, 2),
+                "publish_rate": round(pub["sent"] / pub["elapsed"]),
+            },
+        )
+    ]
+
+
+async def pipeline(ctx: Ctx, store: str) -> list[Figure]:
+    """publisher → dispatcher → edge → client for a backlog queued before the
+    dispatcher starts (so the publisher's CPU is not shared with the pipeline)."""
+    sc = ctx.scale
+    names = users("pipe", sc.pipeline_users)
+    async with ctx.stack(store, edge=True, dispatcher=False) as s, ctx.clients() as pool:
+        got, failed, _, counts = opened_each(
+            await pool.open("127.0.0.1", s.port, names, concurrency=100, timeout=sc.timeout)
+        )
+        pub = await publish_backlog(
+            ctx.amqp, "user", names, sc.pipeline_events, processes=sc.publishers, run=f"p{store}"
+        )
+        await pool.all("reset")
+        proc = await s.start_dispatcher()
+        meter = cpu_meter(pool, edge=s.edge, dispatcher=proc)
+        meter.start()
+        async with (
+            ctx.profiler(f"pipeline-{store}").record("dispatcher", proc.pid),
+            ctx.profiler(f"pipeline-{store}").record("edge", s.edge and s.edge.pid),
+        ):
+            res = await wait_events(pool, [n * sc.pipeline_events for n in counts], sc.timeout)
+        cpu = meter.stop()
+    rate = res["events"] / max((res["last_ns"] - res["first_ns"]) / 1e9, 1e-9)
+    ctx.measured[f"pipeline-{store}"] = rate
+    return [
+        Figure(
+            f"pipeline unicast ({store})",
+            "events/s publisher → dispatcher → edge → client",
+            round(rate),
+            "/s",
+            15_000,
+            40_000,
+            client_cpu=cpu.get("client"),
+            cpu=cpu,
+            details={
+                "expected": got * sc.pipeline_events,
+                "received": res["events"],
+                "gaps": res["gaps"],
+                "dups": res["dups"],
+                "failed_connects": failed,
+                "publish_rate": round(pub["sent"] / pub["elapsed"]),
+            },
+        )
+    ]
+
+
+async def fanout(ctx: Ctx) -> list[Figure]:
+    """Events to one conversation whose members are all connected, one at a time;
+    per event, the time until its last member has it."""
+    sc = ctx.scale
+    names = users("fan", sc.fanout_members)
+    async with ctx.stack("sqlite") as s, ctx.clients() as pool, Publisher(ctx.amqp) as pub:
+        await pub.publish("members.room", orjson.dumps({"op": "set", "users": names}), "m-set")
+        got, failed, _, counts = opened_each(
+            await pool.open("127.0.0.1", s.port, names, concurrency=100, timeout=sc.timeout)
+        )
+        await pool.all("reset", track_n=True)
+        meter = cpu_meter(pool, edge=s.edge, dispatcher=s.dispatcher)
+        meter.start()
+        async with ctx.profiler("fanout").record("dispatcher", s.dispatcher and s.dispatcher.pid):
+            for n in range(sc.fanout_events):
+                body = b'{"event":"bench","data":%s}' % data_json(n, "x" * 64)
+                await pub.publish("conversation.room", body, f"f-{n}")
+                await asyncio.sleep(sc.fanout_interval)
+            res = await wait_events(pool, [k * sc.fanout_events for k in counts], sc.timeout)
+        cpu = meter.stop()
+    last = [worst for count, worst in res["by_n"].values()]
+    complete = sum(1 for count, _ in res["by_n"].values() if count == got)
+    p50, p99 = pct(last, 50, 99)
+    return [
+        Figure(
+            "fan-out",
+            f"1 event → {got:,} members: last member has it, p99",
+            ms(p99),
+            "ms",
+            100,
+            25,
+            higher_is_better=False,
+            client_cpu=cpu.get("client"),
+            cpu=cpu,
+            details={
+                "events": sc.fanout_events,
+                "complete": complete,
+                "p50_ms": ms(p50),
+                "max_ms": ms(max(last, default=0)),
+                "gaps": res["gaps"],
+                "dups": res["dups"],
+                "failed_connects": failed,
+            },
+        )
+    ]
+
+
+async def latency(ctx: Ctx) -> list[Figure]:
+    """A steady rate at half the pipeline's (SQLite) maximum; publish → client latency."""
+    sc = ctx.scale
+    rate = sc.latency_rate or ctx.measured.get("pipeline-sqlite", 0) / 2 or 1000.0
+    names = users("lat", sc.latency_users)
+    async with ctx.stack("sqlite") as s, ctx.clients() as pool:
+        got, failed, _, counts = opened_each(
+            await pool.open("127.0.0.1", s.port, names, concurrency=100, timeout=sc.timeout)
+        )
+        await pool.all("reset")
+        meter = cpu_meter(pool, edge=s.edge, dispatcher=s.dispatcher)
+        meter.start()
+        prof = ctx.profiler("latency")
+        async with (
+            prof.record("dispatcher", s.dispatcher and s.dispatcher.pid),
+            prof.record("edge", s.edge and s.edge.pid),
+        ):
+            pub = await publish_steady(ctx.amqp, names, rate, sc.latency_duration)
+            per = _round_robin(pub["sent"], got, len(pool))
+            res = await wait_events(pool, per, sc.timeout)
+        cpu = meter.stop()
+    lat = res["lat"]
+    p50, p99, p999 = pct(lat, 50, 99, 99.9)
+    details: dict[str, Any] = {
+        "rate_asked": round(rate),
+        "rate_published": round(pub["sent"] / pub["elapsed"]),
+        "events": res["events"],
+        "sent": pub["sent"],
+        "gaps": res["gaps"],
+        "dups": res["dups"],
+        "p50_ms": ms(p50),
+        "p99_ms": ms(p99),
+        "p999_ms": ms(p999),
+        "max_ms": ms(max(lat, default=0)),
+        "publisher_cpu": round(100 * pub["cpu_s"] / pub["elapsed"], 1),
+        "failed_connects": failed,
+        "histogram_ms": _histogram(lat),
+    }
+    return [
+        Figure(
+            "latency",
+            f"publish → client p50 at {round(rate):,}/s",
+            ms(p50),
+            "ms",
+            5,
+            2,
+            higher_is_better=False,
+            client_cpu=cpu.get("client"),
+            cpu=cpu,
+            details=details,
+        ),
+        Figure(
+            "latency",
+            f"publish → client p99 at {round(rate):,}/s",
+            ms(p99),
+            "ms",
+            25,
+            10,
+            higher_is_better=False,
+            client_cpu=cpu.get("client"),
+        ),
+    ]
+
+
+def _round_robin(sent: int, users: int, workers: int) -> list[int]:
+    """Events per worker when event i went to user i % users and worker k holds
+    users k, k+workers, ..."""
+    full, rest = divmod(sent, users)
+    return [full * n + len(range(k, rest, workers)) for k, n in enumerate(shares(users, workers))]
+
+
+def _histogram(lat: Any) -> list[tuple[float, int]]:
+    """Latencies in log-spaced buckets (ms upper bound, count), for the plot."""
+    bounds = [0.25 * 2 ** (i / 2) for i in range(30)]
+    counts = [0] * len(bounds)
+    for v in lat:
+        counts[min(bisect.bisect_left(bounds, v / 1e6), len(bounds) - 1)] += 1
+    return [(round(b, 3), c) for b, c in zip(bounds, counts, strict=True) if c]
+
+
+__all__ = ["dispatcher", "fanout", "latency", "merge", "pipeline"]
