@@ -13,6 +13,7 @@ import contextlib
 import random
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -103,28 +104,51 @@ class Browser:
 
 @dataclass
 class Ledger:
-    """Publishes to users continuously and knows how many events each must get."""
+    """Publishes continuously, to users and to conversations with a fixed
+    membership, and knows how many events each user must receive."""
 
     hub: Hub
     users: list[str]
+    conversations: dict[str, list[str]] = field(default_factory=dict)
     sent: Counter[str] = field(default_factory=Counter)
     errors: int = 0
+    published: int = 0
 
     async def publish(self, stop: asyncio.Event, rate_pause: float = 0.005) -> None:
+        convs = list(self.conversations)
         n = 0
         while not stop.is_set():
-            user = self.users[n % len(self.users)]
-            # the key makes publisher retries (across broker restarts) exactly-once
-            key = f"{user}-{self.sent[user] + 1}"
-            while True:
-                try:
-                    await self.hub.send_event_to_user(user, "tick", {"n": n}, key=key)
-                    break
-                except PublishError:  # broker down for longer than the client retries
-                    self.errors += 1
-            self.sent[user] += 1
+            if convs and n % 4 == 3:
+                conv = convs[n % len(convs)]
+                members = self.conversations[conv]
+                sender = members[n % len(members)]
+                # the key makes publisher retries (across broker restarts) exactly-once
+                await self._confirmed(
+                    lambda c=conv, s=sender, k=f"{conv}-{n}", i=n: (
+                        self.hub.broadcast_to_conversation(c, "said", {"n": i}, exclude=[s], key=k)
+                    )
+                )
+                self.sent.update(m for m in members if m != sender)
+            else:
+                user = self.users[n % len(self.users)]
+                key = f"{user}-{self.sent[user] + 1}-{n}"
+                await self._confirmed(
+                    lambda u=user, k=key, i=n: self.hub.send_event_to_user(
+                        u, "tick", {"n": i}, key=k
+                    )
+                )
+                self.sent[user] += 1
             n += 1
+            self.published += 1
             await asyncio.sleep(rate_pause)  # wait-ok: pacing the publisher
+
+    async def _confirmed(self, send: Callable[[], Awaitable[str]]) -> None:
+        while True:
+            try:
+                await send()
+                return
+            except PublishError:  # broker down for longer than the client retries
+                self.errors += 1
 
     async def settle(self, browsers: list[Browser], timeout: float = 30.0) -> None:
         """Wait until every browser holds as many events as were sent to its user."""

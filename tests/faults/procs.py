@@ -105,15 +105,25 @@ class Cluster:
         return proc.start()
 
     async def dispatcher(self, name: str, **env: str) -> Proc:
+        env.setdefault("SSEHUB_LOG_LEVEL", "INFO")  # its start is seen in the log
         proc = self._proc(name, ["dispatcher"], **env)
         await proc.wait_log("connected to RabbitMQ")
         return proc
 
-    async def edge(self, name: str, **env: str) -> Proc:
-        port = free_port()
+    async def edge(self, name: str, port: int | None = None, **env: str) -> Proc:
+        port = port or free_port()
         proc = self._proc(name, ["edge", "--host", "127.0.0.1", "--port", str(port)], port, **env)
-        await proc.wait_ready()
+        await proc.wait_ready(timeout=60)
         return proc
+
+    async def respawn(self, old: Proc) -> Proc:
+        """The same role again (an edge on the same port), after ``old`` is gone."""
+        old.stop()
+        self.procs.remove(old)
+        extra = {k: v for k, v in old.env.items() if self.env.get(k) != v}
+        if old.port is not None:
+            return await self.edge(old.name, old.port, **extra)
+        return await self.dispatcher(old.name, **extra)
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -156,9 +166,16 @@ async def rabbitmq_kill9_and_start() -> None:
 
 
 def rabbitmq_ensure_running() -> None:
-    if not port_open(5672):
-        subprocess.run(["rabbitmq-server", "-detached"], capture_output=True, timeout=60)
-    _run("rabbitmqctl", "await_startup", "--timeout", "120")
+    """Start the local broker when it is down; return once it takes AMQP connections
+    (the listener opens only when the broker has fully booted)."""
+    if port_open(5672):
+        return
+    subprocess.run(["rabbitmq-server", "-detached"], capture_output=True, timeout=60)
+    deadline = time.monotonic() + 120
+    while not port_open(5672):
+        if time.monotonic() > deadline:
+            raise RuntimeError("RabbitMQ did not come back within 120 s")
+        time.sleep(0.2)
 
 
 def _pg_cluster() -> str:
