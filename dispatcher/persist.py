@@ -11,6 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from dispatcher.expand import conversations_of, keys_of, plan_batch
+from dispatcher.presence import PresenceOp, apply_presence, sweep_presence
 from dispatcher.sequence import Delivery, assign
 from shared.db import upsert
 from shared.errors import StoreUnavailable
@@ -43,14 +44,27 @@ class DispatchStore:
         self._window = dedupe_window
         self._clock = clock
 
-    async def commit_batch(self, messages: Sequence[Message]) -> list[Delivery]:
+    async def commit_batch(
+        self, messages: Sequence[Message], presence: Sequence[PresenceOp] = ()
+    ) -> list[Delivery]:
         """Apply, number and store a batch atomically; return what to publish.
 
         Raises StoreUnavailable; the caller retries the whole batch, which is
         safe because nothing of it was committed."""
         try:
             async with self.engine.begin() as conn:
-                return await self._commit(conn, messages)
+                deliveries = await self._commit(conn, messages)
+                if presence:
+                    deliveries += await apply_presence(conn, list(presence), self._clock())
+                return deliveries
+        except (SQLAlchemyError, OSError) as exc:
+            raise StoreUnavailable(f"store: {exc.__class__.__name__}: {exc}") from exc
+
+    async def sweep_presence(self, grace: float, node_ttl: float) -> list[Delivery]:
+        """Expire silent edge nodes; return the ``user:offline`` deliveries due."""
+        try:
+            async with self.engine.begin() as conn:
+                return await sweep_presence(conn, self._clock(), grace, node_ttl)
         except (SQLAlchemyError, OSError) as exc:
             raise StoreUnavailable(f"store: {exc.__class__.__name__}: {exc}") from exc
 

@@ -28,6 +28,7 @@ from aio_pika.abc import (
 )
 
 from dispatcher.persist import DispatchStore
+from dispatcher.presence import PresenceOp, parse_presence
 from dispatcher.retention import Retention, prune
 from dispatcher.sequence import Delivery
 from shared import topology
@@ -98,13 +99,19 @@ class Dispatcher:
         Pruning runs between batches, so it never races a batch's transaction."""
         supervisor = asyncio.create_task(self.supervisor.run(), name="dispatcher-amqp")
         loop = asyncio.get_running_loop()
-        next_prune = loop.time()
+        next_prune = next_sweep = loop.time()
+        sweep_every = min(1.0, self._settings.presence_grace / 2)
         try:
             while not self._stopping.is_set():
-                if loop.time() >= next_prune:
+                now = loop.time()
+                if now >= next_prune:
                     await self._prune()
                     next_prune = loop.time() + self._settings.retention_interval
-                batch = await self._next_batch(max(0.0, next_prune - loop.time()))
+                if self._settings.presence and now >= next_sweep:
+                    await self._sweep_presence()
+                    next_sweep = loop.time() + sweep_every
+                wake = min(next_prune, next_sweep) if self._settings.presence else next_prune
+                batch = await self._next_batch(max(0.0, wake - loop.time()))
                 if batch:
                     await self._process(batch)
         finally:
@@ -125,6 +132,21 @@ class Dispatcher:
         if deleted:
             log.info("pruned %d events past retention", deleted)
 
+    async def _sweep_presence(self) -> None:
+        link = self._link
+        if link is None:
+            return
+        try:
+            offline = await self._store.sweep_presence(
+                self._settings.presence_grace, 3 * self._settings.presence_heartbeat
+            )
+            if offline:
+                await self._publish(link, offline, [])
+        except StoreUnavailable as exc:
+            log.warning("presence sweep skipped: %s", exc)
+        except Exception as exc:  # publishing failed: the link is going down
+            log.warning("presence sweep: %s", exc)
+
     async def _next_batch(self, timeout: float) -> list[AbstractIncomingMessage]:
         get = asyncio.ensure_future(self._inbox.get())
         stop = asyncio.ensure_future(self._stopping.wait())
@@ -144,9 +166,13 @@ class Dispatcher:
         if link is None:
             return
         good: list[Message] = []
+        presence: list[PresenceOp] = []
         dead: list[tuple[AbstractIncomingMessage, str]] = []
         for message in batch:
             try:
+                if _is_presence(message):
+                    presence.append(parse_presence(message.body))
+                    continue
                 good.append(
                     parse_message(
                         message.routing_key or "",
@@ -158,7 +184,7 @@ class Dispatcher:
             except InvalidMessage as exc:
                 dead.append((message, str(exc)))
         self._failpoint("before_commit")
-        deliveries = await self._commit(good, link)
+        deliveries = await self._commit(good, presence, link)
         if deliveries is None:
             return  # connection lost while the store was down: the broker redelivers
         self._failpoint("after_commit")
@@ -178,11 +204,13 @@ class Dispatcher:
             log.warning("failpoint %s reached: SIGKILL", self._settings.failpoint)
             os.kill(os.getpid(), signal.SIGKILL)
 
-    async def _commit(self, good: list[Message], link: _Link) -> list[Delivery] | None:
+    async def _commit(
+        self, good: list[Message], presence: list[PresenceOp], link: _Link
+    ) -> list[Delivery] | None:
         delay = 0.05
         while True:
             try:
-                return await self._store.commit_batch(good)
+                return await self._store.commit_batch(good, presence)
             except StoreUnavailable as exc:
                 log.warning("store unavailable (%s); retrying batch in %.2fs", exc, delay)
             if self._link is not link:
@@ -223,3 +251,10 @@ class Dispatcher:
             )
         if sends:
             await asyncio.gather(*sends)
+
+
+def _is_presence(message: AbstractIncomingMessage) -> bool:
+    """Edges' presence signals come straight to the dispatch queue, not via sse.events."""
+    return message.routing_key == topology.DISPATCH.name and topology.PRESENCE_HEADER in (
+        message.headers or {}
+    )

@@ -47,6 +47,7 @@ def create_app(settings: Settings, *, extra: Extra | None = None) -> FastAPI:
         tasks = [
             asyncio.create_task(hub.node.supervisor.run(), name="edge-amqp"),
             asyncio.create_task(pinger(hub), name="edge-pinger"),
+            asyncio.create_task(hub.node.heartbeats(), name="edge-heartbeats"),
         ]
         try:
             if extra is None:

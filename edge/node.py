@@ -14,7 +14,12 @@ import os
 import socket
 import uuid
 
-from aio_pika.abc import AbstractConnection, AbstractIncomingMessage, AbstractQueue
+from aio_pika.abc import (
+    AbstractConnection,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+)
 
 from edge.registry import Registry
 from shared import topology
@@ -29,7 +34,10 @@ class EdgeNode:
     def __init__(self, settings: Settings, registry: Registry) -> None:
         self.node_id = f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
         self._registry = registry
+        self._presence = settings.presence
+        self._heartbeat = settings.presence_heartbeat
         self._queue: AbstractQueue | None = None
+        self._signals: AbstractExchange | None = None  # presence → dispatcher
         self._bound: set[str] = set()
         # user -> (lock, number of operations using it); dropped when unused
         self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
@@ -62,6 +70,12 @@ class EdgeNode:
         self._bound = set(users)
         await queue.consume(self._on_message, no_ack=True)
         self._queue = queue
+        if self._presence:
+            signals = await conn.channel(publisher_confirms=False)
+            self.supervisor.watch(signals)
+            self._signals = signals.default_exchange
+            for user in users:  # (re)announce: the dispatcher treats repeats as no-ops
+                await self._announce(user, True)
         # Events committed while we were cut off never reached this queue:
         # every open stream catches up from the store now, not at its next event.
         for stream in self._registry.connections():
@@ -69,6 +83,7 @@ class EdgeNode:
 
     async def _on_lost(self) -> None:
         self._queue = None
+        self._signals = None
         self._bound.clear()
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
@@ -103,9 +118,11 @@ class EdgeNode:
                     if want and user_id not in self._bound:
                         await queue.bind(topology.DELIVER.name, user_id)
                         self._bound.add(user_id)
+                        await self._announce(user_id, True)
                     elif not want and user_id in self._bound:
                         self._bound.discard(user_id)
                         await queue.unbind(topology.DELIVER.name, user_id)
+                        await self._announce(user_id, False)
                 except Exception as exc:
                     log.warning("binding %r failed: %s", user_id, exc)
                     self.supervisor.fail()
@@ -113,6 +130,23 @@ class EdgeNode:
             users[0] -= 1
             if users[0] == 0:
                 del self._locks[user_id]
+
+    async def _announce(self, user_id: str | None, online: bool) -> None:
+        if self._signals is not None:
+            await self._signals.publish(
+                topology.presence_message(self.node_id, user_id, online), topology.DISPATCH.name
+            )
+
+    async def heartbeats(self) -> None:
+        """Tell the dispatcher this node is alive; a silent node's users go offline."""
+        if not self._presence:
+            return
+        while True:
+            try:
+                await self._announce(None, True)
+            except Exception as exc:  # the supervisor deals with the link
+                log.debug("heartbeat not sent: %s", exc)
+            await asyncio.sleep(self._heartbeat)
 
     async def idle(self) -> None:
         """Wait for background unbinds (tests and shutdown)."""

@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     retention_max_events: int = Field(default=10_000, ge=1)
     retention_interval: PositiveSeconds = 60.0
 
+    # -- presence -------------------------------------------------------------
+    presence: bool = True
+    presence_grace: PositiveSeconds = 10.0
+    presence_heartbeat: PositiveSeconds = 10.0
+
     # -- misc ---------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     reconnect_max_delay: PositiveSeconds = 10.0

@@ -16,6 +16,9 @@ TABLES = [
     models.UserCursor.__table__,  # type: ignore[attr-defined]
     models.Member.__table__,  # type: ignore[attr-defined]
     models.DedupeKey.__table__,  # type: ignore[attr-defined]
+    models.PresenceRow.__table__,  # type: ignore[attr-defined]
+    models.NodeRow.__table__,  # type: ignore[attr-defined]
+    models.OnlineRow.__table__,  # type: ignore[attr-defined]
 ]
 
 
@@ -52,12 +55,22 @@ async def create_schema(engine: AsyncEngine) -> None:
         await conn.run_sync(SQLModel.metadata.create_all, tables=TABLES)
 
 
-def upsert(conn: AsyncConnection, table: Any, key: str, update: Sequence[str]) -> Any:
-    """``INSERT ... ON CONFLICT (key) DO UPDATE`` for whichever dialect is in use."""
+def _insert(conn: AsyncConnection, table: Any) -> Any:
+    """The dialect's own INSERT, which knows ``ON CONFLICT``."""
     from sqlalchemy.dialects import postgresql, sqlite
 
     insert: Any = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    stmt = insert(table)
+    return insert(table)
+
+
+def insert_ignore(conn: AsyncConnection, table: Any) -> Any:
+    """``INSERT ... ON CONFLICT DO NOTHING``."""
+    return _insert(conn, table).on_conflict_do_nothing()
+
+
+def upsert(conn: AsyncConnection, table: Any, key: str, update: Sequence[str]) -> Any:
+    """``INSERT ... ON CONFLICT (key) DO UPDATE`` for whichever dialect is in use."""
+    stmt = _insert(conn, table)
     return stmt.on_conflict_do_update(
         index_elements=[key], set_={col: stmt.excluded[col] for col in update}
     )

@@ -46,3 +46,29 @@ class DedupeKey(SQLModel, table=True):
     __tablename__ = "ssehub_dedupe"
     key: str = Field(sa_column=Column(String(255), primary_key=True))
     created_at: float = Field(nullable=False, index=True)
+
+
+class PresenceRow(SQLModel, table=True):
+    """A user has at least one open stream on this edge node."""
+
+    __tablename__ = "ssehub_presence"
+    user_id: str = Field(sa_column=Column(String(128), primary_key=True))
+    node_id: str = Field(sa_column=Column(String(255), primary_key=True))
+
+    __table_args__ = (Index("ix_ssehub_presence_node", "node_id"),)
+
+
+class NodeRow(SQLModel, table=True):
+    """An edge node and when it last said it is alive."""
+
+    __tablename__ = "ssehub_node"
+    node_id: str = Field(sa_column=Column(String(255), primary_key=True))
+    last_seen: float = Field(nullable=False)
+
+
+class OnlineRow(SQLModel, table=True):
+    """Users announced online; ``offline_since`` starts the grace period."""
+
+    __tablename__ = "ssehub_online"
+    user_id: str = Field(sa_column=Column(String(128), primary_key=True))
+    offline_since: float | None = Field(default=None, nullable=True)

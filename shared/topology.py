@@ -9,10 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import aio_pika
+import orjson
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue, ExchangeType
 
 SEQ_HEADER = "x-seq"  # on sse.deliver messages: the recipient's sequence number
 ERROR_HEADER = "x-ssehub-error"  # on sse.dead messages: why it was rejected
+PRESENCE_HEADER = "x-ssehub-presence"  # edge → dispatcher presence signals
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,18 @@ async def declare_core(channel: AbstractChannel) -> dict[str, AbstractExchange]:
     for spec in DISPATCHER_QUEUES:
         await declare_queue(channel, spec)
     return exchanges
+
+
+def presence_message(node_id: str, user_id: str | None, online: bool) -> aio_pika.Message:
+    """Edge → dispatcher, straight into the dispatch queue (default exchange), so it
+    is ordered with the events: a user online on a node, offline, or (no user) a
+    heartbeat of the node."""
+    body = (
+        {"node": node_id}
+        if user_id is None
+        else {"node": node_id, "user": user_id, "online": online}
+    )
+    return aio_pika.Message(orjson.dumps(body), headers={PRESENCE_HEADER: 1})
 
 
 def delivery_message(frame: bytes, seq: int | None) -> aio_pika.Message:

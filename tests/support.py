@@ -94,6 +94,9 @@ def make_settings(amqp_url: str, database_url: str, **overrides: object) -> Sett
         "database_url": database_url,
         "jwt_secret": SECRET,
         "reconnect_max_delay": 1.0,
+        # presence events would interleave with what most tests assert exactly;
+        # tests/test_presence.py turns it on
+        "presence": False,
         "_env_file": None,
     }
     values.update(overrides)
