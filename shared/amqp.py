@@ -17,11 +17,24 @@ from collections.abc import Awaitable, Callable
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection
+from yarl import URL
 
 log = logging.getLogger("ssehub.amqp")
 
 Setup = Callable[[AbstractConnection], Awaitable[None]]
 Lost = Callable[[], Awaitable[None]]
+
+
+HEARTBEAT = 10  # seconds: a vanished peer (no RST) is noticed within ~2-3 of these
+
+
+def with_heartbeat(url: str) -> str:
+    """Ask for a short AMQP heartbeat unless the URL sets one: aiormq's default of
+    60 s would leave a standby dispatcher idle for minutes after a host vanishes."""
+    parsed = URL(url)
+    if "heartbeat" in parsed.query:
+        return url
+    return str(parsed.update_query(heartbeat=HEARTBEAT))
 
 
 class AmqpSupervisor:
@@ -34,7 +47,7 @@ class AmqpSupervisor:
         on_lost: Lost | None = None,
         max_delay: float = 10.0,
     ) -> None:
-        self._url = url
+        self._url = with_heartbeat(url)
         self._setup = setup
         self._on_lost = on_lost
         self._name = name

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -12,9 +11,10 @@ from tests.faults.procs import (
     Cluster,
     can_control_services,
     postgres_ensure_running,
+    process_env,
     rabbitmq_ensure_running,
 )
-from tests.support import SECRET, postgres_database, rabbitmq_vhost
+from tests.support import postgres_database, rabbitmq_vhost
 
 MEASUREMENTS: dict[str, float] = {}
 RESULTS = Path(__file__).resolve().parents[2] / "docs" / "fault-measurements.json"
@@ -67,14 +67,9 @@ def fault_db(tmp_path: Path) -> str:
 async def cluster(
     fault_vhost: str, fault_db: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> AsyncIterator[Cluster]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SSEHUB_")} | {
-        "SSEHUB_RABBITMQ_URL": fault_vhost,
-        "SSEHUB_DATABASE_URL": fault_db,
-        "SSEHUB_JWT_SECRET": SECRET,
-        "SSEHUB_RECONNECT_MAX_DELAY": "1",
-        "SSEHUB_DRAIN_SECONDS": "1",
-        "SSEHUB_LOG_LEVEL": "INFO",
-    }
+    env = process_env(
+        fault_vhost, fault_db, reconnect_max_delay="1", drain_seconds="1", log_level="INFO"
+    )
     c = Cluster(env, tmp_path)
     try:
         yield c

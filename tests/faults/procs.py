@@ -91,6 +91,19 @@ class Proc:
             self._out.close()
 
 
+def process_env(amqp_url: str, database_url: str, **settings: str) -> dict[str, str]:
+    """The environment of ssehub children: ours, minus any SSEHUB_* of the caller."""
+    from tests.support import SECRET
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SSEHUB_")}
+    env |= {
+        "SSEHUB_RABBITMQ_URL": amqp_url,
+        "SSEHUB_DATABASE_URL": database_url,
+        "SSEHUB_JWT_SECRET": SECRET,
+    }
+    return env | {f"SSEHUB_{k.upper()}": v for k, v in settings.items()}
+
+
 @dataclass
 class Cluster:
     """Edges and dispatchers of one test, sharing settings from ``env``."""

@@ -32,12 +32,13 @@ from tests.faults.procs import (
     Proc,
     postgres_ensure_running,
     postgres_stop,
+    process_env,
     rabbitmq_ensure_running,
     rabbitmq_kill9_and_start,
     rabbitmq_restart_graceful,
 )
 from tests.faults.scenario import token
-from tests.support import DEFAULT_AMQP, DEFAULT_PG, SECRET, postgres_database, rabbitmq_vhost, uid
+from tests.support import DEFAULT_AMQP, DEFAULT_PG, postgres_database, rabbitmq_vhost, uid
 
 Fault = Callable[[], Awaitable[str]]
 
@@ -110,14 +111,9 @@ async def soak(args: argparse.Namespace) -> int:
     broker = os.environ.get("SSEHUB_TEST_RABBITMQ_URL", DEFAULT_AMQP)
     with rabbitmq_vhost(broker) as amqp:
         async with database(args.postgres, tmp) as db:
-            env = {k: v for k, v in os.environ.items() if not k.startswith("SSEHUB_")} | {
-                "SSEHUB_RABBITMQ_URL": amqp,
-                "SSEHUB_DATABASE_URL": db,
-                "SSEHUB_JWT_SECRET": SECRET,
-                "SSEHUB_RECONNECT_MAX_DELAY": "2",
-                "SSEHUB_DRAIN_SECONDS": "2",
-                "SSEHUB_LOG_LEVEL": "WARNING",
-            }
+            env = process_env(
+                amqp, db, reconnect_max_delay="2", drain_seconds="2", log_level="WARNING"
+            )
             cluster = Cluster(env, tmp)
             try:
                 return await _run(args, cluster, amqp)
