@@ -19,13 +19,9 @@ import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
 
-import aio_pika
-from aio_pika.abc import (
-    AbstractChannel,
-    AbstractConnection,
-    AbstractExchange,
-    AbstractIncomingMessage,
-)
+import aiormq
+from aio_pika.abc import AbstractChannel, AbstractConnection
+from aiormq.abc import DeliveredMessage
 
 from dispatcher.persist import DispatchStore
 from dispatcher.presence import PresenceOp, parse_presence
@@ -45,16 +41,16 @@ class _Link:
     """What one AMQP connection gave us; replaced wholesale on reconnect."""
 
     generation: int
-    consume: AbstractChannel
+    consume: aiormq.abc.AbstractChannel
     publish: AbstractChannel
-    deliver: AbstractExchange
+    raw: aiormq.abc.AbstractChannel  # the publish channel's aiormq layer
 
 
 class Dispatcher:
     def __init__(self, settings: Settings, store: DispatchStore, name: str = "dispatcher") -> None:
         self._settings = settings
         self._store = store
-        self._inbox: asyncio.Queue[tuple[int, AbstractIncomingMessage]] = asyncio.Queue()
+        self._inbox: asyncio.Queue[tuple[int, DeliveredMessage]] = asyncio.Queue()
         self._link: _Link | None = None
         self._generation = 0
         self._stopping = asyncio.Event()
@@ -75,17 +71,20 @@ class Dispatcher:
         publish = await conn.channel(publisher_confirms=True)
         for ch in (consume, publish):
             self.supervisor.watch(ch)
-        deliver = (await topology.declare_core(publish))[topology.DELIVER.name]
+        await topology.declare_core(publish)
+        raw = await publish.get_underlay_channel()
         await consume.set_qos(prefetch_count=self._settings.prefetch)
-        queue = await consume.get_queue(topology.DISPATCH.name, ensure=False)
+        raw_consume = await consume.get_underlay_channel()
         self._generation += 1
         generation = self._generation
-        self._link = _Link(generation, consume, publish, deliver)
+        self._link = _Link(generation, raw_consume, publish, raw)
 
-        async def on_message(message: AbstractIncomingMessage) -> None:
+        async def on_message(message: DeliveredMessage) -> None:
             self._inbox.put_nowait((generation, message))
 
-        await queue.consume(on_message)
+        # aiormq directly: we need the body, the routing key and a few properties,
+        # not aio-pika's IncomingMessage for every consumed message.
+        await raw_consume.basic_consume(topology.DISPATCH.name, on_message)
 
     async def _on_lost(self) -> None:
         # Unacked messages of the old connection go back to the queue on the broker;
@@ -147,7 +146,7 @@ class Dispatcher:
         except Exception as exc:  # publishing failed: the link is going down
             log.warning("presence sweep: %s", exc)
 
-    async def _next_batch(self, timeout: float) -> list[AbstractIncomingMessage]:
+    async def _next_batch(self, timeout: float) -> list[DeliveredMessage]:
         get = asyncio.ensure_future(self._inbox.get())
         stop = asyncio.ensure_future(self._stopping.wait())
         await asyncio.wait((get, stop), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
@@ -161,13 +160,13 @@ class Dispatcher:
         link = self._link
         return [m for g, m in items if link is not None and g == link.generation]
 
-    async def _process(self, batch: list[AbstractIncomingMessage]) -> None:
+    async def _process(self, batch: list[DeliveredMessage]) -> None:
         link = self._link
         if link is None:
             return
         good: list[Message] = []
         presence: list[PresenceOp] = []
-        dead: list[tuple[AbstractIncomingMessage, str]] = []
+        dead: list[tuple[DeliveredMessage, str]] = []
         for message in batch:
             try:
                 if _is_presence(message):
@@ -177,7 +176,7 @@ class Dispatcher:
                     parse_message(
                         message.routing_key or "",
                         message.body,
-                        message.message_id,
+                        message.header.properties.message_id,
                         self._settings.max_message_bytes,
                     )
                 )
@@ -191,7 +190,7 @@ class Dispatcher:
         try:
             await self._publish(link, deliveries, dead)
             self._failpoint("after_publish")
-            await batch[-1].ack(multiple=True)
+            await link.consume.basic_ack(_tag(batch[-1]), multiple=True)
         except Exception as exc:  # channel gone: nothing acked, everything redelivered
             log.warning("publish/ack failed (%s); the batch will be redelivered", exc)
             self.supervisor.fail()
@@ -222,39 +221,47 @@ class Dispatcher:
         self,
         link: _Link,
         deliveries: list[Delivery],
-        dead: list[tuple[AbstractIncomingMessage, str]],
+        dead: list[tuple[DeliveredMessage, str]],
     ) -> None:
         # Publishes are pipelined: all sent, then all confirms awaited together.
+        # aiormq directly: one shared properties object, no aio-pika Message per frame.
+        publish = link.raw.basic_publish
+        name = topology.DELIVER.name
+        props = topology.DELIVERY_PROPERTIES
         sends: list[Awaitable[object]] = [
-            link.deliver.publish(
-                topology.delivery_message(d.frame, d.seq), d.user_id, mandatory=False
-            )
+            publish(d.frame, exchange=name, routing_key=d.user_id, properties=props)
             for d in deliveries
         ]
-        default = link.publish.default_exchange
         for message, reason in dead:
             log.warning("dead-lettering %r: %s", message.routing_key, reason)
-            headers = dict(message.headers or {})
+            props = message.header.properties
+            headers = dict(props.headers or {})
             headers[topology.ERROR_HEADER] = reason
             headers["x-ssehub-routing-key"] = message.routing_key or ""
             sends.append(
-                default.publish(
-                    aio_pika.Message(
-                        message.body,
+                link.raw.basic_publish(
+                    message.body,
+                    routing_key=topology.DEAD.name,
+                    properties=aiormq.spec.Basic.Properties(
                         headers=headers,
-                        content_type=message.content_type,
-                        message_id=message.message_id,
-                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                        content_type=props.content_type,
+                        message_id=props.message_id,
+                        delivery_mode=2,
                     ),
-                    topology.DEAD.name,
                 )
             )
         if sends:
             await asyncio.gather(*sends)
 
 
-def _is_presence(message: AbstractIncomingMessage) -> bool:
+def _is_presence(message: DeliveredMessage) -> bool:
     """Edges' presence signals come straight to the dispatch queue, not via sse.events."""
     return message.routing_key == topology.DISPATCH.name and topology.PRESENCE_HEADER in (
-        message.headers or {}
+        message.header.properties.headers or {}
     )
+
+
+def _tag(message: DeliveredMessage) -> int:
+    tag = message.delivery.delivery_tag  # type: ignore[union-attr]
+    assert tag is not None
+    return int(tag)

@@ -15,6 +15,18 @@ def event_frame(seq: int | None, event: str, data: bytes) -> bytes:
     return b"%sevent: %s\ndata: %s\n\n" % (head, event.encode(), data)
 
 
+def frame_seq(frame: bytes) -> int | None:
+    """The sequence number a frame carries in its ``id:`` line (None: ephemeral).
+    Edges read it from the frame itself, so deliveries need no AMQP headers."""
+    if not frame.startswith(b"id: "):
+        return None
+    end = frame.find(b"\n", 4)
+    try:
+        return int(frame[4:end])
+    except ValueError:
+        return None
+
+
 def retry_frame(base_ms: int, rng: random.Random | None = None) -> bytes:
     """``retry:`` jittered to 50-150 % of the base so clients do not reconnect in lockstep."""
     r = rng or random

@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import aio_pika
+import aiormq
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue, ExchangeType
 
-SEQ_HEADER = "x-seq"  # on sse.deliver messages: the recipient's sequence number
 ERROR_HEADER = "x-ssehub-error"  # on sse.dead messages: why it was rejected
 PRESENCE_HEADER = "x-ssehub-presence"  # edge → dispatcher presence signals
 
@@ -96,10 +96,7 @@ def presence_message(node_id: str, user_id: str | None, online: bool) -> aio_pik
     return aio_pika.Message(orjson.dumps(body), headers={PRESENCE_HEADER: 1})
 
 
-def delivery_message(frame: bytes, seq: int | None) -> aio_pika.Message:
-    """What the dispatcher sends an edge: the frame, ready to write as is."""
-    return aio_pika.Message(
-        frame,
-        headers={SEQ_HEADER: seq} if seq is not None else None,
-        delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT,
-    )
+# sse.deliver messages: body = the frame, ready to write as is (its ``id:`` line
+# is the recipient's sequence number); no other property, not persistent (the
+# store holds the durable copy). Shared, immutable: built once.
+DELIVERY_PROPERTIES = aiormq.spec.Basic.Properties(delivery_mode=1)

@@ -25,6 +25,7 @@ class Workload:
     browsers: list[Browser]
     probe: Browser
     stop_publishing: asyncio.Event
+    publisher: asyncio.Task[None]
 
     async def wait_some(self, n: int = 3, timeout: float = 20.0) -> None:
         """Until every browser has at least ``n`` events."""
@@ -48,6 +49,7 @@ class Workload:
 
     async def finish(self, timeout: float = 60.0) -> dict[str, int]:
         self.stop_publishing.set()
+        await self.publisher  # its last event is counted before the books are closed
         with contextlib.suppress(TimeoutError):
             await self.ledger.settle([*self.browsers, self.probe], timeout)
         return self.ledger.report([*self.browsers, self.probe])
@@ -73,7 +75,7 @@ async def workload(
             await b.reconnected.wait()
     publisher = asyncio.create_task(ledger.publish(stop_publishing, pause))
     try:
-        yield Workload(ledger, browsers, probe, stop_publishing)
+        yield Workload(ledger, browsers, probe, stop_publishing, publisher)
     finally:
         stop_publishing.set()
         await publisher

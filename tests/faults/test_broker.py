@@ -68,7 +68,7 @@ async def test_edge_cut_off_catches_up_from_the_store_on_reconnect(
         async with workload(hub, [edge.url], users=6) as w:
             await w.wait_some(3)
             w.stop_publishing.set()
-            await asyncio.sleep(0)  # wait-ok: let the publisher loop see the flag
+            await w.publisher
             # cut the edge off: no permissions, connection closed; it keeps retrying
             _ctl("clear_permissions", "-p", vhost, user)
             _ctl("close_connection", *_connections_of(user), "test: cut off")
