@@ -21,7 +21,10 @@ async def running_dispatcher(
     engine = create_engine(settings.database_url, writer=True)
     try:
         await create_schema(engine)
-        dispatcher = Dispatcher(settings, DispatchStore(engine, settings.dedupe_window), name)
+        store = DispatchStore(
+            engine, settings.dedupe_window, presence_cap=settings.presence_max_members
+        )
+        dispatcher = Dispatcher(settings, store, name)
         task = asyncio.create_task(dispatcher.run(), name=name)
         try:
             yield dispatcher

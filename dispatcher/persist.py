@@ -38,11 +38,16 @@ def chunks(items: Iterable[Any], size: int = CHUNK) -> Iterator[list[Any]]:
 
 class DispatchStore:
     def __init__(
-        self, engine: AsyncEngine, dedupe_window: float, clock: Callable[[], float] = time.time
+        self,
+        engine: AsyncEngine,
+        dedupe_window: float,
+        clock: Callable[[], float] = time.time,
+        presence_cap: int = 100,
     ) -> None:
         self.engine = engine
         self._window = dedupe_window
         self._clock = clock
+        self._presence_cap = presence_cap
 
     async def commit_batch(
         self, messages: Sequence[Message], presence: Sequence[PresenceOp] = ()
@@ -55,7 +60,9 @@ class DispatchStore:
             async with self.engine.begin() as conn:
                 deliveries = await self._commit(conn, messages)
                 if presence:
-                    deliveries += await apply_presence(conn, list(presence), self._clock())
+                    deliveries += await apply_presence(
+                        conn, list(presence), self._clock(), self._presence_cap
+                    )
                 return deliveries
         except (SQLAlchemyError, OSError) as exc:
             raise StoreUnavailable(f"store: {exc.__class__.__name__}: {exc}") from exc
@@ -64,7 +71,9 @@ class DispatchStore:
         """Expire silent edge nodes; return the ``user:offline`` deliveries due."""
         try:
             async with self.engine.begin() as conn:
-                return await sweep_presence(conn, self._clock(), grace, node_ttl)
+                return await sweep_presence(
+                    conn, self._clock(), grace, node_ttl, self._presence_cap
+                )
         except (SQLAlchemyError, OSError) as exc:
             raise StoreUnavailable(f"store: {exc.__class__.__name__}: {exc}") from exc
 

@@ -27,10 +27,14 @@ PRESENCE: Any = PresenceRow.__table__  # type: ignore[attr-defined]
 NODE: Any = NodeRow.__table__  # type: ignore[attr-defined]
 ONLINE: Any = OnlineRow.__table__  # type: ignore[attr-defined]
 
+# Peers in conversations of at most :cap members: presence in a 1,000-member room
+# would cost a million frames when everyone connects, and says little there.
 CO_MEMBERS = text(
     "SELECT DISTINCT m2.user_id FROM ssehub_member m1 JOIN ssehub_member m2"
     " ON m2.conversation_id = m1.conversation_id"
     " WHERE m1.user_id = :user AND m2.user_id <> :user"
+    " AND (SELECT COUNT(*) FROM ssehub_member m3"
+    "      WHERE m3.conversation_id = m1.conversation_id) <= :cap"
 )
 
 
@@ -55,7 +59,7 @@ def parse_presence(body: bytes) -> PresenceOp:
 
 
 async def apply_presence(
-    conn: AsyncConnection, ops: list[PresenceOp], now: float
+    conn: AsyncConnection, ops: list[PresenceOp], now: float, cap: int
 ) -> list[Delivery]:
     """Record the ops in order; return ``user:online`` deliveries for users who
     were not online before (a comeback within the grace period says nothing)."""
@@ -87,11 +91,11 @@ async def apply_presence(
                 delete(PRESENCE).where(PRESENCE.c.user_id == op.user, PRESENCE.c.node_id == op.node)
             )
             await _maybe_leaving(conn, op.user, now)
-    return await _announce(conn, came, "user:online")
+    return await _announce(conn, came, "user:online", cap)
 
 
 async def sweep_presence(
-    conn: AsyncConnection, now: float, grace: float, node_ttl: float
+    conn: AsyncConnection, now: float, grace: float, node_ttl: float, cap: int
 ) -> list[Delivery]:
     """Expire silent nodes; announce ``user:offline`` for users gone past the grace."""
     dead = [
@@ -121,7 +125,7 @@ async def sweep_presence(
     ]
     if gone:
         await conn.execute(delete(ONLINE).where(ONLINE.c.user_id.in_(gone)))
-    return await _announce(conn, gone, "user:offline")
+    return await _announce(conn, gone, "user:offline", cap)
 
 
 async def _maybe_leaving(conn: AsyncConnection, user: str, now: float) -> None:
@@ -138,10 +142,12 @@ async def _maybe_leaving(conn: AsyncConnection, user: str, now: float) -> None:
         )
 
 
-async def _announce(conn: AsyncConnection, users: list[str], event: str) -> list[Delivery]:
+async def _announce(
+    conn: AsyncConnection, users: list[str], event: str, cap: int
+) -> list[Delivery]:
     out: list[Delivery] = []
     for user in users:
         frame = event_frame(None, event, orjson.dumps({"userId": user}))
-        peers = await conn.execute(CO_MEMBERS, {"user": user})
+        peers = await conn.execute(CO_MEMBERS, {"user": user, "cap": cap})
         out.extend(Delivery(peer, None, frame) for (peer,) in peers)
     return out

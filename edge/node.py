@@ -14,6 +14,7 @@ import os
 import socket
 import uuid
 
+import aiormq
 from aio_pika.abc import AbstractConnection, AbstractExchange, AbstractQueue
 from aiormq.abc import DeliveredMessage
 
@@ -26,6 +27,8 @@ from shared.frames import frame_seq
 
 log = logging.getLogger("ssehub.edge")
 
+BIND_CHANNELS = 8
+
 
 class EdgeNode:
     def __init__(self, settings: Settings, registry: Registry) -> None:
@@ -34,6 +37,10 @@ class EdgeNode:
         self._presence = settings.presence
         self._heartbeat = settings.presence_heartbeat
         self._queue: AbstractQueue | None = None
+        # Binding is an RPC, and RPCs on one channel run one at a time: a pool of
+        # channels lets a crowd of users connecting at once bind in parallel.
+        self._binders: list[aiormq.abc.AbstractChannel] = []
+        self._turn = 0
         self._signals: AbstractExchange | None = None  # presence → dispatcher
         self._bound: set[str] = set()
         # user -> (lock, number of operations using it); dropped when unused
@@ -60,10 +67,15 @@ class EdgeNode:
         self.supervisor.watch(channel)
         await topology.declare_exchanges(channel)
         queue = await topology.declare_queue(channel, topology.edge_queue(self.node_id))
+        self._binders = []
+        for _ in range(BIND_CHANNELS):
+            binder = await conn.channel(publisher_confirms=False)
+            self.supervisor.watch(binder)
+            self._binders.append(await binder.get_underlay_channel())
         # The queue is new (exclusive queues die with their connection):
         # bind every user with an open stream before consuming.
         users = self._registry.users()
-        await asyncio.gather(*(queue.bind(topology.DELIVER.name, u) for u in users))
+        await asyncio.gather(*(self._bind(queue.name, u, True) for u in users))
         self._bound = set(users)
         # aiormq directly: aio-pika's IncomingMessage costs more than the rest of
         # the path for a frame we only forward.
@@ -116,12 +128,12 @@ class EdgeNode:
                 want = self._registry.has_user(user_id)
                 try:
                     if want and user_id not in self._bound:
-                        await queue.bind(topology.DELIVER.name, user_id)
+                        await self._bind(queue.name, user_id, True)
                         self._bound.add(user_id)
                         await self._announce(user_id, True)
                     elif not want and user_id in self._bound:
                         self._bound.discard(user_id)
-                        await queue.unbind(topology.DELIVER.name, user_id)
+                        await self._bind(queue.name, user_id, False)
                         await self._announce(user_id, False)
                 except Exception as exc:
                     log.warning("binding %r failed: %s", user_id, exc)
@@ -130,6 +142,14 @@ class EdgeNode:
             users[0] -= 1
             if users[0] == 0:
                 del self._locks[user_id]
+
+    async def _bind(self, queue: str, user_id: str, bind: bool) -> None:
+        self._turn = (self._turn + 1) % len(self._binders)
+        channel = self._binders[self._turn]
+        if bind:
+            await channel.queue_bind(queue, topology.DELIVER.name, user_id)
+        else:
+            await channel.queue_unbind(queue, topology.DELIVER.name, user_id)
 
     async def _announce(self, user_id: str | None, online: bool) -> None:
         if self._signals is not None:

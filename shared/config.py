@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     presence: bool = True
     presence_grace: PositiveSeconds = 10.0
     presence_heartbeat: PositiveSeconds = 10.0
+    presence_max_members: int = Field(default=100, ge=0)
 
     # -- misc ---------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
