@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from dispatcher.expand import conversations_of, keys_of, plan_batch
 from dispatcher.presence import PresenceOp, apply_presence, sweep_presence
 from dispatcher.sequence import Delivery, assign
-from shared.db import upsert
+from shared.db import chunks, upsert
 from shared.errors import StoreUnavailable
 from shared.models import DedupeKey, EventRow, Member, UserCursor
 from shared.schema import Message
@@ -22,18 +22,6 @@ EVENT: Any = EventRow.__table__  # type: ignore[attr-defined]
 CURSOR: Any = UserCursor.__table__  # type: ignore[attr-defined]
 MEMBER: Any = Member.__table__  # type: ignore[attr-defined]
 DEDUPE: Any = DedupeKey.__table__  # type: ignore[attr-defined]
-CHUNK = 500  # bound the number of bound parameters in one IN (...)
-
-
-def chunks(items: Iterable[Any], size: int = CHUNK) -> Iterator[list[Any]]:
-    buf: list[Any] = []
-    for item in items:
-        buf.append(item)
-        if len(buf) == size:
-            yield buf
-            buf = []
-    if buf:
-        yield buf
 
 
 class DispatchStore:

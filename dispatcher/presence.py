@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import bindparam, delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dispatcher.sequence import Delivery
-from shared.db import insert_ignore, upsert
+from shared.db import chunks, insert_ignore, upsert
 from shared.errors import InvalidMessage
 from shared.frames import event_frame
 from shared.models import NodeRow, OnlineRow, PresenceRow
@@ -30,12 +30,12 @@ ONLINE: Any = OnlineRow.__table__  # type: ignore[attr-defined]
 # Peers in conversations of at most :cap members: presence in a 1,000-member room
 # would cost a million frames when everyone connects, and says little there.
 CO_MEMBERS = text(
-    "SELECT DISTINCT m2.user_id FROM ssehub_member m1 JOIN ssehub_member m2"
+    "SELECT DISTINCT m1.user_id, m2.user_id FROM ssehub_member m1 JOIN ssehub_member m2"
     " ON m2.conversation_id = m1.conversation_id"
-    " WHERE m1.user_id = :user AND m2.user_id <> :user"
+    " WHERE m1.user_id IN :users AND m2.user_id <> m1.user_id"
     " AND (SELECT COUNT(*) FROM ssehub_member m3"
     "      WHERE m3.conversation_id = m1.conversation_id) <= :cap"
-)
+).bindparams(bindparam("users", expanding=True))
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,36 +61,30 @@ def parse_presence(body: bytes) -> PresenceOp:
 async def apply_presence(
     conn: AsyncConnection, ops: list[PresenceOp], now: float, cap: int
 ) -> list[Delivery]:
-    """Record the ops in order; return ``user:online`` deliveries for users who
-    were not online before (a comeback within the grace period says nothing)."""
-    came: list[str] = []
-    for op in ops:
+    """Record a batch of ops (the last op per user and node wins) in a few bulk
+    statements; return ``user:online`` deliveries for users who were not online
+    before. A comeback within the grace period, or a flap inside one batch, says
+    nothing."""
+    nodes = sorted({op.node for op in ops})
+    await conn.execute(
+        upsert(conn, NODE, "node_id", ["last_seen"]),
+        [{"node_id": n, "last_seen": now} for n in nodes],
+    )
+    final = {(op.user, op.node): op.online for op in ops if op.user is not None}
+    if not final:
+        return []
+    up = [{"user_id": u, "node_id": n} for (u, n), on in final.items() if on]
+    down = [{"u": u, "n": n} for (u, n), on in final.items() if not on]
+    if up:
+        await conn.execute(insert_ignore(conn, PRESENCE), up)
+    if down:
         await conn.execute(
-            upsert(conn, NODE, "node_id", ["last_seen"]), {"node_id": op.node, "last_seen": now}
+            delete(PRESENCE).where(
+                PRESENCE.c.user_id == bindparam("u"), PRESENCE.c.node_id == bindparam("n")
+            ),
+            down,
         )
-        if op.user is None:
-            continue
-        if op.online:
-            await conn.execute(
-                insert_ignore(conn, PRESENCE), {"user_id": op.user, "node_id": op.node}
-            )
-            row = (
-                await conn.execute(
-                    select(ONLINE.c.offline_since).where(ONLINE.c.user_id == op.user)
-                )
-            ).first()
-            if row is None:
-                await conn.execute(ONLINE.insert(), {"user_id": op.user, "offline_since": None})
-                came.append(op.user)
-            elif row[0] is not None:
-                await conn.execute(
-                    update(ONLINE).where(ONLINE.c.user_id == op.user).values(offline_since=None)
-                )
-        else:
-            await conn.execute(
-                delete(PRESENCE).where(PRESENCE.c.user_id == op.user, PRESENCE.c.node_id == op.node)
-            )
-            await _maybe_leaving(conn, op.user, now)
+    came = await _settle(conn, sorted({u for u, _ in final}), now)
     return await _announce(conn, came, "user:online", cap)
 
 
@@ -105,16 +99,11 @@ async def sweep_presence(
         )
     ]
     for node in dead:
-        users = [
-            u
-            for (u,) in await conn.execute(
-                select(PRESENCE.c.user_id).where(PRESENCE.c.node_id == node)
-            )
-        ]
+        rows = await conn.execute(select(PRESENCE.c.user_id).where(PRESENCE.c.node_id == node))
+        users = sorted(u for (u,) in rows)
         await conn.execute(delete(PRESENCE).where(PRESENCE.c.node_id == node))
         await conn.execute(delete(NODE).where(NODE.c.node_id == node))
-        for user in users:
-            await _maybe_leaving(conn, user, now)
+        await _settle(conn, users, now)
     gone = [
         u
         for (u,) in await conn.execute(
@@ -123,31 +112,50 @@ async def sweep_presence(
             )
         )
     ]
-    if gone:
-        await conn.execute(delete(ONLINE).where(ONLINE.c.user_id.in_(gone)))
+    for part in chunks(gone):
+        await conn.execute(delete(ONLINE).where(ONLINE.c.user_id.in_(part)))
     return await _announce(conn, gone, "user:offline", cap)
 
 
-async def _maybe_leaving(conn: AsyncConnection, user: str, now: float) -> None:
-    left = (
-        await conn.execute(
-            select(func.count()).select_from(PRESENCE).where(PRESENCE.c.user_id == user)
+async def _settle(conn: AsyncConnection, users: list[str], now: float) -> list[str]:
+    """After the presence rows of ``users`` changed: return who came online, end
+    the grace of who is back, and start it for who has no node left."""
+    present: set[str] = set()
+    announced: dict[str, float | None] = {}
+    for part in chunks(users):
+        rows = await conn.execute(
+            select(PRESENCE.c.user_id).where(PRESENCE.c.user_id.in_(part)).distinct()
         )
-    ).scalar_one()
-    if left == 0:
-        await conn.execute(
-            update(ONLINE)
-            .where(ONLINE.c.user_id == user, ONLINE.c.offline_since.is_(None))
-            .values(offline_since=now)
+        present.update(u for (u,) in rows)
+        rows = await conn.execute(
+            select(ONLINE.c.user_id, ONLINE.c.offline_since).where(ONLINE.c.user_id.in_(part))
         )
+        announced.update((u, since) for u, since in rows)
+    came = [u for u in users if u in present and u not in announced]
+    back = [u for u in users if u in present and announced.get(u) is not None]
+    leaving = [u for u in users if u not in present and u in announced and announced[u] is None]
+    if came:
+        await conn.execute(ONLINE.insert(), [{"user_id": u, "offline_since": None} for u in came])
+    for part in chunks(back):
+        await conn.execute(
+            update(ONLINE).where(ONLINE.c.user_id.in_(part)).values(offline_since=None)
+        )
+    for part in chunks(leaving):
+        await conn.execute(
+            update(ONLINE).where(ONLINE.c.user_id.in_(part)).values(offline_since=now)
+        )
+    return came
 
 
 async def _announce(
     conn: AsyncConnection, users: list[str], event: str, cap: int
 ) -> list[Delivery]:
     out: list[Delivery] = []
-    for user in users:
-        frame = event_frame(None, event, orjson.dumps({"userId": user}))
-        peers = await conn.execute(CO_MEMBERS, {"user": user, "cap": cap})
-        out.extend(Delivery(peer, None, frame) for (peer,) in peers)
+    for part in chunks(users):
+        peers: dict[str, list[str]] = {}
+        for user, peer in await conn.execute(CO_MEMBERS, {"users": part, "cap": cap}):
+            peers.setdefault(user, []).append(peer)
+        for user in part:
+            frame = event_frame(None, event, orjson.dumps({"userId": user}))
+            out.extend(Delivery(peer, None, frame) for peer in sorted(peers.get(user, ())))
     return out

@@ -102,15 +102,20 @@ class Connection:
         store: EventStore,
         page: int,
         flush: Callable[[], Awaitable[None]],
+        stored_upto: int | None = None,
     ) -> None:
         """Write every stored frame after the cursor, then the held live frames.
+        ``stored_upto``: the user's last number as read *after* binding; when the
+        cursor is already there, nothing stored can be missing (anything newer is
+        published after the bind, so it is held) and the first read is skipped.
         Raises StoreUnavailable; the caller closes the stream and the client
         resumes from its cursor."""
         self._syncing = True
         reads = 0
+        skip = stored_upto is not None and self.cursor >= stored_upto
         while True:
             self._need_sync = False
-            while True:
+            while not skip:
                 rows = await store.frames_after(self.user_id, self.cursor, page)
                 reads += 1
                 for seq, frame in rows:
@@ -122,6 +127,7 @@ class Connection:
                 await flush()
                 if len(rows) < page or self.closed:
                     break
+            skip = False
             if self.closed or self._drain_held(force=reads >= GAP_READS):
                 break
         self._syncing = False

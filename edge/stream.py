@@ -89,13 +89,15 @@ class EventStream(Response):
                 conn.cursor, self.user_id, conn.connection_id, recovered
             )
             await send({"type": "http.response.body", "body": first, "more_body": True})
-            await self._serve(conn, receive, send)
+            await self._serve(conn, receive, send, position.last_seq)
         finally:
             hub.metrics.connections.dec()
             if hub.registry.remove(conn):
                 hub.node.release(self.user_id)
 
-    async def _serve(self, conn: Connection, receive: Receive, send: Send) -> None:
+    async def _serve(
+        self, conn: Connection, receive: Receive, send: Send, stored_upto: int
+    ) -> None:
         hub = self.hub
         timeout = hub.settings.write_timeout
 
@@ -108,7 +110,7 @@ class EventStream(Response):
 
         watcher = asyncio.create_task(_watch_disconnect(receive, conn))
         try:
-            await conn.sync(hub.store, hub.settings.replay_page, flush)
+            await conn.sync(hub.store, hub.settings.replay_page, flush, stored_upto)
             while conn.closed is None:
                 await conn.wake.wait()
                 conn.wake.clear()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import event
@@ -74,3 +74,17 @@ def upsert(conn: AsyncConnection, table: Any, key: str, update: Sequence[str]) -
     return stmt.on_conflict_do_update(
         index_elements=[key], set_={col: stmt.excluded[col] for col in update}
     )
+
+
+CHUNK = 500  # bound the number of bound parameters in one IN (...)
+
+
+def chunks(items: Iterable[Any], size: int = CHUNK) -> Iterator[list[Any]]:
+    buf: list[Any] = []
+    for item in items:
+        buf.append(item)
+        if len(buf) == size:
+            yield buf
+            buf = []
+    if buf:
+        yield buf
