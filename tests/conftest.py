@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -21,20 +21,43 @@ from tests.support import (
 )
 
 
-@pytest.fixture(scope="session")
-def broker_url() -> Iterator[str]:
-    """The test RabbitMQ: $SSEHUB_TEST_RABBITMQ_URL, the local one, or a container."""
-    url = env("SSEHUB_TEST_RABBITMQ_URL", DEFAULT_AMQP)
-    if reachable(url, 5672):
+@contextlib.contextmanager
+def local_or_container(
+    env_var: str, default: str, port: int, container: Callable[[], Iterator[str]]
+) -> Iterator[str]:
+    """The service at $env_var (or the local default) when it answers, else a
+    testcontainers container where Docker runs."""
+    url = env(env_var, default)
+    if reachable(url, port):
         yield url
         return
     try:
-        from testcontainers.rabbitmq import RabbitMqContainer
+        yield from container()
     except ImportError:  # pragma: no cover
-        pytest.fail(f"RabbitMQ not reachable at {url} and testcontainers unavailable")
-    with RabbitMqContainer("rabbitmq:3.13") as rmq:  # pragma: no cover - needs Docker
+        pytest.fail(f"{url} not reachable and testcontainers unavailable")
+
+
+def _rabbitmq_container() -> Iterator[str]:  # pragma: no cover - needs Docker
+    from testcontainers.rabbitmq import RabbitMqContainer
+
+    with RabbitMqContainer("rabbitmq:3.13") as rmq:
         params = rmq.get_connection_params()
         yield f"amqp://guest:guest@{params.host}:{params.port}/"
+
+
+def _postgres_container() -> Iterator[str]:  # pragma: no cover - needs Docker
+    from testcontainers.postgres import PostgresContainer
+
+    with PostgresContainer("postgres:16", driver=None) as pg:
+        yield pg.get_connection_url()
+
+
+@pytest.fixture(scope="session")
+def broker_url() -> Iterator[str]:
+    with local_or_container(
+        "SSEHUB_TEST_RABBITMQ_URL", DEFAULT_AMQP, 5672, _rabbitmq_container
+    ) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -45,16 +68,10 @@ def amqp_url(broker_url: str) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def pg_server_url() -> Iterator[str]:
-    url = env("SSEHUB_TEST_DATABASE_URL", DEFAULT_PG)
-    if reachable(url, 5432):
+    with local_or_container(
+        "SSEHUB_TEST_DATABASE_URL", DEFAULT_PG, 5432, _postgres_container
+    ) as url:
         yield url
-        return
-    try:
-        from testcontainers.postgres import PostgresContainer
-    except ImportError:  # pragma: no cover
-        pytest.fail(f"PostgreSQL not reachable at {url} and testcontainers unavailable")
-    with PostgresContainer("postgres:16", driver=None) as pg:  # pragma: no cover - needs Docker
-        yield pg.get_connection_url()
 
 
 @pytest.fixture(scope="session")
