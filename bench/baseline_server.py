@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 
 import jwt
 from fastapi import FastAPI, HTTPException, Request
-from sse_starlette.sse import EventSourceResponse, ServerSentEvent
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
 SECRET = os.environ.get("BASELINE_SECRET", "baseline-secret-0123456789abcdef0123")
 PING = float(os.environ.get("BASELINE_PING", "15"))
@@ -66,7 +66,7 @@ async def fill(per_user: int = 10, pad: int = 64) -> dict[str, int]:
     for i in range(per_user):
         for user, conns in list(queues.items()):
             seq = seqs[user] = seqs.get(user, 0) + 1
-            data = f'{{"t":{time.time_ns()},"n":{i},"p":"{padding}"}}'
+            data = f'{{"t":{time.time_ns() // 1000},"n":{i},"p":"{padding}"}}'
             event = ServerSentEvent(data=data, event="bench", id=str(seq))
             for queue in conns:
                 queue.put_nowait(event)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import multiprocessing as mp
 import resource
+import threading
 import time
 from array import array
 from collections import Counter
@@ -39,10 +39,15 @@ class Worker:
         self.reached = 0
         self.want_events = 0
         self.done = asyncio.Event()
+        self.reconnect = False
+        self.reconnects = 0
+        self.errors: Counter[str] = Counter()
+        self._tasks: set[asyncio.Future[None]] = set()
+        self._host, self._port, self._path, self._exp = "127.0.0.1", 0, "/sse/connect", 0
         self.reset()
 
     def reset(self) -> None:
-        self.events = self.gaps = self.dups = self.pings = 0
+        self.events = self.other = self.gaps = self.dups = self.pings = 0
         self.lat: array[int] = array("q")
         self.by_n: dict[int, list[int]] = {}
         self.first_ns = self.last_ns = 0
@@ -64,6 +69,50 @@ class Worker:
                 self.done.set()
 
     # -- commands --------------------------------------------------------------
+    def on_lost(self, stream: SSEStream) -> None:
+        """Like EventSource: come back after ``retry:`` with Last-Event-ID (when asked to)."""
+        if not self.reconnect or stream.done_ns or stream.closing:
+            return
+        delay = (stream.retry_ms or 1000) / 1000
+        asyncio.get_running_loop().call_later(delay, self._spawn_reopen, stream)
+
+    def _spawn_reopen(self, old: SSEStream) -> None:
+        task = asyncio.ensure_future(self._reopen(old))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _reopen(self, old: SSEStream) -> None:
+        if old not in self.streams:  # not (yet) one of ours: nothing to resume
+            return
+        proto = SSEStream(self, old.user, self._request(old.user, old.last))
+        try:
+            await self._connect(proto, 30.0)
+        except (OSError, TimeoutError, ConnectionError) as exc:
+            self.errors[f"reconnect: {type(exc).__name__}: {str(exc)[:50]}"] += 1
+            old.retry_ms = proto.retry_ms or old.retry_ms
+            self.on_lost(old)  # try again later, still as the stream we lost
+            return
+        self.reconnects += 1
+        self.streams[self.streams.index(old)] = proto
+        proto.started_ns = old.started_ns
+
+    def _request(self, user: str, last_id: int | None) -> bytes:
+        token = jwt.encode({"sub": user, "exp": self._exp}, self.secret, algorithm="HS256")
+        return request_bytes(self._host, self._port, token, last_id, self._path)
+
+    async def _connect(self, proto: SSEStream, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeout):
+                await loop.create_connection(
+                    lambda: proto, self._host, self._port, local_addr=(self.source_ip, 0)
+                )
+                await proto.connected
+        except BaseException:
+            proto.closing = True
+            proto.close()
+            raise
+
     async def open(
         self,
         host: str,
@@ -73,29 +122,31 @@ class Worker:
         concurrency: int,
         timeout: float,
         path: str = "/sse/connect",
+        reconnect: bool = False,
     ) -> Reply:
-        loop = asyncio.get_running_loop()
+        """Open a stream per user; with ``reconnect``, streams that the server
+        closes (or answers with retry:) come back like EventSource would."""
         sem = asyncio.Semaphore(concurrency)
         errors: Counter[str] = Counter()
+        self.errors = errors
         times: array[int] = array("q")
         opened: list[SSEStream] = []
-        exp = int(time.time()) + 3600
+        self._host, self._port, self._path = host, port, path
+        self._exp = int(time.time()) + 3600
+        self.reconnect = reconnect
+        self.reconnects = 0
 
         async def one(user: str, last_id: int | None) -> None:
-            token = jwt.encode({"sub": user, "exp": exp}, self.secret, algorithm="HS256")
-            req = request_bytes(host, port, token, last_id, path)
+            req = self._request(user, last_id)
             async with sem:
-                for _attempt in range(3):
+                for _attempt in range(30 if reconnect else 3):
                     proto = SSEStream(self, user, req)
                     try:
-                        async with asyncio.timeout(timeout):
-                            await loop.create_connection(
-                                lambda p=proto: p, host, port, local_addr=(self.source_ip, 0)
-                            )
-                            await proto.connected
+                        await self._connect(proto, timeout)
                     except (OSError, TimeoutError, ConnectionError) as exc:
                         errors[type(exc).__name__ + ": " + str(exc)[:60]] += 1
-                        proto.close()
+                        if reconnect:
+                            await asyncio.sleep((proto.retry_ms or 1000) / 1000)
                         continue
                     times.append(time.time_ns() - proto.started_ns)
                     opened.append(proto)
@@ -142,10 +193,13 @@ class Worker:
         ru = resource.getrusage(resource.RUSAGE_SELF)
         reply: Reply = {
             "events": self.events,
+            "other": self.other,
             "gaps": self.gaps,
             "dups": self.dups,
             "pings": self.pings,
             "open": sum(1 for s in self.streams if not s.lost),
+            "reconnects": self.reconnects,
+            "reconnect_errors": dict(self.errors),
             "lost": sum(1 for s in self.streams if s.lost),
             "first_ns": self.first_ns,
             "last_ns": self.last_ns,
@@ -159,7 +213,9 @@ class Worker:
         return reply
 
     async def close_all(self) -> Reply:
+        self.reconnect = False
         for s in self.streams:
+            s.closing = True
             s.close()
         n = len(self.streams)
         self.streams = []
@@ -196,12 +252,7 @@ class Worker:
             reply["id"] = rid
             self.pipe.send(reply)
 
-        def readable() -> None:
-            try:
-                cmd = self.pipe.recv()
-            except EOFError:
-                stop.set()
-                return
+        def start(cmd: dict[str, Any]) -> None:
             if cmd.get("op") == "quit":
                 stop.set()
                 return
@@ -209,13 +260,25 @@ class Worker:
             tasks.add(task)
             task.add_done_callback(tasks.discard)
 
-        loop.add_reader(self.pipe.fileno(), readable)
+        def reader() -> None:
+            # A blocking thread, not loop.add_reader: that would make the pipe
+            # non-blocking, and a large reply would then fail with EAGAIN.
+            while True:
+                try:
+                    cmd = self.pipe.recv()
+                except (EOFError, OSError):
+                    cmd = {"op": "quit"}
+                loop.call_soon_threadsafe(start, cmd)
+                if cmd.get("op") == "quit":
+                    return
+
+        threading.Thread(target=reader, daemon=True).start()
         await stop.wait()
         await self.close_all()
 
 
-def _worker_main(pipe: Connection, source_ip: str, secret: str) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+def worker_main(pipe: Connection, source_ip: str, secret: str) -> None:
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     try:
         import uvloop
@@ -224,98 +287,3 @@ def _worker_main(pipe: Connection, source_ip: str, secret: str) -> None:
     except ImportError:  # pragma: no cover
         pass
     asyncio.run(Worker(pipe, source_ip, secret).serve())
-
-
-class ClientPool:
-    """The runner's handle on the worker processes."""
-
-    def __init__(self, workers: int, secret: str, first_ip: int = 2) -> None:
-        ctx = mp.get_context("spawn")
-        self._pipes: list[Connection] = []
-        self.procs: list[Any] = []
-        for k in range(workers):
-            ours, theirs = ctx.Pipe()
-            proc = ctx.Process(
-                target=_worker_main, args=(theirs, f"127.0.0.{first_ip + k}", secret), daemon=True
-            )
-            proc.start()
-            self._pipes.append(ours)
-            self.procs.append(proc)
-        self._next = 0
-        self._waiting: dict[int, asyncio.Future[Reply]] = {}
-        loop = asyncio.get_running_loop()
-        for pipe in self._pipes:
-            loop.add_reader(pipe.fileno(), self._readable, pipe)
-
-    @property
-    def pids(self) -> list[int]:
-        return [p.pid for p in self.procs]
-
-    def __len__(self) -> int:
-        return len(self._pipes)
-
-    def _readable(self, pipe: Connection) -> None:
-        try:
-            reply = pipe.recv()
-        except (EOFError, OSError):
-            asyncio.get_running_loop().remove_reader(pipe.fileno())
-            for fut in self._waiting.values():
-                if not fut.done():
-                    fut.set_exception(RuntimeError("a load-client worker died"))
-            return
-        fut = self._waiting.pop(reply.pop("id"), None)
-        if fut is not None and not fut.done():
-            fut.set_result(reply)
-
-    async def call(self, k: int, op: str, **args: Any) -> Reply:
-        self._next += 1
-        fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        self._waiting[self._next] = fut
-        self._pipes[k].send({"id": self._next, "op": op, **args})
-        reply = await fut
-        if "error" in reply:
-            raise RuntimeError(f"load-client worker {k}: {reply['error']}")
-        return reply
-
-    async def all(
-        self, op: str, per_worker: list[dict[str, Any]] | None = None, **args: Any
-    ) -> list[Reply]:
-        """The same command to every worker (``per_worker`` adds arguments per worker)."""
-        extra = per_worker or [{} for _ in self._pipes]
-        return list(
-            await asyncio.gather(
-                *(self.call(k, op, **args, **extra[k]) for k in range(len(self._pipes)))
-            )
-        )
-
-    async def open(
-        self,
-        host: str,
-        port: int,
-        users: list[str],
-        *,
-        concurrency: int = 200,
-        timeout: float = 30.0,
-        last_ids: list[int | None] | None = None,
-        path: str = "/sse/connect",
-    ) -> list[Reply]:
-        """Open one stream per user, users spread round-robin over the workers."""
-        n = len(self._pipes)
-        per = [
-            {"users": users[k::n], "last_ids": last_ids[k::n] if last_ids is not None else None}
-            for k in range(n)
-        ]
-        return await self.all(
-            "open", per, host=host, port=port, concurrency=concurrency, timeout=timeout, path=path
-        )
-
-    def close(self) -> None:
-        loop = asyncio.get_running_loop()
-        for pipe in self._pipes:
-            with contextlib.suppress(OSError, ValueError):
-                loop.remove_reader(pipe.fileno())
-                pipe.send({"op": "quit"})
-        for proc in self.procs:
-            proc.join(timeout=5)
-            if proc.is_alive():
-                proc.kill()

@@ -37,9 +37,9 @@ class Figure:
     @property
     def ratio(self) -> float | None:
         """ssehub / baseline, raw (whether higher is better depends on the figure)."""
-        if self.baseline in (None, 0) or self.value is None:
+        if not self.baseline or self.value is None:
             return None
-        return self.value / self.baseline  # type: ignore[operator]
+        return self.value / self.baseline
 
     @property
     def of_target(self) -> float | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import time
@@ -12,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import stack
-from bench.client import ClientPool, Reply
+from bench.client import Reply
+from bench.pool import ClientPool
 from bench.profile import Profiler
 
 
@@ -41,6 +43,7 @@ class Scale:
     storm_behind: int = 20
     publishers: int = 2  # publisher processes for backlogs
     timeout: float = 120.0  # bound on any one wait
+    settle: float = 2.0  # seconds for a server to settle before/after a step
 
 
 SMOKE = Scale(
@@ -64,6 +67,7 @@ SMOKE = Scale(
     storm_behind=5,
     publishers=1,
     timeout=30.0,
+    settle=0.3,
 )
 
 
@@ -77,6 +81,7 @@ class Ctx:
     results_dir: Path = Path("bench/results")
     measured: dict[str, float] = field(default_factory=dict)  # figures later scenarios use
     pool: ClientPool | None = None  # the load client, shared by all scenarios of a run
+    quiet_wait: float = 0.0  # seconds to wait for other people's test runs to end
 
     @contextlib.asynccontextmanager
     async def stack(
@@ -86,12 +91,13 @@ class Ctx:
         edge: bool = True,
         dispatcher: bool = True,
         ping: float | None = None,
+        env: dict[str, str] | None = None,
         dispatcher_wait: bool = True,
     ) -> AsyncIterator[Stack]:
         """A fresh store, a fresh edge and/or dispatcher; stopped and dropped afterwards."""
         await stack.reset_vhost(self.amqp)
         async with stack.database(store, self.workdir) as db:
-            extra = {"SSEHUB_PING_INTERVAL": str(ping or self.scale.ping_interval)}
+            extra = {"SSEHUB_PING_INTERVAL": str(ping or self.scale.ping_interval), **(env or {})}
             env = stack.ssehub_env(self.amqp, db, **extra)
             s = Stack(self, env, db)
             try:
@@ -113,8 +119,11 @@ class Ctx:
         try:
             yield self.pool
         finally:
-            await self.pool.all("close")
-            await self.pool.all("reset")
+            if self.pool.dead:
+                self.close()  # a fresh one next time
+            else:
+                await self.pool.all("close")
+                await self.pool.all("reset")
 
     def close(self) -> None:
         if self.pool is not None:
@@ -167,6 +176,7 @@ def merge(replies: Iterable[Reply]) -> dict[str, Any]:
     firsts = [r["first_ns"] for r in replies if r.get("first_ns")]
     return {
         "events": sum(r["events"] for r in replies),
+        "other": sum(r.get("other", 0) for r in replies),
         "gaps": sum(r["gaps"] for r in replies),
         "dups": sum(r["dups"] for r in replies),
         "pings": sum(r["pings"] for r in replies),
@@ -201,6 +211,29 @@ def pct(values: Iterable[float], *qs: float) -> list[float]:
 
 def ms(ns: float) -> float:
     return round(ns / 1e6, 2)
+
+
+async def settle(pool: ClientPool, timeout: float, quiet: float = 1.5) -> tuple[int, float]:
+    """Wait until no more non-benchmark events (e.g. presence) arrive for ``quiet`` s.
+    Returns how many arrived and how long it took."""
+    t0 = time.monotonic()
+    last, since = -1, t0
+    while time.monotonic() - t0 < timeout:
+        now = merge(await pool.all("stats", lat=False))["other"]
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            break
+        await asyncio.sleep(0.25)
+    return last, round(since - t0, 2)
+
+
+async def wait_seq(pool: ClientPool, seq: int, timeout: float) -> dict[str, Any]:
+    """Until every open stream has seen sequence number ``seq``."""
+    replies = await pool.all("wait", seq=seq, timeout=timeout)
+    res = merge(replies)
+    res["reached"] = sum(r["reached"] for r in replies)
+    return res
 
 
 async def wait_events(pool: ClientPool, per_worker: list[int], timeout: float) -> dict[str, Any]:

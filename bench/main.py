@@ -8,6 +8,7 @@ import dataclasses
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -55,9 +56,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--profile",
         action="store_true",
-        help="py-spy the process under test; summaries in bench/results/profiles/",
+        help="py-spy the process under test; summaries in bench/results/profiles/ "
+        "(results go to bench/results/profiled.json, not latest.json)",
     )
     p.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
+    p.add_argument(
+        "--render",
+        action="store_true",
+        help="run nothing: rewrite docs/benchmarks.md and .png from bench/results/latest.json",
+    )
+    p.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=None,
+        metavar="S",
+        help="wait up to S s for other test runs on the machine to end before "
+        "each scenario (default 300, smoke 0)",
+    )
     for f in dataclasses.fields(Scale):
         p.add_argument(
             "--" + f.name.replace("_", "-"),
@@ -83,6 +98,8 @@ def integrity(f: Figure) -> list[str]:
     """Lost, doubled or out-of-order events make a figure worthless: report them."""
     d = f.details
     problems = [f"{k}={d[k]}" for k in ("gaps", "dups", "live_gaps") if d.get(k)]
+    if d.get("streams_complete", d.get("streams")) != d.get("streams"):
+        problems.append(f"streams complete {d['streams_complete']} of {d['streams']}")
     if "expected" in d and d.get("received", 0) < d["expected"]:
         problems.append(f"received {d['received']} of {d['expected']}")
     if d.get("failed_connects") or d.get("failed"):
@@ -105,6 +122,7 @@ async def run(args: argparse.Namespace) -> int:
         "scale": dataclasses.asdict(scale),
         "machine": report.machine(),
         "load_before": round(os.getloadavg()[0], 2),
+        "code": code_version(),
     }
     figures: list[Figure] = []
     failed = False
@@ -118,18 +136,13 @@ async def run(args: argparse.Namespace) -> int:
             profile=args.profile,
             results_dir=RESULTS,
         )
+        default_wait = 0.0 if args.smoke else 300.0
+        ctx.quiet_wait = default_wait if args.quiet_wait is None else args.quiet_wait
         try:
             for name in names:
                 print(f"== {name}", flush=True)
                 t0 = time.monotonic()
-                try:
-                    async with asyncio.timeout(scale.timeout * 4):
-                        got = await SCENARIOS[name](ctx)
-                except Exception as exc:
-                    traceback.print_exc()
-                    got = [
-                        Figure(name, "error", None, "", 0, 0, error=f"{type(exc).__name__}: {exc}")
-                    ]
+                got = await run_one(ctx, name)
                 for f in got:
                     problems = integrity(f)
                     if problems:
@@ -146,10 +159,7 @@ async def run(args: argparse.Namespace) -> int:
                 figures.extend(got)
         finally:
             ctx.close()
-            logs = RESULTS / "logs"
-            logs.mkdir(parents=True, exist_ok=True)
-            for log in Path(wd).glob("*.log"):
-                shutil.copy(log, logs / log.name)
+            keep_logs(Path(wd))
     meta["duration_s"] = round(time.monotonic() - started, 1)
     print()
     print(report.table(figures))
@@ -160,22 +170,102 @@ async def run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def code_version() -> str:
+    """The commit measured, and whether the work tree differed from it."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            text=True,
+            capture_output=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "edge", "dispatcher", "shared"],
+            cwd=ROOT,
+            text=True,
+            capture_output=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{head}{' + uncommitted changes in edge/dispatcher/shared' if dirty else ''}"
+
+
+def keep_logs(workdir: Path) -> None:
+    """The processes' logs, for a look after the run (bench/results/logs/)."""
+    logs = RESULTS / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    for log in workdir.glob("*.log"):
+        shutil.copy(log, logs / log.name)
+
+
+async def wait_quiet(seconds: float) -> list[str]:
+    """Wait (bounded) for other test runs on this machine to end; those still running."""
+    for _ in range(int(seconds / 2)):
+        if not stack.others_testing():
+            break
+        await asyncio.sleep(2.0)
+    return stack.others_testing()
+
+
+def _broker_pid() -> int | None:
+    proc = stack.rabbit_process()
+    return int(proc.pid) if proc is not None else None
+
+
+async def run_one(ctx: Ctx, name: str) -> list[Figure]:
+    """One scenario, bounded in time; run again once if RabbitMQ was restarted
+    under it (this machine is shared with fault-injection tests)."""
+    for attempt in (1, 2, 3):
+        others = await wait_quiet(ctx.quiet_wait)
+        if others:
+            print(f"   note: other test runs are using this machine: {others[:2]}", flush=True)
+        await stack.wait_broker(ctx.amqp, 180)
+        broker = _broker_pid()
+        try:
+            async with asyncio.timeout(ctx.scale.timeout * 4):
+                got = await SCENARIOS[name](ctx)
+        except Exception as exc:
+            traceback.print_exc()
+            got = [Figure(name, "error", None, "", 0, 0, error=f"{type(exc).__name__}: {exc}")]
+        for f in got:
+            f.details["others_testing"] = len(others)
+            f.details["key"] = name
+        if _broker_pid() == broker or attempt == 3:
+            return got
+        print("   RabbitMQ was restarted during the scenario (not by us): again", flush=True)
+    return got
+
+
+def render() -> None:
+    meta, figures = report.load_json(RESULTS / "latest.json")
+    meta.pop("figures", None)
+    write_docs(meta, figures)
+
+
 def save(args: argparse.Namespace, meta: dict[str, object], figures: list[Figure]) -> None:
-    if args.smoke:
-        report.write_json(RESULTS / "smoke.json", meta, figures)
-        print(f"wrote {RESULTS / 'smoke.json'}")
+    if args.smoke or args.profile:  # tiny or perturbed by py-spy: not the results
+        path = RESULTS / ("smoke.json" if args.smoke else "profiled.json")
+        report.write_json(path, meta, figures)
+        print(f"wrote {path}")
         return
     path = RESULTS / "latest.json"
     if args.scenario:  # a partial run replaces its own scenarios in the last full results
         old_meta, old = report.load_json(path)
-        ran = {f.scenario for f in figures}
-        figures = [f for f in old if f.scenario not in ran] + figures
-        meta = {**old_meta, **meta, "partial": sorted(ran)}
+        ran = {f.details.get("key", f.scenario) for f in figures}
+        figures = [f for f in old if f.details.get("key", f.scenario) not in ran] + figures
+        rerun = f"{', '.join(sorted(ran))} re-run {meta['date']}"
+        meta = {**meta, **old_meta, "rerun": rerun}  # the full run's date, machine, code
         meta.pop("figures", None)
     report.write_json(path, meta, figures)
     print(f"wrote {path}")
     if args.no_docs:
         return
+    write_docs(meta, figures)
+
+
+def write_docs(meta: dict[str, object], figures: list[Figure]) -> None:
     report.plot(ROOT / "docs" / "benchmarks.png", figures)
     doc = report.markdown(meta, figures, "benchmarks.png")
     doc += "\n<details><summary>results JSON (bench/results/latest.json)</summary>\n\n```json\n"
@@ -187,6 +277,9 @@ def save(args: argparse.Namespace, meta: dict[str, object], figures: list[Figure
 
 def main() -> None:
     args = parse_args()
+    if args.render:
+        render()
+        return
     try:
         import uvloop
 

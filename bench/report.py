@@ -41,11 +41,13 @@ def rows(figures: Sequence[Figure]) -> list[list[str]]:
     out = []
     for f in figures:
         ratio = f.ratio
+        d = f.details
+        short = d.get("streams_complete", d.get("streams")) != d.get("streams")
         out.append(
             [
                 f.scenario,
                 f.name,
-                fmt(f.value, f.unit) if not f.error else "error",
+                "error" if f.error else (">" if short else "") + fmt(f.value, f.unit),
                 fmt(f.target, f.unit),
                 fmt(f.moonshot, f.unit),
                 MARK[f.status],
@@ -73,12 +75,15 @@ HEAD = [
 def table(figures: Sequence[Figure]) -> str:
     body = rows(figures)
     widths = [max(len(r[i]) for r in [HEAD, *body]) for i in range(len(HEAD))]
-    line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True))  # noqa: E731
+
+    def line(r: list[str]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True))
+
     return "\n".join([line(HEAD), line(["-" * w for w in widths]), *map(line, body)])
 
 
 def markdown_table(figures: Sequence[Figure]) -> str:
-    out = ["| " + " | ".join(HEAD[:5] + ["status"] + HEAD[6:]) + " |", "|" + "---|" * len(HEAD)]
+    out = ["| " + " | ".join([*HEAD[:5], "status", *HEAD[6:]]) + " |", "|" + "---|" * len(HEAD)]
     out += ["| " + " | ".join(r) + " |" for r in rows(figures)]
     return "\n".join(out)
 
@@ -137,7 +142,7 @@ def plot(path: Path, figures: Sequence[Figure]) -> None:
         hist = lat.details["histogram_ms"]
         ax2 = axes[1]
         ax2.bar(range(len(hist)), [c for _, c in hist], color="#5c6bc0")
-        ax2.set_xticks(range(len(hist)), [f"≤{b:g}" for b, _ in hist], rotation=70, fontsize=7)
+        ax2.set_xticks(range(len(hist)), [f"≤{b:.3g}" for b, _ in hist], rotation=70, fontsize=7)
         ax2.set_xlabel("publish → client latency (ms)")
         ax2.set_ylabel("events")
         ax2.set_title(f"latency at {lat.details.get('rate_published', '?')}/s")
@@ -148,7 +153,16 @@ def plot(path: Path, figures: Sequence[Figure]) -> None:
 
 
 def _cpu_table(figures: Sequence[Figure]) -> str:
-    groups = ["client", "edge", "server", "dispatcher", "rabbitmq", "machine"]
+    groups = [
+        "client",
+        "edge",
+        "edge (kernel)",
+        "server",
+        "dispatcher",
+        "rabbitmq",
+        "other",
+        "machine",
+    ]
     out = ["| scenario | " + " | ".join(groups) + " |", "|---|" + "---|" * len(groups)]
     for f in figures:
         if f.cpu:
@@ -177,19 +191,27 @@ process under test in `bench/results/profiles/`.
 Measured {meta.get("date", "?")} on {m.get("cpus", "?")} cores ({m.get("cpu_model", "?")}),
 {m.get("memory_gib", "?")} GiB, Python {m.get("python", "?")}; the whole stack (RabbitMQ,
 PostgreSQL, dispatcher, edge, load client, publishers) on that one machine. Load average
-before the run: {meta.get("load_before", "?")}.
+before the run: {meta.get("load_before", "?")}. Code measured: {meta.get("code", "?")}.
+{f"Since then: {meta['rerun']}." if meta.get("rerun") else ""}
 
 ## Results
 
 {markdown_table(figures)}
 
+{_summary(figures)}
+
 "baseline" is the same scenario against `bench/baseline_server.py` (FastAPI +
-sse-starlette, an in-memory queue per connection); "ratio" is ssehub ÷ baseline.
+sse-starlette, an in-memory queue per connection); "ratio" is ssehub ÷ baseline
+(for RSS and CPU, lower is better: below 1× ssehub uses less). A ">" marks a
+figure whose scenario ran out of time before every stream was done.
 "client CPU" is the load client's CPU in % of one core during the measurement.
 
 ![benchmarks]({png})
 
-### CPU during each measurement (% of one core; machine = all processes, max {100 * (m.get("cpus") or 2)})
+### CPU during each measurement
+
+% of one core; "machine" is all processes together (at most {100 * (m.get("cpus") or 2)}),
+"other" is what the named processes do not account for (PostgreSQL, publishers, other work).
 
 {_cpu_table(figures)}
 
@@ -198,6 +220,16 @@ sse-starlette, an in-memory queue per connection); "ratio" is ssehub ÷ baseline
 {details}
 
 {notes}"""
+
+
+def _summary(figures: Sequence[Figure]) -> str:
+    counts = {k: sum(1 for f in figures if f.status == k) for k in MARK}
+    return (
+        f"**{counts['moonshot'] + counts['target']} of {len(figures)} figures meet their "
+        f"target** ({counts['moonshot']} the moonshot); {counts['missed']} missed"
+        + (f", {counts['error']} failed to run" if counts["error"] else "")
+        + "."
+    )
 
 
 def _brief(details: dict[str, Any]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import asyncio
 import time
 import urllib.request
 from array import array
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import insert
@@ -23,8 +24,10 @@ from bench.harness import (
     pct,
     shares,
     wait_events,
+    wait_seq,
 )
 from bench.publish import data_json, publish_backlog
+from bench.stack import pid_of
 from shared.config import normalize_database_url
 from shared.db import create_engine, create_schema
 from shared.frames import event_frame
@@ -41,7 +44,7 @@ async def _idle_on(ctx: Ctx, proc: stack.Proc, port: int, path: str) -> dict[str
     """Hold ``idle_conns`` streams on one server; its RSS per stream, its CPU while idle."""
     sc = ctx.scale
     async with ctx.clients() as pool:
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(sc.settle)
         rss0 = proc.rss()
         meter = cpu_meter(pool, server=proc)
         meter.start()
@@ -58,7 +61,7 @@ async def _idle_on(ctx: Ctx, proc: stack.Proc, port: int, path: str) -> dict[str
         )
         connect_s = time.monotonic() - t0
         connect_cpu = meter.stop()
-        await asyncio.sleep(2.0)
+        await asyncio.sleep(sc.settle)
         rss1 = proc.rss()
         await pool.all("reset")
         meter.start()
@@ -109,7 +112,7 @@ async def idle(ctx: Ctx) -> list[Figure]:
             "conns",
             15_000,
             19_000,
-            baseline=base and base["held"],
+            baseline=base["held"] if base else None,
             client_cpu=ours["connect_cpu"].get("client"),
             cpu=ours["connect_cpu"],
             details=details,
@@ -122,7 +125,7 @@ async def idle(ctx: Ctx) -> list[Figure]:
             16,
             8,
             higher_is_better=False,
-            baseline=base and round(base["rss_per_conn_kib"], 2),
+            baseline=round(base["rss_per_conn_kib"], 2) if base else None,
         ),
         Figure(
             "idle cost",
@@ -132,7 +135,7 @@ async def idle(ctx: Ctx) -> list[Figure]:
             5,
             1,
             higher_is_better=False,
-            baseline=base and base["idle_cpu"]["server"],
+            baseline=base["idle_cpu"]["server"] if base else None,
             client_cpu=ours["idle_cpu"].get("client"),
             cpu=ours["idle_cpu"],
         ),
@@ -144,7 +147,7 @@ async def connect(ctx: Ctx) -> list[Figure]:
     async with ctx.stack(edge=True, dispatcher=False) as s, ctx.clients() as pool:
         meter = cpu_meter(pool, edge=s.edge)
         meter.start()
-        async with ctx.profiler("connect").record("edge", s.edge and s.edge.pid):
+        async with ctx.profiler("connect").record("edge", pid_of(s.edge)):
             replies = await pool.open(
                 "127.0.0.1",
                 s.port,
@@ -187,7 +190,7 @@ async def _unicast_baseline(ctx: Ctx) -> dict[str, Any]:
     proc = await stack.start_baseline(port, ctx.workdir, ping=sc.ping_interval)
     try:
         async with ctx.clients() as pool:
-            got, _, _, counts = opened_each(
+            _, _, _, counts = opened_each(
                 await pool.open(
                     "127.0.0.1",
                     port,
@@ -225,9 +228,14 @@ async def edge_unicast(ctx: Ctx) -> list[Figure]:
     async with ctx.stack(edge=True, dispatcher=False) as s, ctx.clients() as pool:
         assert s.edge is not None
         names = users("uni", sc.unicast_users)
-        got, failed, _, counts = opened_each(
-            await pool.open("127.0.0.1", s.port, names, concurrency=100, timeout=sc.timeout)
+        got, failed, _, _ = opened_each(
+            await pool.open(
+                "127.0.0.1", s.port, names, concurrency=100, timeout=sc.timeout, reconnect=True
+            )
         )
+        # Each stream reads the store once more right after "connected"; a read in
+        # flight while the edge is stopped would time out (10 s) and close the stream.
+        await asyncio.sleep(sc.settle)
         await pool.all("reset")
         s.edge.pause()
         try:
@@ -240,8 +248,7 @@ async def edge_unicast(ctx: Ctx) -> list[Figure]:
         meter = cpu_meter(pool, edge=s.edge)
         meter.start()
         async with ctx.profiler("edge-unicast").record("edge", s.edge.pid):
-            per = [n * sc.unicast_events for n in counts]
-            res = await wait_events(pool, per, sc.timeout)
+            res = await wait_seq(pool, sc.unicast_events, sc.timeout)
         cpu = meter.stop()
     rate = res["events"] / max((res["last_ns"] - t0) / 1e9, 1e-9)
     base = await _unicast_baseline(ctx) if ctx.baseline else None
@@ -253,12 +260,14 @@ async def edge_unicast(ctx: Ctx) -> list[Figure]:
             "/s",
             30_000,
             50_000,
-            baseline=base and round(base["rate"]),
+            baseline=round(base["rate"]) if base else None,
             client_cpu=cpu.get("client"),
             cpu=cpu,
             details={
                 "expected": total,
                 "received": res["events"],
+                "streams": got,
+                "streams_complete": res["reached"],
                 "gaps": res["gaps"],
                 "dups": res["dups"],
                 "failed_connects": failed,
@@ -267,6 +276,14 @@ async def edge_unicast(ctx: Ctx) -> list[Figure]:
             },
         )
     ]
+
+
+def merge_counts(counts: Iterable[dict[str, int]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for c in counts:
+        for k, v in c.items():
+            out[k] = out.get(k, 0) + v
+    return out
 
 
 async def _fill_store(db_url: str, names: list[str], behind: int) -> None:
@@ -317,6 +334,7 @@ async def reconnect(ctx: Ctx) -> list[Figure]:
                     last_ids=[0] * len(names),
                     concurrency=max(100, sc.storm_users // len(pool)),
                     timeout=sc.timeout,
+                    reconnect=True,  # like EventSource: after retry:, with Last-Event-ID
                 )
                 waits = pool.all(
                     "wait",
@@ -344,7 +362,9 @@ async def reconnect(ctx: Ctx) -> list[Figure]:
             live = await wait_events(pool, [r["opened"] for r in replies], sc.timeout)
     reached = sum(r["reached"] for r in waited)
     finished = [d - t0 for d in done if d]
-    all_s = (max(finished) / 1e9) if reached == len(names) and finished else float("nan")
+    # not everyone back within the timeout: the figure is at least the time waited
+    wall = (time.time_ns() - t0) / 1e9
+    all_s = max(finished) / 1e9 if reached == len(names) and finished else min(wall, sc.timeout)
     p50, p99 = pct(finished, 50, 99)
     return [
         Figure(
@@ -362,6 +382,10 @@ async def reconnect(ctx: Ctx) -> list[Figure]:
                 "failed": failed,
                 "errors": errors,
                 "reached": reached,
+                "streams": len(names),
+                "streams_complete": reached,
+                "reconnects": sum(r.get("reconnects", 0) for r in waited),
+                "reconnect_errors": merge_counts(r.get("reconnect_errors", {}) for r in waited),
                 "replayed_events": res["events"],
                 "gaps": res["gaps"],
                 "dups": res["dups"],

@@ -18,11 +18,14 @@ from bench.harness import (
     ms,
     opened_each,
     pct,
+    settle,
     shares,
     wait_events,
+    wait_seq,
 )
 from bench.publish import Publisher, data_json, publish_backlog, publish_steady
 from bench.scenarios_edge import users
+from bench.stack import pid_of
 from shared import topology
 
 
@@ -100,7 +103,7 @@ async def pipeline(ctx: Ctx, store: str) -> list[Figure]:
     sc = ctx.scale
     names = users("pipe", sc.pipeline_users)
     async with ctx.stack(store, edge=True, dispatcher=False) as s, ctx.clients() as pool:
-        got, failed, _, counts = opened_each(
+        got, failed, _, _ = opened_each(
             await pool.open("127.0.0.1", s.port, names, concurrency=100, timeout=sc.timeout)
         )
         pub = await publish_backlog(
@@ -112,9 +115,9 @@ async def pipeline(ctx: Ctx, store: str) -> list[Figure]:
         meter.start()
         async with (
             ctx.profiler(f"pipeline-{store}").record("dispatcher", proc.pid),
-            ctx.profiler(f"pipeline-{store}").record("edge", s.edge and s.edge.pid),
+            ctx.profiler(f"pipeline-{store}").record("edge", pid_of(s.edge)),
         ):
-            res = await wait_events(pool, [n * sc.pipeline_events for n in counts], sc.timeout)
+            res = await wait_seq(pool, sc.pipeline_events, sc.timeout)
         cpu = meter.stop()
     rate = res["events"] / max((res["last_ns"] - res["first_ns"]) / 1e9, 1e-9)
     ctx.measured[f"pipeline-{store}"] = rate
@@ -131,6 +134,8 @@ async def pipeline(ctx: Ctx, store: str) -> list[Figure]:
             details={
                 "expected": got * sc.pipeline_events,
                 "received": res["events"],
+                "streams": got,
+                "streams_complete": res["reached"],
                 "gaps": res["gaps"],
                 "dups": res["dups"],
                 "failed_connects": failed,
@@ -145,15 +150,25 @@ async def fanout(ctx: Ctx) -> list[Figure]:
     per event, the time until its last member has it."""
     sc = ctx.scale
     names = users("fan", sc.fanout_members)
-    async with ctx.stack("sqlite") as s, ctx.clients() as pool, Publisher(ctx.amqp) as pub:
+    # Presence off: with it, the members' own connects cost ~n²/2 user:online
+    # deliveries first (see the notes); this figure is about one event's fan-out.
+    no_presence = {"SSEHUB_PRESENCE": "false"}
+    async with (
+        ctx.stack("sqlite", env=no_presence) as s,
+        ctx.clients() as pool,
+        Publisher(ctx.amqp) as pub,
+    ):
         await pub.publish("members.room", orjson.dumps({"op": "set", "users": names}), "m-set")
         got, failed, _, counts = opened_each(
             await pool.open("127.0.0.1", s.port, names, concurrency=100, timeout=sc.timeout)
         )
+        # with presence on, every member's first stream tells the others (~n²/2
+        # user:online events): let that settle before measuring
+        presence, settle_s = await settle(pool, sc.timeout)
         await pool.all("reset", track_n=True)
         meter = cpu_meter(pool, edge=s.edge, dispatcher=s.dispatcher)
         meter.start()
-        async with ctx.profiler("fanout").record("dispatcher", s.dispatcher and s.dispatcher.pid):
+        async with ctx.profiler("fanout").record("dispatcher", pid_of(s.dispatcher)):
             for n in range(sc.fanout_events):
                 body = b'{"event":"bench","data":%s}' % data_json(n, "x" * 64)
                 await pub.publish("conversation.room", body, f"f-{n}")
@@ -177,6 +192,8 @@ async def fanout(ctx: Ctx) -> list[Figure]:
             details={
                 "events": sc.fanout_events,
                 "complete": complete,
+                "presence_events_on_connect": presence,
+                "presence_settle_s": settle_s,
                 "p50_ms": ms(p50),
                 "max_ms": ms(max(last, default=0)),
                 "gaps": res["gaps"],
@@ -193,7 +210,7 @@ async def latency(ctx: Ctx) -> list[Figure]:
     rate = sc.latency_rate or ctx.measured.get("pipeline-sqlite", 0) / 2 or 1000.0
     names = users("lat", sc.latency_users)
     async with ctx.stack("sqlite") as s, ctx.clients() as pool:
-        got, failed, _, counts = opened_each(
+        got, failed, _, _ = opened_each(
             await pool.open("127.0.0.1", s.port, names, concurrency=100, timeout=sc.timeout)
         )
         await pool.all("reset")
@@ -201,8 +218,8 @@ async def latency(ctx: Ctx) -> list[Figure]:
         meter.start()
         prof = ctx.profiler("latency")
         async with (
-            prof.record("dispatcher", s.dispatcher and s.dispatcher.pid),
-            prof.record("edge", s.edge and s.edge.pid),
+            prof.record("dispatcher", pid_of(s.dispatcher)),
+            prof.record("edge", pid_of(s.edge)),
         ):
             pub = await publish_steady(ctx.amqp, names, rate, sc.latency_duration)
             per = _round_robin(pub["sent"], got, len(pool))

@@ -4,13 +4,14 @@ Written for 10,000+ streams per process: an ``asyncio.Protocol`` (no stream
 objects, no per-stream task), one ``time.time_ns()`` per read, and the SSE
 parser only looks at what the benchmarks need: the ``id:`` line (checked for
 gaps and duplicates against the stream's cursor), the ``connected`` event, and
-the publisher's clock ``"t":<ns>`` (plus the event number ``"n":``) in the data.
+the publisher's clock ``"t":<µs>`` (plus the event number ``"n":``) in the data.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from array import array
 from typing import Protocol
 
 
@@ -18,14 +19,16 @@ class Counters(Protocol):
     """What the streams of one worker report into (see ``bench.client.Worker``)."""
 
     events: int
+    other: int
     gaps: int
     dups: int
     pings: int
     track_n: bool
-    lat: list[int]
+    lat: array[int]
     by_n: dict[int, list[int]]
 
     def on_seq(self, stream: SSEStream, now_ns: int) -> None: ...
+    def on_lost(self, stream: SSEStream) -> None: ...
     def on_event(self) -> None: ...
 
 
@@ -35,14 +38,18 @@ class SSEStream(asyncio.Protocol):
         "_chunk_left",
         "_chunked",
         "_crlf",
+        "_ended",
         "_head",
+        "_length",
         "_sse",
+        "closing",
         "connected",
         "counters",
         "done_ns",
         "last",
         "lost",
         "request",
+        "retry_ms",
         "started_ns",
         "status",
         "transport",
@@ -60,12 +67,16 @@ class SSEStream(asyncio.Protocol):
         self.lost = False
         self.started_ns = time.time_ns()
         self.done_ns = 0  # when the stream reached the worker's target sequence number
+        self.closing = False  # closed by us: do not come back
+        self.retry_ms = 0  # the server's retry: advice
         self._head = b""
         self._body = False
         self._chunked = False
         self._chunk_left = 0  # bytes left in the current chunk; <0: its CRLF is due
         self._sse = b""
         self._crlf = False
+        self._length = -1  # Content-Length left, when the response has one
+        self._ended = False
 
     # -- asyncio.Protocol --------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -76,6 +87,8 @@ class SSEStream(asyncio.Protocol):
         self.lost = True
         if not self.connected.done():
             self.connected.set_exception(ConnectionError(f"closed before connected ({exc})"))
+        elif self.connected.exception() is None:  # it was a stream: it may come back
+            self.counters.on_lost(self)
 
     def close(self) -> None:
         if self.transport is not None and not self.lost:
@@ -91,14 +104,26 @@ class SSEStream(asyncio.Protocol):
             self._head = b""
             self._body = True
             self.status = int(head[9:12])
-            self._chunked = b"transfer-encoding: chunked" in head.lower()
+            lower = head.lower()
+            self._chunked = b"transfer-encoding: chunked" in lower
+            at = lower.find(b"content-length:")
+            if at >= 0:  # a plain body (the edge's "retry later"): the stream ends with it
+                self._length = int(lower[at + 15 : lower.find(b"\r\n", at) % (len(lower) + 1)])
             if self.status != 200 and not self.connected.done():
                 self.connected.set_exception(ConnectionError(f"HTTP {self.status}"))
                 self.close()
                 return
             if not data:
                 return
-        self._feed(self._dechunk(data) if self._chunked else data)
+        if self._chunked:
+            self._feed(self._dechunk(data))
+        else:
+            self._feed(data)
+            if self._length >= 0:
+                self._length -= len(data)
+                self._ended = self._length <= 0
+        if self._ended:  # the response is over; the connection may stay open (keep-alive)
+            self.close()
 
     # -- parsing -------------------------------------------------------------
     def _dechunk(self, data: bytes) -> bytes:
@@ -125,7 +150,8 @@ class SSEStream(asyncio.Protocol):
                 n = int(data[pos:nl].split(b";", 1)[0], 16)
                 pos = nl + 2
                 if n == 0:
-                    break  # last chunk: the server ended the stream
+                    self._ended = True  # last chunk: the server ended the stream
+                    break
                 self._chunk_left = n
         return b"".join(out)
 
@@ -150,12 +176,16 @@ class SSEStream(asyncio.Protocol):
         if frame[0] == 58:  # ":" a comment: ping
             c.pings += 1
             return
+        if frame.startswith(b"retry:"):
+            nl = frame.find(b"\n")
+            self.retry_ms = int(frame[6 : nl if nl > 0 else None])
+            if nl < 0:
+                return
+            frame = frame[nl + 1 :]
         seq: int | None = None
         if frame.startswith(b"id:"):
             nl = frame.find(b"\n")
             seq = int(frame[3:nl] if nl > 0 else frame[3:])
-        elif frame.startswith(b"retry:") and b"\n" not in frame:
-            return
         if b"event: connected\n" in frame or b"event:connected\n" in frame:
             self.last = seq
             if not self.connected.done():
@@ -171,19 +201,23 @@ class SSEStream(asyncio.Protocol):
             else:
                 c.dups += 1
                 return
-        c.events += 1
         i = frame.find(b'"t":')
-        if i >= 0:
-            j = frame.find(b",", i)
-            lat = now - int(frame[i + 4 : j])
-            c.lat.append(lat)
-            if c.track_n:
-                k = frame.find(b'"n":', j)
-                m = frame.find(b",", k)
-                slot = c.by_n.setdefault(int(frame[k + 4 : m]), [0, 0])
-                slot[0] += 1
-                if lat > slot[1]:
-                    slot[1] = lat
+        if i < 0:  # not a benchmark event (e.g. presence's user:online)
+            c.other += 1
+            if seq is not None:
+                c.on_seq(self, now)
+            return
+        c.events += 1
+        j = frame.find(b",", i)
+        lat = now - 1000 * int(frame[i + 4 : j])  # the publisher's clock, in µs
+        c.lat.append(lat)
+        if c.track_n:
+            k = frame.find(b'"n":', j)
+            m = frame.find(b",", k)
+            slot = c.by_n.setdefault(int(frame[k + 4 : m]), [0, 0])
+            slot[0] += 1
+            if lat > slot[1]:
+                slot[1] = lat
         if seq is not None:
             c.on_seq(self, now)
         c.on_event()

@@ -15,13 +15,15 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import aio_pika
 import psutil
+
+from shared import topology
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -61,6 +63,9 @@ async def reset_vhost(url: str) -> None:
                 await ch.queue_delete(name)
             with contextlib.suppress(Exception):
                 await ch.close()
+        # and declare the contract's topology again, as any publisher does: edges
+        # send presence signals to ssehub.dispatch even when no dispatcher runs
+        await topology.declare_core(await conn.channel())
     finally:
         await conn.close()
 
@@ -91,7 +96,7 @@ async def database(kind: str, workdir: Path) -> AsyncIterator[str]:
 
 
 def _raise_nofile() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
@@ -125,13 +130,13 @@ class Proc:
             tail = self.log.read_text(errors="replace")[-2000:]
             raise RuntimeError(f"{self.name} exited ({self.popen.returncode}):\n{tail}")
 
-    async def stop(self, timeout: float = 10.0) -> None:
+    async def stop(self, timeout: float = 3.0) -> None:
+        """SIGTERM, then SIGKILL: a graceful drain is not what is measured."""
         if self.popen.poll() is None:
             self.popen.send_signal(signal.SIGCONT)
             self.popen.terminate()
-            deadline = time.monotonic() + timeout
-            while self.popen.poll() is None and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                await asyncio.to_thread(self.popen.wait, timeout)
             if self.popen.poll() is None:
                 self.popen.kill()
                 self.popen.wait()
@@ -149,6 +154,10 @@ def spawn(name: str, argv: Sequence[str], env: dict[str, str], workdir: Path) ->
             preexec_fn=_raise_nofile,
         )
     return Proc(name, popen, log)
+
+
+def pid_of(proc: Proc | None) -> int | None:
+    return proc.pid if proc is not None else None
 
 
 def ssehub_env(amqp_url: str, db_url: str, **extra: str) -> dict[str, str]:
@@ -253,6 +262,31 @@ def rabbit_process() -> psutil.Process | None:
     return min(beams, key=lambda p: p.info["create_time"]) if beams else None
 
 
+async def wait_broker(url: str, timeout: float) -> None:
+    """RabbitMQ accepting connections to the run's vhost (it may be being restarted)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn = await aio_pika.connect(url, timeout=5)
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(1.0)
+        else:
+            await conn.close()
+            return
+
+
+def others_testing() -> list[str]:
+    """Test runs of other people on this machine (they restart RabbitMQ and take CPU)."""
+    found = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if "pytest" in cmd or "tests.faults" in cmd:
+            found.append(f"{p.info['pid']}: {cmd[:80]}")
+    return found
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -273,7 +307,7 @@ def postgres_processes() -> list[psutil.Process]:
 class CpuMeter:
     """CPU seconds of named groups of processes over a window, as % of one core."""
 
-    def __init__(self, groups: dict[str, Sequence[psutil.Process | int]]) -> None:
+    def __init__(self, groups: Mapping[str, Sequence[psutil.Process | int]]) -> None:
         self.groups = {
             name: [p if isinstance(p, psutil.Process) else psutil.Process(p) for p in procs]
             for name, procs in groups.items()
@@ -284,12 +318,14 @@ class CpuMeter:
     def _cpu(self) -> dict[str, float]:
         out: dict[str, float] = {}
         for name, procs in self.groups.items():
-            total = 0.0
+            total = system = 0.0
             for p in procs:
                 with contextlib.suppress(psutil.Error):
                     t = p.cpu_times()
                     total += t.user + t.system
+                    system += t.system
             out[name] = total
+            out[f"{name} (kernel)"] = system
         t = psutil.cpu_times()
         out["machine"] = sum(t) - t.idle - getattr(t, "iowait", 0.0)
         return out
@@ -300,4 +336,8 @@ class CpuMeter:
     def stop(self) -> dict[str, float]:
         wall = max(time.monotonic() - self._t0, 1e-6)
         now = self._cpu()
-        return {name: round(100.0 * (now[name] - self._c0[name]) / wall, 1) for name in now}
+        out = {name: round(100.0 * (now[name] - self._c0[name]) / wall, 1) for name in now}
+        # everything else on the machine (PostgreSQL, publishers, other people's work)
+        named = sum(v for k, v in out.items() if k != "machine" and "(" not in k)
+        out["other"] = round(out["machine"] - named, 1)
+        return out

@@ -65,7 +65,8 @@ class EdgeNode:
     async def _setup(self, conn: AbstractConnection) -> None:
         channel = await conn.channel(publisher_confirms=False)
         self.supervisor.watch(channel)
-        await topology.declare_exchanges(channel)
+        # the dispatch queue too: presence signals go straight into it
+        await topology.declare_core(channel)
         queue = await topology.declare_queue(channel, topology.edge_queue(self.node_id))
         self._binders = []
         for _ in range(BIND_CHANNELS):
@@ -154,7 +155,9 @@ class EdgeNode:
     async def _announce(self, user_id: str | None, online: bool) -> None:
         if self._signals is not None:
             await self._signals.publish(
-                topology.presence_message(self.node_id, user_id, online), topology.DISPATCH.name
+                topology.presence_message(self.node_id, user_id, online),
+                topology.DISPATCH.name,
+                mandatory=False,
             )
 
     async def heartbeats(self) -> None:

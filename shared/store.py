@@ -30,9 +30,12 @@ class Position:
 
 
 class EventStore:
-    def __init__(self, engine: AsyncEngine, timeout: float = 10.0) -> None:
+    def __init__(self, engine: AsyncEngine, timeout: float = 10.0, concurrency: int = 10) -> None:
         self.engine = engine
         self._timeout = timeout
+        # A reconnect storm must queue here, not inside the connection pool where
+        # the timeout would run out and send every waiting client away at once.
+        self._slots = asyncio.Semaphore(concurrency)
 
     async def position(self, user_id: str) -> Position:
         stmt = select(CURSOR.c.last_seq, CURSOR.c.floor_seq).where(CURSOR.c.user_id == user_id)
@@ -64,7 +67,7 @@ class EventStore:
     async def _connect(self) -> AsyncIterator[AsyncConnection]:
         """A connection whose failures (and slowness) surface as StoreUnavailable."""
         try:
-            async with asyncio.timeout(self._timeout), self.engine.connect() as conn:
+            async with self._slots, asyncio.timeout(self._timeout), self.engine.connect() as conn:
                 yield conn
         except (SQLAlchemyError, OSError, TimeoutError) as exc:
             raise StoreUnavailable(f"store: {exc.__class__.__name__}: {exc}") from exc

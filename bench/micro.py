@@ -1,0 +1,159 @@
+"""Where a dispatcher batch's time goes, measured in-process, part by part.
+
+``python -m bench.micro [--store sqlite|postgres] [--batches N] [--profile]``
+times, for batches of ``SSEHUB_BATCH_SIZE`` (500) user events to distinct
+users: validation (``parse_message``), the store transaction
+(``DispatchStore.commit_batch``), and routing the deliveries to ``sse.deliver``
+three ways (see ``publish``). With
+``--profile`` the commit is run under pyinstrument and its tree is printed.
+No edge and no consumer: each part alone, on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aio_pika
+import aiormq
+
+from bench import stack
+from bench.publish import event_body, one_write
+from dispatcher.persist import DispatchStore
+from dispatcher.sequence import Delivery
+from shared import topology
+from shared.config import normalize_database_url
+from shared.db import create_engine, create_schema
+from shared.schema import Message, parse_message
+
+BATCH = 500
+
+
+def make_batch(b: int, users: int) -> list[tuple[str, bytes, str]]:
+    return [
+        (
+            f"user.m{(b * BATCH + i) % users:06d}",
+            event_body(b * BATCH + i, "x" * 64, f"k{b}-{i}"),
+            f"k{b}-{i}",
+        )
+        for i in range(BATCH)
+    ]
+
+
+@contextlib.asynccontextmanager
+async def store_engine(kind: str) -> AsyncIterator[DispatchStore]:
+    with tempfile.TemporaryDirectory() as tmp:
+        async with stack.database(kind, Path(tmp)) as url:
+            engine = create_engine(normalize_database_url(url), writer=True)
+            await create_schema(engine)
+            try:
+                yield DispatchStore(engine, 86400)
+            finally:
+                await engine.dispose()
+
+
+async def run(kind: str, batches: int, users: int, profile: bool) -> None:
+    raw = [make_batch(b, users) for b in range(batches)]
+    t0 = time.perf_counter()
+    parsed: list[list[Message]] = [
+        [parse_message(rk, body, key, 262144) for rk, body, key in batch] for batch in raw
+    ]
+    t_parse = time.perf_counter() - t0
+    deliveries: list[list[Delivery]] = []
+    async with store_engine(kind) as store:
+        profiler = None
+        if profile:
+            from pyinstrument import Profiler
+
+            profiler = Profiler(async_mode="enabled")
+            profiler.start()
+        t0 = time.perf_counter()
+        for batch in parsed:
+            deliveries.append(await store.commit_batch(batch))
+        t_commit = time.perf_counter() - t0
+        if profiler is not None:
+            profiler.stop()
+    with stack.rabbitmq_vhost() as url:
+        t_aiopika = await publish(url, deliveries, "aio-pika")
+        t_publish = await publish(url, deliveries, "aiormq")
+        t_batch = await publish(url, deliveries, "one write")
+    n = batches * BATCH
+    print(f"{kind}: {batches} batches of {BATCH} user events ({users} users)")
+    parts = (
+        ("parse_message", t_parse),
+        ("commit_batch", t_commit),
+        ("publish: aio-pika", t_aiopika),
+        ("publish: aiormq (now)", t_publish),
+        ("publish: one write", t_batch),
+    )
+    for name, t in parts:
+        print(f"  {name:24s} {1e6 * t / n:7.1f} µs/event  → at most {n / t:9,.0f} events/s")
+    total = t_parse + t_commit + t_publish
+    print(
+        f"  {'dispatcher, serially':24s} {1e6 * total / n:7.1f} µs/event  → at most "
+        f"{n / total:9,.0f} events/s"
+    )
+    if profiler is not None:
+        print(profiler.output_text(unicode=True, color=False, show_all=False))
+
+
+async def publish(url: str, deliveries: list[list[Delivery]], mode: str) -> float:
+    """Route the deliveries with publisher confirms, a batch at a time.
+
+    ``aio-pika``: ``Exchange.publish`` per delivery (the dispatcher before 7e44b6f).
+    ``aiormq``: ``Channel.basic_publish`` per delivery (the dispatcher since): each
+    call takes the channel lock and waits until its frames are drained to the socket.
+    ``one write``: the proposal: every delivery of the batch marshalled into one
+    ``ChannelFrame`` (one write), a confirmation future registered per delivery tag.
+    """
+    conn = await aio_pika.connect(url)
+    try:
+        ch = await conn.channel(publisher_confirms=True)
+        deliver = (await topology.declare_core(ch))[topology.DELIVER.name]
+        raw = await ch.get_underlay_channel()
+        name = topology.DELIVER.name
+        props = aiormq.spec.Basic.Properties(delivery_mode=1)
+        t0 = time.perf_counter()
+        for ds in deliveries:
+            if mode == "aio-pika":
+                await asyncio.gather(
+                    *(
+                        deliver.publish(aio_pika.Message(d.frame), d.user_id, mandatory=False)
+                        for d in ds
+                    )
+                )
+            elif mode == "aiormq":
+                await asyncio.gather(
+                    *(
+                        raw.basic_publish(
+                            d.frame, exchange=name, routing_key=d.user_id, properties=props
+                        )
+                        for d in ds
+                    )
+                )
+            else:
+                await asyncio.gather(
+                    *one_write(raw, name, [(d.user_id, d.frame, props) for d in ds])
+                )
+        return time.perf_counter() - t0
+    finally:
+        await conn.close()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="python -m bench.micro", description=__doc__)
+    p.add_argument("--store", choices=["sqlite", "postgres"], default="sqlite")
+    p.add_argument("--batches", type=int, default=20)
+    p.add_argument("--users", type=int, default=1000)
+    p.add_argument("--profile", action="store_true")
+    args = p.parse_args()
+    asyncio.run(run(args.store, args.batches, args.users, args.profile))
+
+
+if __name__ == "__main__":
+    main()
