@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import os
 import resource
-import shutil
 import signal
 import socket
 import subprocess
@@ -18,7 +17,6 @@ import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
 
 import aio_pika
 import psutil
@@ -32,25 +30,13 @@ AMQP = os.environ.get("SSEHUB_BENCH_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1
 PG = os.environ.get("SSEHUB_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
-def _rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
-
-
 @contextlib.contextmanager
 def rabbitmq_vhost(base_url: str = AMQP) -> Iterator[str]:
-    """A fresh vhost for the run, deleted afterwards (needs a local rabbitmqctl)."""
-    parts = urlsplit(base_url)
-    if shutil.which("rabbitmqctl") is None:
-        yield base_url
-        return
-    vhost = f"ssehub-bench-{uuid.uuid4().hex[:8]}"
-    _rabbitmqctl("add_vhost", vhost)
-    _rabbitmqctl("set_permissions", "-p", vhost, parts.username or "guest", ".*", ".*", ".*")
-    try:
-        yield urlunsplit(parts._replace(path="/" + quote(vhost, safe="")))
-    finally:
-        with contextlib.suppress(subprocess.SubprocessError):
-            _rabbitmqctl("delete_vhost", vhost)
+    """A fresh vhost for the run, deleted afterwards: the tests' own helper."""
+    from tests.support import rabbitmq_vhost as throwaway_vhost
+
+    with throwaway_vhost(base_url) as url:
+        yield url
 
 
 async def reset_vhost(url: str) -> None:
@@ -77,22 +63,10 @@ async def database(kind: str, workdir: Path) -> AsyncIterator[str]:
         path = workdir / f"store-{uuid.uuid4().hex[:6]}.db"
         yield f"sqlite:///{path}"
         return
-    import asyncpg
+    from tests.support import postgres_database  # the tests' throwaway database
 
-    name = f"ssehub_bench_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(PG)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    try:
-        yield urlunsplit(urlsplit(PG)._replace(path="/" + name))
-    finally:
-        admin = await asyncpg.connect(PG)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+    async with postgres_database(PG) as url:
+        yield url
 
 
 def _raise_nofile() -> None:
