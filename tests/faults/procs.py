@@ -188,7 +188,7 @@ def rabbitmq_ensure_running() -> None:
     while not port_open(5672):
         if time.monotonic() > deadline:
             raise RuntimeError("RabbitMQ did not come back within 120 s")
-        time.sleep(0.2)
+        time.sleep(0.2)  # wait-ok: polling the port of a booting broker
 
 
 def _pg_cluster() -> str:
