@@ -42,8 +42,11 @@ class _Link:
 
     generation: int
     consume: aiormq.abc.AbstractChannel
-    publish: AbstractChannel
     raw: aiormq.abc.AbstractChannel  # the publish channel's aiormq layer
+    # The aio-pika wrappers of both: held only so that they live as long as the
+    # link (a collected wrapper marks its channel closed, which the supervisor
+    # would take for a lost connection).
+    channels: tuple[AbstractChannel, ...]
 
 
 class Dispatcher:
@@ -77,7 +80,7 @@ class Dispatcher:
         raw_consume = await consume.get_underlay_channel()
         self._generation += 1
         generation = self._generation
-        self._link = _Link(generation, raw_consume, publish, raw)
+        self._link = _Link(generation, raw_consume, raw, (consume, publish))
 
         async def on_message(message: DeliveredMessage) -> None:
             self._inbox.put_nowait((generation, message))

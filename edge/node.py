@@ -15,7 +15,7 @@ import socket
 import uuid
 
 import aiormq
-from aio_pika.abc import AbstractConnection, AbstractExchange, AbstractQueue
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, AbstractQueue
 from aiormq.abc import DeliveredMessage
 
 from edge.registry import Registry
@@ -40,6 +40,10 @@ class EdgeNode:
         # Binding is an RPC, and RPCs on one channel run one at a time: a pool of
         # channels lets a crowd of users connecting at once bind in parallel.
         self._binders: list[aiormq.abc.AbstractChannel] = []
+        # aio-pika wrappers of the channels in use, held so they live as long as the
+        # link: a collected wrapper marks its channel closed, which the supervisor
+        # would take for a lost connection.
+        self._channels: list[AbstractChannel] = []
         self._turn = 0
         self._signals: AbstractExchange | None = None  # presence → dispatcher
         self._bound: set[str] = set()
@@ -68,10 +72,12 @@ class EdgeNode:
         # the dispatch queue too: presence signals go straight into it
         await topology.declare_core(channel)
         queue = await topology.declare_queue(channel, topology.edge_queue(self.node_id))
+        self._channels = [channel]
         self._binders = []
         for _ in range(BIND_CHANNELS):
             binder = await conn.channel(publisher_confirms=False)
             self.supervisor.watch(binder)
+            self._channels.append(binder)
             self._binders.append(await binder.get_underlay_channel())
         # The queue is new (exclusive queues die with their connection):
         # bind every user with an open stream before consuming.
@@ -86,6 +92,7 @@ class EdgeNode:
         if self._presence:
             signals = await conn.channel(publisher_confirms=False)
             self.supervisor.watch(signals)
+            self._channels.append(signals)
             self._signals = signals.default_exchange
             for user in users:  # (re)announce: the dispatcher treats repeats as no-ops
                 await self._announce(user, True)
@@ -97,6 +104,8 @@ class EdgeNode:
             self.release(user)
 
     async def _on_lost(self) -> None:
+        self._channels = []
+        self._binders = []
         self._queue = None
         self._signals = None
         self._bound.clear()

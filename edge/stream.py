@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import uuid
 from dataclasses import dataclass
 
@@ -146,7 +145,3 @@ async def _watch_disconnect(receive: Receive, conn: Connection) -> None:
         if message["type"] == "http.disconnect":
             conn.close("disconnect")
             return
-
-
-def jitter(seconds: float) -> float:
-    return seconds * (0.5 + random.random())
