@@ -16,7 +16,6 @@ import os
 import random
 import signal
 import time
-from collections.abc import Awaitable
 from dataclasses import dataclass
 
 import aiormq
@@ -32,6 +31,7 @@ from shared.amqp import AmqpSupervisor
 from shared.config import Settings
 from shared.errors import InvalidMessage, StoreUnavailable
 from shared.schema import Message, parse_message
+from shared.wire import BatchPublisher, Publish, consume_inline
 
 log = logging.getLogger("ssehub.dispatcher")
 
@@ -42,7 +42,7 @@ class _Link:
 
     generation: int
     consume: aiormq.abc.AbstractChannel
-    raw: aiormq.abc.AbstractChannel  # the publish channel's aiormq layer
+    publisher: BatchPublisher
     # The aio-pika wrappers of both: held only so that they live as long as the
     # link (a collected wrapper marks its channel closed, which the supervisor
     # would take for a lost connection).
@@ -75,19 +75,19 @@ class Dispatcher:
         for ch in (consume, publish):
             self.supervisor.watch(ch)
         await topology.declare_core(publish)
-        raw = await publish.get_underlay_channel()
+        publisher = BatchPublisher(await publish.get_underlay_channel())
         await consume.set_qos(prefetch_count=self._settings.prefetch)
         raw_consume = await consume.get_underlay_channel()
         self._generation += 1
         generation = self._generation
-        self._link = _Link(generation, raw_consume, raw, (consume, publish))
+        self._link = _Link(generation, raw_consume, publisher, (consume, publish))
 
-        async def on_message(message: DeliveredMessage) -> None:
+        def on_message(message: DeliveredMessage) -> None:
             self._inbox.put_nowait((generation, message))
 
         # aiormq directly: we need the body, the routing key and a few properties,
-        # not aio-pika's IncomingMessage for every consumed message.
-        await raw_consume.basic_consume(topology.DISPATCH.name, on_message)
+        # not aio-pika's IncomingMessage (nor a task) for every consumed message.
+        await consume_inline(raw_consume, topology.DISPATCH.name, on_message, no_ack=False)
 
     async def _on_lost(self) -> None:
         # Unacked messages of the old connection go back to the queue on the broker;
@@ -226,35 +226,24 @@ class Dispatcher:
         deliveries: list[Delivery],
         dead: list[tuple[DeliveredMessage, str]],
     ) -> None:
-        # Publishes are pipelined: all sent, then all confirms awaited together.
-        # aiormq directly: one shared properties object, no aio-pika Message per frame.
-        publish = link.raw.basic_publish
+        # One socket write for the whole batch, then its confirms (shared/wire.py).
         name = topology.DELIVER.name
         props = topology.DELIVERY_PROPERTIES
-        sends: list[Awaitable[object]] = [
-            publish(d.frame, exchange=name, routing_key=d.user_id, properties=props)
-            for d in deliveries
-        ]
+        sends: list[Publish] = [(name, d.user_id, d.frame, props) for d in deliveries]
         for message, reason in dead:
             log.warning("dead-lettering %r: %s", message.routing_key, reason)
-            props = message.header.properties
-            headers = dict(props.headers or {})
+            original = message.header.properties
+            headers = dict(original.headers or {})
             headers[topology.ERROR_HEADER] = reason
             headers["x-ssehub-routing-key"] = message.routing_key or ""
-            sends.append(
-                link.raw.basic_publish(
-                    message.body,
-                    routing_key=topology.DEAD.name,
-                    properties=aiormq.spec.Basic.Properties(
-                        headers=headers,
-                        content_type=props.content_type,
-                        message_id=props.message_id,
-                        delivery_mode=2,
-                    ),
-                )
+            dead_props = aiormq.spec.Basic.Properties(
+                headers=headers,
+                content_type=original.content_type,
+                message_id=original.message_id,
+                delivery_mode=2,
             )
-        if sends:
-            await asyncio.gather(*sends)
+            sends.append(("", topology.DEAD.name, message.body, dead_props))
+        await link.publisher.publish(sends)
 
 
 def _is_presence(message: DeliveredMessage) -> bool:

@@ -12,16 +12,16 @@ from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 
-from edge.auth import TokenVerifier, extract_token
+from edge.auth import TokenVerifier
 from edge.lifecycle import pinger
 from edge.metrics import EdgeMetrics
 from edge.node import EdgeNode
 from edge.registry import Registry
-from edge.stream import EventStream, Hub, RetryLater
+from edge.route import StreamRoute
+from edge.stream import Hub
 from shared.config import Settings
 from shared.db import create_engine, create_schema
-from shared.errors import AuthError, StoreUnavailable
-from shared.frames import parse_last_event_id
+from shared.errors import StoreUnavailable
 from shared.store import EventStore
 
 log = logging.getLogger("ssehub.edge")
@@ -65,30 +65,10 @@ def create_app(settings: Settings, *, extra: Extra | None = None) -> FastAPI:
             await engine.dispose()
 
     app = FastAPI(title="ssehub edge", lifespan=lifespan, docs_url=None, redoc_url=None)
+    # GET /sse/connect: plain ASGI ahead of FastAPI's routing (edge/route.py);
+    # added before CORS, so CORS wraps it.
+    app.add_middleware(StreamRoute, state=app.state, verifier=verifier)
     _add_cors(app, settings)
-
-    @app.get("/sse/connect", response_model=None)
-    async def connect(request: Request, token: str | None = None) -> Response:
-        hub: Hub = request.app.state.hub
-        try:
-            raw = extract_token(
-                token,
-                request.headers.get("authorization"),
-                request.headers.get("x-auth-token"),
-            )
-            user_id = verifier.verify(raw)
-        except AuthError as exc:
-            hub.metrics.auth_failures.inc()
-            return JSONResponse(
-                {"error": exc.code, "message": exc.message},
-                status_code=401,
-                headers={"WWW-Authenticate": f'Bearer error="{exc.code}"'},
-            )
-        if hub.draining or not hub.node.ready:
-            hub.metrics.retry_later.inc()
-            return RetryLater()
-        raw_id = request.headers.get("last-event-id") or request.query_params.get("lastEventId")
-        return EventStream(hub, user_id, parse_last_event_id(raw_id))
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -10,7 +10,6 @@ fill the gap from the store first.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -37,9 +36,9 @@ class Connection:
         "connection_id",
         "cursor",
         "frames_out",
+        "notify",
         "replayed",
         "user_id",
-        "wake",
     )
 
     def __init__(self, user_id: str, connection_id: str, bound: int) -> None:
@@ -48,7 +47,9 @@ class Connection:
         self.bound = bound
         self.cursor = 0
         self.closed: str | None = None
-        self.wake = asyncio.Event()
+        # Called when there is output, a store read to do, or a close; the
+        # stream's writer (edge/pump.py) decides what to do about it.
+        self.notify: Callable[[], None] = _nothing
         self.frames_out = 0  # event frames in the unsent output (pings excluded)
         self.replayed = 0
         self._out: list[bytes] = []
@@ -74,7 +75,7 @@ class Connection:
     def request_sync(self) -> None:
         """Read the store before writing more (a gap, or a broker reconnect)."""
         self._need_sync = True
-        self.wake.set()
+        self.notify()
 
     def ping(self) -> None:
         self._push(PING, count=False)
@@ -82,12 +83,16 @@ class Connection:
     def close(self, reason: str) -> None:
         if self.closed is None:
             self.closed = reason
-            self.wake.set()
+            self.notify()
 
     # -- writer side ---------------------------------------------------------
     @property
     def needs_sync(self) -> bool:
         return self._need_sync
+
+    @property
+    def has_output(self) -> bool:
+        return bool(self._out)
 
     def take(self) -> tuple[bytes, int]:
         """The unsent output and how many event frames it holds."""
@@ -168,10 +173,14 @@ class Connection:
         self._out_bytes += len(frame)
         if count:
             self.frames_out += 1
-        self.wake.set()
         if check:
             self._check_bound()
+        self.notify()
 
     def _check_bound(self) -> None:
         if self._out_bytes + self._held_bytes > self.bound:
             self.close("slow")
+
+
+def _nothing() -> None:
+    pass

@@ -24,6 +24,7 @@ from shared.amqp import AmqpSupervisor
 from shared.config import Settings
 from shared.errors import BrokerUnavailable
 from shared.frames import frame_seq
+from shared.wire import consume_inline
 
 log = logging.getLogger("ssehub.edge")
 
@@ -84,10 +85,11 @@ class EdgeNode:
         users = self._registry.users()
         await asyncio.gather(*(self._bind(queue.name, u, True) for u in users))
         self._bound = set(users)
-        # aiormq directly: aio-pika's IncomingMessage costs more than the rest of
-        # the path for a frame we only forward.
+        # aiormq directly, without a task per message (shared/wire.py): aio-pika's
+        # IncomingMessage and a task cost more than the rest of the path for a
+        # frame we only forward.
         raw = await channel.get_underlay_channel()
-        await raw.basic_consume(queue.name, self._on_delivery, no_ack=True)
+        await consume_inline(raw, queue.name, self._on_delivery, no_ack=True)
         self._queue = queue
         if self._presence:
             signals = await conn.channel(publisher_confirms=False)
@@ -110,9 +112,12 @@ class EdgeNode:
         self._signals = None
         self._bound.clear()
 
-    async def _on_delivery(self, message: DeliveredMessage) -> None:
+    def _on_delivery(self, message: DeliveredMessage) -> None:
         body = message.body
-        self._registry.deliver(message.routing_key or "", frame_seq(body), body)
+        try:
+            self._registry.deliver(message.routing_key or "", frame_seq(body), body)
+        except Exception:  # never into the channel's reader: that would close the channel
+            log.exception("delivering a frame for %r failed", message.routing_key)
 
     async def ensure_bound(self, user_id: str) -> None:
         """Return once live frames for ``user_id`` reach this node.

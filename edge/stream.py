@@ -15,11 +15,12 @@ import uuid
 from dataclasses import dataclass
 
 from starlette.responses import Response
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from edge.connection import Connection
 from edge.metrics import EdgeMetrics
 from edge.node import EdgeNode
+from edge.pump import Pump
 from edge.registry import Registry
 from shared.config import Settings
 from shared.errors import BrokerUnavailable, StoreUnavailable
@@ -98,27 +99,17 @@ class EventStream(Response):
         self, conn: Connection, receive: Receive, send: Send, stored_upto: int
     ) -> None:
         hub = self.hub
-        timeout = hub.settings.write_timeout
-
-        async def flush() -> None:
-            data, frames = conn.take()
-            if data:
-                async with asyncio.timeout(timeout):
-                    await send({"type": "http.response.body", "body": data, "more_body": True})
-                hub.metrics.events_written.inc(frames)
-
-        watcher = asyncio.create_task(_watch_disconnect(receive, conn))
+        pump = Pump(
+            conn,
+            send,
+            hub.store,
+            hub.metrics,
+            page=hub.settings.replay_page,
+            timeout=hub.settings.write_timeout,
+        )
         try:
-            await conn.sync(hub.store, hub.settings.replay_page, flush, stored_upto)
-            while conn.closed is None:
-                await conn.wake.wait()
-                conn.wake.clear()
-                if conn.closed is not None:
-                    break
-                if conn.needs_sync:
-                    await conn.sync(hub.store, hub.settings.replay_page, flush)
-                    hub.metrics.gap_fills.inc()
-                await flush()
+            await pump.sync(stored_upto)  # the replay, in this task
+            await pump.live_until_closed(receive)
         except StoreUnavailable as exc:
             log.warning("closing %s: %s", conn.connection_id, exc)
             conn.close("store")
@@ -127,7 +118,7 @@ class EventStream(Response):
         except OSError:
             conn.close("disconnect")
         finally:
-            watcher.cancel()
+            await pump.stop()
             hub.metrics.replayed_events.inc(conn.replayed)
         if conn.closed in ("slow", "write-timeout"):
             log.info("closing slow client %s (%s)", conn.connection_id, conn.closed)
@@ -137,11 +128,3 @@ class EventStream(Response):
             with contextlib.suppress(TimeoutError, OSError):
                 async with asyncio.timeout(1.0):
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-async def _watch_disconnect(receive: Receive, conn: Connection) -> None:
-    while True:
-        message: Message = await receive()
-        if message["type"] == "http.disconnect":
-            conn.close("disconnect")
-            return

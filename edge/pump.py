@@ -1,0 +1,220 @@
+"""Writing a live stream without a task of its own.
+
+Once a stream is live, its output appears in callbacks: the AMQP consumer
+offers a frame, the pinger adds a ping. Waking a writer task per stream for
+each of those costs more than the write itself, so the ``Pump`` writes from
+the callback's side instead: the first output of a loop iteration schedules
+one ``_run`` (so a burst of frames to one stream becomes one write), and
+``_run`` calls the ASGI ``send`` and drives it by hand. A send that completes
+without suspending (the normal case: uvicorn writes to the transport and
+returns) costs no task; one that suspends (the socket is full) is finished in
+a task, under the write timeout, and output waits until it is done. Store
+reads (a gap, a broker reconnect) also run in that task.
+
+The stream's own task meanwhile only waits for the client to go away; a
+``close`` from this side (slow client, drain, store down) cancels that wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Coroutine, Generator
+from typing import Any
+
+from starlette.types import Receive, Send
+
+from edge.connection import Connection
+from edge.metrics import EdgeMetrics
+from shared.errors import StoreUnavailable
+from shared.store import EventStore
+
+log = logging.getLogger("ssehub.edge")
+
+
+def start(coro: Awaitable[None]) -> Awaitable[None] | None:
+    """Run ``coro`` up to its first suspension. None if it finished; otherwise
+    an awaitable that finishes it. Raises what ``coro`` raised before suspending."""
+    if not isinstance(coro, Coroutine):
+        return coro  # some other awaitable: leave it to a task
+    try:
+        waiting = coro.send(None)
+    except StopIteration:
+        return None
+    return _Rest(coro, waiting)
+
+
+class _Rest:
+    """The remainder of a coroutine that suspended on ``waiting``, as an awaitable."""
+
+    __slots__ = ("_coro", "_waiting")
+
+    def __init__(self, coro: Coroutine[Any, Any, None], waiting: Any) -> None:
+        self._coro = coro
+        self._waiting = waiting
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        coro, value = self._coro, self._waiting
+        while True:
+            try:
+                sent = yield value
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # cancellation, timeouts: into the coroutine
+                try:
+                    value = coro.throw(exc)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    value = coro.send(sent)
+                except StopIteration:
+                    return
+
+
+class Pump:
+    __slots__ = (
+        "_busy",
+        "_cancelled",
+        "_conn",
+        "_live",
+        "_loop",
+        "_metrics",
+        "_owner",
+        "_page",
+        "_scheduled",
+        "_send",
+        "_store",
+        "_timeout",
+        "_waiting",
+    )
+
+    def __init__(
+        self,
+        conn: Connection,
+        send: Send,
+        store: EventStore,
+        metrics: EdgeMetrics,
+        *,
+        page: int,
+        timeout: float,
+    ) -> None:
+        self._conn = conn
+        self._send = send
+        self._store = store
+        self._metrics = metrics
+        self._page = page
+        self._timeout = timeout
+        self._loop = asyncio.get_running_loop()
+        self._owner = asyncio.current_task()
+        self._live = False
+        self._scheduled = False
+        self._busy: asyncio.Task[None] | None = None
+        self._waiting = False  # the owner is parked in receive()
+        self._cancelled = False  # ... and we cancelled it
+        conn.notify = self.poke
+
+    # -- in the stream's own task ----------------------------------------------
+    async def flush(self) -> None:
+        """Write the pending output, waiting for the socket (replay pages)."""
+        data, frames = self._conn.take()
+        if data:
+            async with asyncio.timeout(self._timeout):
+                await self._send({"type": "http.response.body", "body": data, "more_body": True})
+            self._metrics.events_written.inc(frames)
+
+    async def sync(self, stored_upto: int | None = None) -> None:
+        await self._conn.sync(self._store, self._page, self.flush, stored_upto)
+
+    async def live_until_closed(self, receive: Receive) -> None:
+        """Go live, then wait until the client leaves or ``close`` is called."""
+        self._live = True
+        self.poke()
+        if self._conn.closed is not None:
+            return
+        self._waiting = True
+        try:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    self._conn.close("disconnect")
+                    return
+        except asyncio.CancelledError:
+            owner = self._owner
+            if not self._cancelled or owner is None or owner.uncancel() > 0:
+                raise  # not ours: the server is shutting down
+        finally:
+            self._waiting = False
+
+    async def stop(self) -> None:
+        """No more writes from callbacks; the task in flight, if any, is cancelled."""
+        self._live = False
+        busy = self._busy
+        if busy is not None:
+            busy.cancel()
+            await asyncio.gather(busy, return_exceptions=True)
+
+    # -- from callbacks --------------------------------------------------------
+    def poke(self) -> None:
+        """The connection has output, wants a store read, or was closed."""
+        if self._conn.closed is not None:
+            self._end()
+        elif self._live and not self._scheduled and self._busy is None:
+            self._scheduled = True
+            self._loop.call_soon(self._run)
+
+    def _run(self) -> None:
+        self._scheduled = False
+        conn = self._conn
+        if not self._live or conn.closed is not None or self._busy is not None:
+            return
+        if conn.needs_sync:
+            self._spawn(None)
+            return
+        data, frames = conn.take()
+        if not data:
+            return
+        try:
+            message = {"type": "http.response.body", "body": data, "more_body": True}
+            rest = start(self._send(message))
+        except OSError:
+            conn.close("disconnect")
+            return
+        except Exception:
+            log.exception("write to %s failed", conn.connection_id)
+            conn.close("disconnect")
+            return
+        self._metrics.events_written.inc(frames)
+        if rest is not None:
+            self._spawn(rest)
+
+    def _spawn(self, rest: Awaitable[None] | None) -> None:
+        self._busy = asyncio.create_task(self._slow(rest))
+
+    async def _slow(self, rest: Awaitable[None] | None) -> None:
+        conn = self._conn
+        try:
+            if rest is not None:
+                async with asyncio.timeout(self._timeout):
+                    await rest
+            # Output that arrived meanwhile, and any store reads, in this task.
+            while conn.closed is None and (conn.needs_sync or conn.has_output):
+                if conn.needs_sync:
+                    await self.sync()
+                    self._metrics.gap_fills.inc()
+                await self.flush()
+        except StoreUnavailable as exc:
+            log.warning("closing %s: %s", conn.connection_id, exc)
+            conn.close("store")
+        except TimeoutError:
+            conn.close("write-timeout")
+        except OSError:
+            conn.close("disconnect")
+        finally:
+            self._busy = None
+
+    def _end(self) -> None:
+        if self._waiting and not self._cancelled and self._owner is not None:
+            self._cancelled = True
+            self._owner.cancel()

@@ -1,0 +1,73 @@
+"""``GET /sse/connect`` as plain ASGI, ahead of FastAPI's routing.
+
+Opening a stream is the edge's hottest request (a reconnect storm is
+thousands of them), and FastAPI's routing, dependency solving and middleware
+around an endpoint cost about a fifth of it. This middleware answers the
+path itself: the token and ``Last-Event-ID`` straight from the ASGI scope,
+then 401, a short ``retry:``, or the stream. Everything else goes on to
+FastAPI. It sits inside the CORS middleware, so cross-origin
+``EventSource`` works the same.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl
+
+from starlette.datastructures import State
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from edge.auth import TokenVerifier, extract_token
+from edge.stream import EventStream, Hub, RetryLater
+from shared.errors import AuthError
+from shared.frames import parse_last_event_id
+
+PATH = "/sse/connect"
+
+
+class StreamRoute:
+    def __init__(self, app: ASGIApp, *, state: State, verifier: TokenVerifier) -> None:
+        self._app = app
+        self._state = state  # the app's: the lifespan puts the Hub there
+        self._verifier = verifier
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != PATH:
+            await self._app(scope, receive, send)
+            return
+        if scope["method"] != "GET":
+            await JSONResponse(
+                {"detail": "Method Not Allowed"}, status_code=405, headers={"Allow": "GET"}
+            )(scope, receive, send)
+            return
+        hub: Hub = self._state.hub
+        query = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
+        headers = _headers(scope, (b"authorization", b"x-auth-token", b"last-event-id"))
+        try:
+            raw = extract_token(query.get("token"), headers[0], headers[1])
+            user_id = self._verifier.verify(raw)
+        except AuthError as exc:
+            hub.metrics.auth_failures.inc()
+            await JSONResponse(
+                {"error": exc.code, "message": exc.message},
+                status_code=401,
+                headers={"WWW-Authenticate": f'Bearer error="{exc.code}"'},
+            )(scope, receive, send)
+            return
+        if hub.draining or not hub.node.ready:
+            hub.metrics.retry_later.inc()
+            await RetryLater()(scope, receive, send)
+            return
+        last_event_id = parse_last_event_id(headers[2] or query.get("lastEventId"))
+        await EventStream(hub, user_id, last_event_id)(scope, receive, send)
+
+
+def _headers(scope: Scope, names: tuple[bytes, ...]) -> list[str | None]:
+    """The first value of each of ``names`` (lower case), like Starlette's Headers.get."""
+    found: list[str | None] = [None] * len(names)
+    for key, value in scope["headers"]:
+        if key in names:
+            i = names.index(key)
+            if found[i] is None:
+                found[i] = value.decode("latin-1")
+    return found
