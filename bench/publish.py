@@ -78,7 +78,7 @@ async def _backlog(
     raw = await ch.get_underlay_channel()
     deliver = kind == "deliver"
     name = topology.DELIVER.name if deliver else topology.EVENTS.name
-    transient = spec.Basic.Properties(delivery_mode=1)
+    transient = topology.DELIVERY_PROPERTIES
     persistent = spec.Basic.Properties(delivery_mode=2, content_type="application/json")
     t0, c0 = time.monotonic(), _cpu()
     batch: list[tuple[str, bytes, Any]] = []

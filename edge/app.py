@@ -7,10 +7,12 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
+from starlette.types import ASGIApp
 
 from edge.auth import TokenVerifier
 from edge.lifecycle import pinger
@@ -64,11 +66,14 @@ def create_app(settings: Settings, *, extra: Extra | None = None) -> FastAPI:
                     await hub.node.supervisor.connection.close()
             await engine.dispose()
 
-    app = FastAPI(title="ssehub edge", lifespan=lifespan, docs_url=None, redoc_url=None)
-    # GET /sse/connect: plain ASGI ahead of FastAPI's routing (edge/route.py);
-    # added before CORS, so CORS wraps it.
-    app.add_middleware(StreamRoute, state=app.state, verifier=verifier)
-    _add_cors(app, settings)
+    app = EdgeApp(
+        verifier,
+        _cors(settings),
+        title="ssehub edge",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -100,18 +105,35 @@ def create_app(settings: Settings, *, extra: Extra | None = None) -> FastAPI:
     return app
 
 
-def _add_cors(app: FastAPI, settings: Settings) -> None:
+class EdgeApp(FastAPI):
+    """FastAPI, with ``GET /sse/connect`` answered in front of its whole
+    middleware stack (edge/route.py) and CORS around both."""
+
+    def __init__(self, verifier: TokenVerifier, cors: dict[str, Any] | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._verifier = verifier
+        self._cors = cors
+
+    def build_middleware_stack(self) -> ASGIApp:
+        app: ASGIApp = StreamRoute(
+            super().build_middleware_stack(), state=self.state, verifier=self._verifier
+        )
+        if self._cors is not None:
+            app = CORSMiddleware(app, **self._cors)
+        return app
+
+
+def _cors(settings: Settings) -> dict[str, Any] | None:
     origins = settings.cors_origins
     if not origins:
-        return
+        return None
     # "*" is answered by echoing the caller's origin: EventSource(withCredentials)
     # refuses a literal "*" in Access-Control-Allow-Origin.
     any_origin = "*" in origins
-    app.add_middleware(
-        CORSMiddleware,
-        allow_origins=[] if any_origin else origins,
-        allow_origin_regex=".*" if any_origin else None,
-        allow_credentials=True,
-        allow_methods=["GET", "POST", "OPTIONS"],
-        allow_headers=["Authorization", "X-Auth-Token", "Last-Event-ID", "Content-Type"],
-    )
+    return {
+        "allow_origins": [] if any_origin else origins,
+        "allow_origin_regex": ".*" if any_origin else None,
+        "allow_credentials": True,
+        "allow_methods": ["GET", "POST", "OPTIONS"],
+        "allow_headers": ["Authorization", "X-Auth-Token", "Last-Event-ID", "Content-Type"],
+    }

@@ -12,9 +12,12 @@ class EdgeMetrics:
         self.connections = Gauge("ssehub_connections_open", "Open SSE streams", registry=r)
         self.users = Gauge("ssehub_users_bound", "Users bound on this node", registry=r)
         self.tasks = Gauge("ssehub_asyncio_tasks", "asyncio tasks alive in the process", registry=r)
-        self.events_written = Counter(
+        self._events_written = Counter(
             "ssehub_events_written", "Event frames written to clients", registry=r
         )
+        # Counted on every write: a plain int here, folded into the Counter
+        # (which takes a lock per inc) when scraped.
+        self.written = 0
         self.replays = Counter("ssehub_replays", "Streams resumed from a Last-Event-ID", registry=r)
         self.replayed_events = Counter(
             "ssehub_replayed_events", "Frames written from the store", registry=r
@@ -37,4 +40,6 @@ class EdgeMetrics:
         )
 
     def render(self) -> bytes:
+        written, self.written = self.written, 0
+        self._events_written.inc(written)
         return generate_latest(self.registry)

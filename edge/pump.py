@@ -122,7 +122,7 @@ class Pump:
         if data:
             async with asyncio.timeout(self._timeout):
                 await self._send({"type": "http.response.body", "body": data, "more_body": True})
-            self._metrics.events_written.inc(frames)
+            self._metrics.written += frames
 
     async def sync(self, stored_upto: int | None = None) -> None:
         await self._conn.sync(self._store, self._page, self.flush, stored_upto)
@@ -185,7 +185,7 @@ class Pump:
             log.exception("write to %s failed", conn.connection_id)
             conn.close("disconnect")
             return
-        self._metrics.events_written.inc(frames)
+        self._metrics.written += frames
         if rest is not None:
             self._spawn(rest)
 

@@ -5,8 +5,8 @@ thousands of them), and FastAPI's routing, dependency solving and middleware
 around an endpoint cost about a fifth of it. This middleware answers the
 path itself: the token and ``Last-Event-ID`` straight from the ASGI scope,
 then 401, a short ``retry:``, or the stream. Everything else goes on to
-FastAPI. It sits inside the CORS middleware, so cross-origin
-``EventSource`` works the same.
+FastAPI (edge/app.py puts it in front of the whole FastAPI stack, inside
+CORS, so cross-origin ``EventSource`` works the same).
 """
 
 from __future__ import annotations

@@ -19,6 +19,8 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection
 from yarl import URL
 
+from shared.wire import install_fast_frames
+
 log = logging.getLogger("ssehub.amqp")
 
 Setup = Callable[[AbstractConnection], Awaitable[None]]
@@ -47,6 +49,7 @@ class AmqpSupervisor:
         on_lost: Lost | None = None,
         max_delay: float = 10.0,
     ) -> None:
+        install_fast_frames()
         self._url = with_heartbeat(url)
         self._setup = setup
         self._on_lost = on_lost

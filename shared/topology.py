@@ -97,6 +97,7 @@ def presence_message(node_id: str, user_id: str | None, online: bool) -> aio_pik
 
 
 # sse.deliver messages: body = the frame, ready to write as is (its ``id:`` line
-# is the recipient's sequence number); no other property, not persistent (the
-# store holds the durable copy). Shared, immutable: built once.
-DELIVERY_PROPERTIES = aiormq.spec.Basic.Properties(delivery_mode=1)
+# is the recipient's sequence number); no property at all, so not persistent
+# (the store holds the durable copy) and cheap to decode (shared/wire.py).
+# Shared, immutable: built once.
+DELIVERY_PROPERTIES = aiormq.spec.Basic.Properties()
