@@ -67,7 +67,11 @@ class Dispatcher:
         self._retention = Retention(
             settings.retention_max_age, settings.retention_max_events, settings.dedupe_window
         )
-        self.batches = 0  # committed batches; for tests and metrics
+        self.batches = 0  # acked batches; for tests and metrics
+        self._started = 0  # batches taken up (failpoints count these)
+        # The previous batch, from its publish to its ack. It overlaps the next
+        # batch's commit; the broker's confirm round trip is no longer idle time.
+        self._acking: asyncio.Task[bool] | None = None
 
     async def _setup(self, conn: AbstractConnection) -> None:
         consume = await conn.channel(publisher_confirms=False)
@@ -117,6 +121,8 @@ class Dispatcher:
                 if batch:
                     await self._process(batch)
         finally:
+            if self._acking is not None:
+                await asyncio.gather(self._acking, return_exceptions=True)
             supervisor.cancel()
             await asyncio.gather(supervisor, return_exceptions=True)
             if self.supervisor.connection is not None:
@@ -143,7 +149,7 @@ class Dispatcher:
                 self._settings.presence_grace, 3 * self._settings.presence_heartbeat
             )
             if offline:
-                await self._publish(link, offline, [])
+                await link.publisher.publish(self._messages(offline, []))
         except StoreUnavailable as exc:
             log.warning("presence sweep skipped: %s", exc)
         except Exception as exc:  # publishing failed: the link is going down
@@ -185,24 +191,40 @@ class Dispatcher:
                 )
             except InvalidMessage as exc:
                 dead.append((message, str(exc)))
-        self._failpoint("before_commit")
+        self._started += 1
+        number = self._started
+        self._failpoint("before_commit", number)
         deliveries = await self._commit(good, presence, link)
         if deliveries is None:
             return  # connection lost while the store was down: the broker redelivers
-        self._failpoint("after_commit")
+        self._failpoint("after_commit", number)
+        # Acks go in order, and if the previous batch failed, this one is
+        # redelivered with it: wait for it before publishing this one.
+        if self._acking is not None and not await self._acking:
+            return
+        if self._link is not link:
+            return
+        confirmed = link.publisher.send(self._messages(deliveries, dead))
+        self._acking = asyncio.create_task(self._ack(link, confirmed, _tag(batch[-1]), number))
+
+    async def _ack(
+        self, link: _Link, confirmed: asyncio.Future[None], tag: int, number: int
+    ) -> bool:
         try:
-            await self._publish(link, deliveries, dead)
-            self._failpoint("after_publish")
-            await link.consume.basic_ack(_tag(batch[-1]), multiple=True)
+            await confirmed
+            self._failpoint("after_publish", number)
+            await link.consume.basic_ack(tag, multiple=True)
         except Exception as exc:  # channel gone: nothing acked, everything redelivered
             log.warning("publish/ack failed (%s); the batch will be redelivered", exc)
             self.supervisor.fail()
-            return
+            return False
         self.batches += 1
+        return True
 
-    def _failpoint(self, point: str) -> None:
-        """Testing only (SSEHUB_FAILPOINT): die like a power cut at ``point``."""
-        if self._settings.failpoint == f"{point}:{self.batches + 1}":
+    def _failpoint(self, point: str, number: int) -> None:
+        """Testing only (SSEHUB_FAILPOINT): die like a power cut at ``point``
+        of batch ``number``."""
+        if self._settings.failpoint == f"{point}:{number}":
             log.warning("failpoint %s reached: SIGKILL", self._settings.failpoint)
             os.kill(os.getpid(), signal.SIGKILL)
 
@@ -220,13 +242,10 @@ class Dispatcher:
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 5.0)
 
-    async def _publish(
-        self,
-        link: _Link,
-        deliveries: list[Delivery],
-        dead: list[tuple[DeliveredMessage, str]],
-    ) -> None:
-        # One socket write for the whole batch, then its confirms (shared/wire.py).
+    def _messages(
+        self, deliveries: list[Delivery], dead: list[tuple[DeliveredMessage, str]]
+    ) -> list[Publish]:
+        """A batch's deliveries and dead letters, to publish as one write (shared/wire.py)."""
         name = topology.DELIVER.name
         props = topology.DELIVERY_PROPERTIES
         sends: list[Publish] = [(name, d.user_id, d.frame, props) for d in deliveries]
@@ -243,7 +262,7 @@ class Dispatcher:
                 delivery_mode=2,
             )
             sends.append(("", topology.DEAD.name, message.body, dead_props))
-        await link.publisher.publish(sends)
+        return sends
 
 
 def _is_presence(message: DeliveredMessage) -> bool:

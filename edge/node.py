@@ -15,7 +15,7 @@ import socket
 import uuid
 
 import aiormq
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, AbstractQueue
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractQueue
 from aiormq.abc import DeliveredMessage
 
 from edge.registry import Registry
@@ -24,7 +24,7 @@ from shared.amqp import AmqpSupervisor
 from shared.config import Settings
 from shared.errors import BrokerUnavailable
 from shared.frames import frame_seq
-from shared.wire import consume_inline
+from shared.wire import consume_inline, fire
 
 log = logging.getLogger("ssehub.edge")
 
@@ -46,7 +46,7 @@ class EdgeNode:
         # would take for a lost connection.
         self._channels: list[AbstractChannel] = []
         self._turn = 0
-        self._signals: AbstractExchange | None = None  # presence → dispatcher
+        self._signals: aiormq.abc.AbstractChannel | None = None  # presence → dispatcher
         self._bound: set[str] = set()
         # user -> (lock, number of operations using it); dropped when unused
         self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
@@ -95,9 +95,9 @@ class EdgeNode:
             signals = await conn.channel(publisher_confirms=False)
             self.supervisor.watch(signals)
             self._channels.append(signals)
-            self._signals = signals.default_exchange
+            self._signals = await signals.get_underlay_channel()
             for user in users:  # (re)announce: the dispatcher treats repeats as no-ops
-                await self._announce(user, True)
+                self._announce(user, True)
         # Events committed while we were cut off never reached this queue:
         # every open stream catches up from the store now, not at its next event.
         for stream in self._registry.connections():
@@ -145,11 +145,11 @@ class EdgeNode:
                     if want and user_id not in self._bound:
                         await self._bind(queue.name, user_id, True)
                         self._bound.add(user_id)
-                        await self._announce(user_id, True)
+                        self._announce(user_id, True)
                     elif not want and user_id in self._bound:
                         self._bound.discard(user_id)
                         await self._bind(queue.name, user_id, False)
-                        await self._announce(user_id, False)
+                        self._announce(user_id, False)
                 except Exception as exc:
                     log.warning("binding %r failed: %s", user_id, exc)
                     self.supervisor.fail()
@@ -166,13 +166,9 @@ class EdgeNode:
         else:
             await channel.queue_unbind(queue, topology.DELIVER.name, user_id)
 
-    async def _announce(self, user_id: str | None, online: bool) -> None:
+    def _announce(self, user_id: str | None, online: bool) -> None:
         if self._signals is not None:
-            await self._signals.publish(
-                topology.presence_message(self.node_id, user_id, online),
-                topology.DISPATCH.name,
-                mandatory=False,
-            )
+            fire(self._signals, [topology.presence_message(self.node_id, user_id, online)])
 
     async def heartbeats(self) -> None:
         """Tell the dispatcher this node is alive; a silent node's users go offline."""
@@ -180,7 +176,7 @@ class EdgeNode:
             return
         while True:
             try:
-                await self._announce(None, True)
+                self._announce(None, True)
             except Exception as exc:  # the supervisor deals with the link
                 log.debug("heartbeat not sent: %s", exc)
             await asyncio.sleep(self._heartbeat)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import aio_pika
 import aiormq
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue, ExchangeType
@@ -84,16 +83,21 @@ async def declare_core(channel: AbstractChannel) -> dict[str, AbstractExchange]:
     return exchanges
 
 
-def presence_message(node_id: str, user_id: str | None, online: bool) -> aio_pika.Message:
+def presence_message(
+    node_id: str, user_id: str | None, online: bool
+) -> tuple[str, str, bytes, aiormq.spec.Basic.Properties]:
     """Edge → dispatcher, straight into the dispatch queue (default exchange), so it
     is ordered with the events: a user online on a node, offline, or (no user) a
-    heartbeat of the node."""
+    heartbeat of the node. As (exchange, routing key, body, properties)."""
     body = (
         {"node": node_id}
         if user_id is None
         else {"node": node_id, "user": user_id, "online": online}
     )
-    return aio_pika.Message(orjson.dumps(body), headers={PRESENCE_HEADER: 1})
+    return ("", DISPATCH.name, orjson.dumps(body), PRESENCE_PROPERTIES)
+
+
+PRESENCE_PROPERTIES = aiormq.spec.Basic.Properties(headers={PRESENCE_HEADER: 1})
 
 
 # sse.deliver messages: body = the frame, ready to write as is (its ``id:`` line

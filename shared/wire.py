@@ -61,25 +61,23 @@ class BatchPublisher:
         channel.closing.add_done_callback(self._on_close)
 
     async def publish(self, messages: Sequence[Publish]) -> None:
-        if not messages:
-            return
+        await self.send(messages)
+
+    def send(self, messages: Sequence[Publish]) -> asyncio.Future[None]:
+        """Write the batch now; the future resolves once all of it is confirmed."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         channel = self._channel
         if channel.is_closed:
-            raise BrokerUnavailable("publish channel closed")
-        frames: list[Any] = []
-        split = channel._split_body
-        for exchange, routing_key, body, properties in messages:
-            frames.append(spec.Basic.Publish(exchange=exchange, routing_key=routing_key))
-            frames.append(ContentHeader(properties=properties, body_size=len(body)))
-            frames.extend(split(body))
+            done.set_exception(BrokerUnavailable("publish channel closed"))
+            return done
+        if not messages:
+            done.set_result(None)
+            return done
         self._sent += len(messages)
         channel.delivery_tag = self._sent
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append((self._sent, done))
-        channel.write_queue.put_nowait(
-            ChannelFrame.marshall(channel_number=channel.number, frames=frames)
-        )
-        await done
+        fire(channel, messages)
+        return done
 
     async def _on_confirm(self, frame: spec.Basic.Ack | spec.Basic.Nack) -> None:
         tag = frame.delivery_tag or 0
@@ -108,6 +106,23 @@ class BatchPublisher:
         for _, done in waiters:
             if not done.done():
                 done.set_exception(exc)
+
+
+def fire(channel: aiormq.abc.AbstractChannel, messages: Sequence[Publish]) -> None:
+    """Publish without confirms and without waiting: the frames are queued for
+    the connection's writer at once, in order. For signals whose loss the
+    receiver tolerates (presence: heartbeats and the grace period cover it);
+    aiormq's ``basic_publish`` would serialise every caller on the channel lock
+    and a socket drain."""
+    raw: Any = cast(Any, channel)
+    if raw.is_closed:
+        raise BrokerUnavailable("channel closed")
+    frames: list[Any] = []
+    for exchange, routing_key, body, properties in messages:
+        frames.append(spec.Basic.Publish(exchange=exchange, routing_key=routing_key))
+        frames.append(ContentHeader(properties=properties, body_size=len(body)))
+        frames.extend(raw._split_body(body))
+    raw.write_queue.put_nowait(ChannelFrame.marshall(channel_number=raw.number, frames=frames))
 
 
 async def consume_inline(
