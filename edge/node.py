@@ -24,7 +24,7 @@ from shared.amqp import AmqpSupervisor
 from shared.config import Settings
 from shared.errors import BrokerUnavailable
 from shared.frames import frame_seq
-from shared.wire import consume_inline, fire
+from shared.wire import Outbox, consume_inline
 
 log = logging.getLogger("ssehub.edge")
 
@@ -46,7 +46,7 @@ class EdgeNode:
         # would take for a lost connection.
         self._channels: list[AbstractChannel] = []
         self._turn = 0
-        self._signals: aiormq.abc.AbstractChannel | None = None  # presence → dispatcher
+        self._signals: Outbox | None = None  # presence → dispatcher
         self._bound: set[str] = set()
         # user -> (lock, number of operations using it); dropped when unused
         self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
@@ -95,7 +95,7 @@ class EdgeNode:
             signals = await conn.channel(publisher_confirms=False)
             self.supervisor.watch(signals)
             self._channels.append(signals)
-            self._signals = await signals.get_underlay_channel()
+            self._signals = Outbox(await signals.get_underlay_channel())
             for user in users:  # (re)announce: the dispatcher treats repeats as no-ops
                 self._announce(user, True)
         # Events committed while we were cut off never reached this queue:
@@ -151,7 +151,7 @@ class EdgeNode:
                         await self._bind(queue.name, user_id, False)
                         self._announce(user_id, False)
                 except Exception as exc:
-                    log.warning("binding %r failed: %s", user_id, exc)
+                    log.warning("binding %r failed: %r", user_id, exc)
                     self.supervisor.fail()
         finally:
             users[0] -= 1
@@ -168,7 +168,7 @@ class EdgeNode:
 
     def _announce(self, user_id: str | None, online: bool) -> None:
         if self._signals is not None:
-            fire(self._signals, [topology.presence_message(self.node_id, user_id, online)])
+            self._signals.publish([topology.presence_message(self.node_id, user_id, online)])
 
     async def heartbeats(self) -> None:
         """Tell the dispatcher this node is alive; a silent node's users go offline."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
@@ -55,6 +56,7 @@ class BatchPublisher:
         self._confirmed = self._sent  # every tag up to here is confirmed
         self._early: set[int] = set()  # single confirms above _confirmed
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._outbox = Outbox(channel)
         # Confirms are ours now: aiormq would look each one up in a dict of
         # per-message futures it no longer has.
         self._channel._on_confirm_frame = self._on_confirm
@@ -76,7 +78,7 @@ class BatchPublisher:
         self._sent += len(messages)
         channel.delivery_tag = self._sent
         self._waiters.append((self._sent, done))
-        fire(channel, messages)
+        self._outbox.publish(messages)
         return done
 
     async def _on_confirm(self, frame: spec.Basic.Ack | spec.Basic.Nack) -> None:
@@ -108,21 +110,45 @@ class BatchPublisher:
                 done.set_exception(exc)
 
 
-def fire(channel: aiormq.abc.AbstractChannel, messages: Sequence[Publish]) -> None:
-    """Publish without confirms and without waiting: the frames are queued for
-    the connection's writer at once, in order. For signals whose loss the
-    receiver tolerates (presence: heartbeats and the grace period cover it);
-    aiormq's ``basic_publish`` would serialise every caller on the channel lock
-    and a socket drain."""
-    raw: Any = cast(Any, channel)
-    if raw.is_closed:
-        raise BrokerUnavailable("channel closed")
-    frames: list[Any] = []
-    for exchange, routing_key, body, properties in messages:
-        frames.append(spec.Basic.Publish(exchange=exchange, routing_key=routing_key))
-        frames.append(ContentHeader(properties=properties, body_size=len(body)))
-        frames.extend(raw._split_body(body))
-    raw.write_queue.put_nowait(ChannelFrame.marshall(channel_number=raw.number, frames=frames))
+class Outbox:
+    """Publishes without waiting: ``publish`` queues the frames for the
+    connection's writer at once, in order, and returns. (aiormq's
+    ``basic_publish`` serialises every caller on the channel lock and a socket
+    drain.) The writer's queue is bounded; when it is full, frames wait here,
+    still in order, for a task that feeds them in as it drains."""
+
+    def __init__(self, channel: aiormq.abc.AbstractChannel) -> None:
+        self._channel: Any = cast(Any, channel)
+        self._pending: deque[ChannelFrame] = deque()
+        self._feeder: asyncio.Task[None] | None = None
+
+    def publish(self, messages: Sequence[Publish]) -> None:
+        channel = self._channel
+        if channel.is_closed:
+            raise BrokerUnavailable("channel closed")
+        frames: list[Any] = []
+        for exchange, routing_key, body, properties in messages:
+            frames.append(spec.Basic.Publish(exchange=exchange, routing_key=routing_key))
+            frames.append(ContentHeader(properties=properties, body_size=len(body)))
+            frames.extend(channel._split_body(body))
+        frame = ChannelFrame.marshall(channel_number=channel.number, frames=frames)
+        if self._feeder is None:
+            try:
+                channel.write_queue.put_nowait(frame)
+                return
+            except asyncio.QueueFull:
+                pass
+        self._pending.append(frame)
+        if self._feeder is None:
+            self._feeder = asyncio.create_task(self._feed())
+
+    async def _feed(self) -> None:
+        try:
+            while self._pending:
+                await self._channel.write_queue.put(self._pending[0])
+                self._pending.popleft()
+        finally:
+            self._feeder = None
 
 
 async def consume_inline(
