@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -130,3 +131,20 @@ async def test_retention_by_count_and_age(engine: AsyncEngine) -> None:
     # pruned dedupe keys: the same key makes a new event again
     again = await store.commit_batch([ev(a, 0, key=f"{a}-0")])
     assert [d.seq for d in again] == [11]
+
+
+async def test_a_crowd_of_position_reads_is_answered_correctly(engine: AsyncEngine) -> None:
+    """Concurrent reads are answered together (in chunks of 500 users): every
+    caller still gets its own user's position, and one read after a commit
+    sees that commit."""
+    writer = DispatchStore(engine, 3600)
+    users = [uid(f"p{i}") for i in range(1200)]
+    await writer.commit_batch([ev(u, n) for i, u in enumerate(users[:600]) for n in range(i % 3)])
+    store = EventStore(engine)
+    asked = users + users[:10]  # the same user twice in one crowd, too
+    positions = await asyncio.gather(*(store.position(u) for u in asked))
+    for i, (user, position) in enumerate(zip(asked, positions, strict=True)):
+        expected = (i % 1200) % 3 if (i % 1200) < 600 else 0
+        assert position == Position(expected, 0), user
+    await writer.commit_batch([ev(users[-1], "late")])
+    assert await store.position(users[-1]) == Position(1, 0)
