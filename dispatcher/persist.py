@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from dispatcher.expand import conversations_of, keys_of, plan_batch
 from dispatcher.presence import PresenceOp, apply_presence, sweep_presence
 from dispatcher.sequence import Delivery, assign
-from shared.db import chunks, upsert
+from shared.db import chunks, insert_rows
 from shared.errors import StoreUnavailable
 from shared.models import DedupeKey, EventRow, Member, UserCursor
 from shared.schema import Message
@@ -76,31 +76,28 @@ class DispatchStore:
 
         for conv, after in plan.members_after.items():
             await self._write_members(conn, conv, members.get(conv, frozenset()), after)
-        if stored:
-            await conn.execute(
-                EVENT.insert(),
-                [
-                    {
-                        "user_id": e.user_id,
-                        "seq": e.seq,
-                        "frame": e.frame.decode(),
-                        "key": e.key,
-                        "created_at": now,
-                    }
-                    for e in stored
-                ],
-            )
-        changed = [(u, s) for u, s in last_seq.items() if before.get(u) != s]
-        if changed:
-            await conn.execute(
-                upsert(conn, CURSOR, "user_id", ["last_seq"]),
-                [{"user_id": u, "last_seq": s, "floor_seq": 0} for u, s in changed],
-            )
-        if plan.new_keys:
-            await conn.execute(
-                upsert(conn, DEDUPE, "key", ["created_at"]),
-                [{"key": k, "created_at": now} for k in plan.new_keys],
-            )
+        await insert_rows(
+            conn,
+            EVENT,
+            ("user_id", "seq", "frame", "key", "created_at"),
+            [(e.user_id, e.seq, e.frame.decode(), e.key, now) for e in stored],
+        )
+        await insert_rows(
+            conn,
+            CURSOR,
+            ("user_id", "last_seq", "floor_seq"),
+            [(u, s, 0) for u, s in last_seq.items() if before.get(u) != s],
+            key="user_id",
+            update=("last_seq",),
+        )
+        await insert_rows(
+            conn,
+            DEDUPE,
+            ("key", "created_at"),
+            [(k, now) for k in plan.new_keys],
+            key="key",
+            update=("created_at",),
+        )
         repeated = await self._stored_deliveries(conn, plan.repeated_keys)
         return repeated + deliveries
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -74,6 +75,52 @@ def upsert(conn: AsyncConnection, table: Any, key: str, update: Sequence[str]) -
     return stmt.on_conflict_do_update(
         index_elements=[key], set_={col: stmt.excluded[col] for col in update}
     )
+
+
+async def insert_rows(
+    conn: AsyncConnection,
+    table: Any,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    key: str | None = None,
+    update: Sequence[str] = (),
+) -> None:
+    """Insert many rows through the driver, skipping SQLAlchemy's per-row
+    parameter processing (most of a batch's commit time when done per row).
+    PostgreSQL: one ``INSERT ... SELECT FROM unnest(<one array per column>)``;
+    SQLite: one ``executemany``. With ``key``: ``ON CONFLICT (key)`` updates
+    ``update`` (or does nothing). Rows must not repeat a key."""
+    if not rows:
+        return
+    pg = conn.dialect.name == "postgresql"
+    sql = _insert_sql(table, tuple(columns), key, tuple(update), pg)
+    if pg:
+        await conn.exec_driver_sql(sql, tuple(list(col) for col in zip(*rows, strict=True)))
+    else:
+        await conn.exec_driver_sql(sql, [tuple(row) for row in rows])
+
+
+_PG_TYPES = {"VARCHAR": "text", "TEXT": "text", "BIGINT": "bigint", "FLOAT": "float8"}
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_sql(
+    table: Any, columns: tuple[str, ...], key: str | None, update: tuple[str, ...], pg: bool
+) -> str:
+    names = ", ".join(columns)
+    if pg:
+        arrays = ", ".join(
+            f"${i}::{_PG_TYPES[str(table.c[c].type.compile()).split('(')[0]]}[]"
+            for i, c in enumerate(columns, 1)
+        )
+        sql = f"INSERT INTO {table.name} ({names}) SELECT * FROM unnest({arrays})"
+    else:
+        sql = f"INSERT INTO {table.name} ({names}) VALUES ({', '.join('?' * len(columns))})"
+    if key is not None:
+        sets = ", ".join(f"{c} = excluded.{c}" for c in update)
+        sql += f" ON CONFLICT ({key}) " + (f"DO UPDATE SET {sets}" if update else "DO NOTHING")
+    return sql
 
 
 CHUNK = 500  # bound the number of bound parameters in one IN (...)
