@@ -39,8 +39,9 @@ from pamqp.header import ContentHeader
 
 from shared.errors import BrokerUnavailable
 
+Properties = spec.Basic.Properties
 # (exchange, routing key, body, properties)
-Publish = tuple[str, str, bytes, spec.Basic.Properties]
+Publish = tuple[str, str, bytes, Properties]
 
 
 class BatchPublisher:
@@ -126,12 +127,10 @@ class Outbox:
         channel = self._channel
         if channel.is_closed:
             raise BrokerUnavailable("channel closed")
-        frames: list[Any] = []
-        for exchange, routing_key, body, properties in messages:
-            frames.append(spec.Basic.Publish(exchange=exchange, routing_key=routing_key))
-            frames.append(ContentHeader(properties=properties, body_size=len(body)))
-            frames.extend(channel._split_body(body))
-        frame = ChannelFrame.marshall(channel_number=channel.number, frames=frames)
+        frame = ChannelFrame(
+            payload=marshal_publishes(channel.number, channel.max_content_size, messages),
+            should_close=False,
+        )
         if self._feeder is None:
             try:
                 channel.write_queue.put_nowait(frame)
@@ -179,11 +178,43 @@ async def consume_inline(
 
 
 _HEAD = struct.Struct(">BHI")  # frame type, channel, payload size
+_PUBLISH_ID = struct.pack(">HHH", 60, 40, 0)  # Basic.Publish, ticket 0
+_CONTENT_HEAD = struct.Struct(">HHQ")  # class id, weight, body size
 _DELIVER = struct.Struct(">HH")  # class id, method id
 _LONGLONG = struct.Struct(">Q")
 _CONTENT = struct.Struct(">HHQH")  # class id, weight, body size, property flags
 _NO_PROPERTIES = spec.Basic.Properties()  # shared, read-only: nobody mutates them
 FRAME_END = 0xCE
+
+
+def marshal_publishes(channel: int, max_body: int, messages: Sequence[Publish]) -> bytes:
+    """The wire bytes of Basic.Publish + header + body frames for each message
+    (pamqp's generic marshalling was a third of a fan-out's dispatcher CPU).
+    Properties are marshalled by pamqp, once per distinct properties object."""
+    out: list[bytes] = []
+    head = _HEAD.pack
+    props_of: Properties | None = None
+    props_bytes = b""
+    for exchange, routing_key, body, properties in messages:
+        ex, rk = exchange.encode(), routing_key.encode()
+        if len(ex) > 255 or len(rk) > 255:
+            raise ValueError("exchange and routing key are at most 255 bytes")
+        method = b"%s%c%s%c%s\x00" % (_PUBLISH_ID, len(ex), ex, len(rk), rk)
+        out.append(head(1, channel, len(method)))
+        out.append(method)
+        out.append(b"\xce")
+        if properties is not props_of:
+            props_of, props_bytes = properties, properties.marshal()
+        header = _CONTENT_HEAD.pack(60, 0, len(body)) + props_bytes
+        out.append(head(2, channel, len(header)))
+        out.append(header)
+        out.append(b"\xce")
+        for i in range(0, len(body), max_body):
+            part = body[i : i + max_body]
+            out.append(head(3, channel, len(part)))
+            out.append(part)
+            out.append(b"\xce")
+    return b"".join(out)
 
 
 def _deliver(payload: bytes) -> spec.Basic.Deliver:

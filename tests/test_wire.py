@@ -12,7 +12,7 @@ from pamqp.header import ContentHeader
 
 from edge.pump import start
 from shared import topology
-from shared.wire import FastFrameReceiver
+from shared.wire import FastFrameReceiver, marshal_publishes
 
 
 async def _decode(data: bytes) -> list[object]:
@@ -86,3 +86,33 @@ async def test_start_runs_a_coroutine_until_it_suspends() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert log[-1] == "before"
+
+
+def test_publish_frames_marshal_like_pamqp() -> None:
+    props = spec.Basic.Properties(headers={"x-ssehub-error": "bad"}, delivery_mode=2)
+    messages = [
+        ("sse.deliver", "u-1", b"id: 1\n\n", topology.DELIVERY_PROPERTIES),
+        ("", "sse.dead", b"x" * 25, props),  # split over three body frames of 10
+        ("sse.deliver", "ü" * 10, b"", topology.DELIVERY_PROPERTIES),
+    ]
+    data = marshal_publishes(3, 10, messages)
+    expected: list[object] = []
+    for exchange, key, body, properties in messages:
+        expected.append(spec.Basic.Publish(exchange=exchange, routing_key=key))
+        expected.append(ContentHeader(0, len(body), properties))
+        expected += [ContentBody(body[i : i + 10]) for i in range(0, len(body), 10)]
+    got = []
+    while data:
+        used, channel, frame = pamqp.frame.unmarshal(data)
+        assert channel == 3
+        got.append(frame)
+        data = data[used:]
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected, strict=True):
+        assert type(g) is type(e)
+        if isinstance(e, ContentHeader):
+            assert (g.body_size, dict(g.properties)) == (e.body_size, dict(e.properties))  # type: ignore[attr-defined]
+        elif isinstance(e, ContentBody):
+            assert g.value == e.value  # type: ignore[attr-defined]
+        else:
+            assert dict(g) == dict(e)  # type: ignore[call-overload]
