@@ -14,10 +14,10 @@ import os
 import socket
 import uuid
 
-import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractQueue
 from aiormq.abc import DeliveredMessage
 
+from edge.binder import Binder
 from edge.registry import Registry
 from shared import topology
 from shared.amqp import AmqpSupervisor
@@ -40,7 +40,7 @@ class EdgeNode:
         self._queue: AbstractQueue | None = None
         # Binding is an RPC, and RPCs on one channel run one at a time: a pool of
         # channels lets a crowd of users connecting at once bind in parallel.
-        self._binders: list[aiormq.abc.AbstractChannel] = []
+        self._binders: list[Binder] = []
         # aio-pika wrappers of the channels in use, held so they live as long as the
         # link: a collected wrapper marks its channel closed, which the supervisor
         # would take for a lost connection.
@@ -79,11 +79,11 @@ class EdgeNode:
             binder = await conn.channel(publisher_confirms=False)
             self.supervisor.watch(binder)
             self._channels.append(binder)
-            self._binders.append(await binder.get_underlay_channel())
+            self._binders.append(Binder(await binder.get_underlay_channel(), queue.name))
         # The queue is new (exclusive queues die with their connection):
         # bind every user with an open stream before consuming.
         users = self._registry.users()
-        await asyncio.gather(*(self._bind(queue.name, u, True) for u in users))
+        await asyncio.gather(*(self._bind(u, True) for u in users))
         self._bound = set(users)
         # aiormq directly, without a task per message (shared/wire.py): aio-pika's
         # IncomingMessage and a task cost more than the rest of the path for a
@@ -143,12 +143,12 @@ class EdgeNode:
                 want = self._registry.has_user(user_id)
                 try:
                     if want and user_id not in self._bound:
-                        await self._bind(queue.name, user_id, True)
+                        await self._bind(user_id, True)
                         self._bound.add(user_id)
                         self._announce(user_id, True)
                     elif not want and user_id in self._bound:
                         self._bound.discard(user_id)
-                        await self._bind(queue.name, user_id, False)
+                        await self._bind(user_id, False)
                         self._announce(user_id, False)
                 except Exception as exc:
                     log.warning("binding %r failed: %r", user_id, exc)
@@ -158,13 +158,9 @@ class EdgeNode:
             if users[0] == 0:
                 del self._locks[user_id]
 
-    async def _bind(self, queue: str, user_id: str, bind: bool) -> None:
+    async def _bind(self, user_id: str, bind: bool) -> None:
         self._turn = (self._turn + 1) % len(self._binders)
-        channel = self._binders[self._turn]
-        if bind:
-            await channel.queue_bind(queue, topology.DELIVER.name, user_id)
-        else:
-            await channel.queue_unbind(queue, topology.DELIVER.name, user_id)
+        await self._binders[self._turn].apply(user_id, bind)
 
     def _announce(self, user_id: str | None, online: bool) -> None:
         if self._signals is not None:

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import cast
 
 from sqlalchemy import select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from shared.coalesce import Coalescer
 from shared.db import chunks
 from shared.errors import StoreUnavailable
 from shared.models import EventRow, UserCursor
 
 POSITIONS_PER_QUERY = 500
+PAGES_PER_QUERY = 50
+Page = tuple[str, int, int]  # user, after, limit
 EVENT = EventRow.__table__  # type: ignore[attr-defined]
 CURSOR = UserCursor.__table__  # type: ignore[attr-defined]
 
@@ -41,34 +46,19 @@ class EventStore:
         # A reconnect storm must queue here, not inside the connection pool where
         # the timeout would run out and send every waiting client away at once.
         self._slots = asyncio.Semaphore(concurrency)
-        # Position reads asked for while one is running wait for the next, which
-        # answers all of them in one query: a crowd connecting at once costs a
-        # few queries, not one (and a thread hop, for SQLite) each.
-        self._wanted: dict[str, list[asyncio.Future[Position]]] = {}
-        self._reader: asyncio.Task[None] | None = None
+        # Concurrent reads are answered together (shared/coalesce.py).
+        self._positions = Coalescer(self._read_positions, NOWHERE)
+        self._pages: Coalescer[Page, list[tuple[int, bytes]]] = Coalescer(self._read_pages, [])
 
     async def position(self, user_id: str) -> Position:
         """The user's position, read after the call (callers rely on that order)."""
-        wanted: asyncio.Future[Position] = asyncio.get_running_loop().create_future()
-        self._wanted.setdefault(user_id, []).append(wanted)
-        if self._reader is None:
-            self._reader = asyncio.create_task(self._read_positions())
-        return await wanted
+        return await self._positions.get(user_id)
 
-    async def _read_positions(self) -> None:
-        try:
-            while self._wanted:
-                wanted, self._wanted = self._wanted, {}
-                try:
-                    found = await self._positions(list(wanted))
-                except StoreUnavailable as exc:
-                    _answer(wanted, {}, exc)
-                else:
-                    _answer(wanted, found, None)
-        finally:
-            self._reader = None
+    async def frames_after(self, user_id: str, after: int, limit: int) -> list[tuple[int, bytes]]:
+        """Stored frames with ``after < seq``, oldest first, at most ``limit``."""
+        return await self._pages.get((user_id, after, limit))
 
-    async def _positions(self, users: list[str]) -> dict[str, Position]:
+    async def _read_positions(self, users: list[str]) -> dict[str, Position]:
         found: dict[str, Position] = {}
         for some in chunks(users, POSITIONS_PER_QUERY):
             stmt = select(CURSOR.c.user_id, CURSOR.c.last_seq, CURSOR.c.floor_seq).where(
@@ -79,21 +69,18 @@ class EventStore:
                     found[user] = Position(last_seq, floor_seq)
         return found
 
-    async def frames_after(
-        self, user_id: str, after: int, limit: int, upto: int | None = None
-    ) -> list[tuple[int, bytes]]:
-        """Stored frames with ``after < seq [<= upto]``, oldest first, at most ``limit``."""
-        stmt = (
-            select(EVENT.c.seq, EVENT.c.frame)
-            .where(EVENT.c.user_id == user_id, EVENT.c.seq > after)
-            .order_by(EVENT.c.seq)
-            .limit(limit)
-        )
-        if upto is not None:
-            stmt = stmt.where(EVENT.c.seq <= upto)
-        async with self._connect() as conn:
-            rows = (await conn.execute(stmt)).all()
-        return [(seq, frame.encode()) for seq, frame in rows]
+    async def _read_pages(self, pages: list[Page]) -> dict[Page, list[tuple[int, bytes]]]:
+        found: dict[Page, list[tuple[int, bytes]]] = {}
+        for some in chunks(pages, PAGES_PER_QUERY):
+            async with self._connect() as conn:
+                pg = conn.dialect.name == "postgresql"
+                params: list[object] = []
+                for page in some:
+                    params += page
+                rows = await conn.exec_driver_sql(_pages_sql(len(some), pg), tuple(params))
+                for i, seq, frame in cast(list[tuple[int, int, str]], rows.all()):
+                    found.setdefault(some[i], []).append((seq, frame.encode()))
+        return found
 
     async def ping(self) -> None:
         async with self._connect() as conn:
@@ -109,16 +96,15 @@ class EventStore:
             raise StoreUnavailable(f"store: {exc.__class__.__name__}: {exc}") from exc
 
 
-def _answer(
-    wanted: dict[str, list[asyncio.Future[Position]]],
-    found: dict[str, Position],
-    error: StoreUnavailable | None,
-) -> None:
-    for user, futures in wanted.items():
-        for future in futures:
-            if future.done():  # its stream went away meanwhile
-                continue
-            if error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(found.get(user, NOWHERE))
+@functools.lru_cache(maxsize=16)
+def _pages_sql(n: int, pg: bool) -> str:
+    """One replay page for each of ``n`` (user, after, limit) triples, each
+    an index range scan of its own, tagged with its position in the list."""
+    parts = []
+    for i in range(n):
+        u, a, lim = (f"${3 * i + 1}", f"${3 * i + 2}", f"${3 * i + 3}") if pg else ("?", "?", "?")
+        parts.append(
+            f"SELECT * FROM (SELECT {i} AS i, seq, frame FROM ssehub_event"
+            f" WHERE user_id = {u} AND seq > {a} ORDER BY seq LIMIT {lim}) AS p{i}"
+        )
+    return " UNION ALL ".join(parts)

@@ -69,7 +69,6 @@ async def test_sequences_are_per_user_and_gap_free(engine: AsyncEngine) -> None:
         (3, b"id: 3\nevent: e\ndata: 3\n\n"),
     ]
     assert [s for s, _ in await reader.frames_after(a, 0, 2)] == [1, 2]
-    assert [s for s, _ in await reader.frames_after(a, 0, 10, upto=2)] == [1, 2]
 
 
 async def test_membership_and_fanout(engine: AsyncEngine) -> None:
@@ -148,3 +147,16 @@ async def test_a_crowd_of_position_reads_is_answered_correctly(engine: AsyncEngi
         assert position == Position(expected, 0), user
     await writer.commit_batch([ev(users[-1], "late")])
     assert await store.position(users[-1]) == Position(1, 0)
+
+
+async def test_a_crowd_of_replay_reads_gets_each_its_own_page(engine: AsyncEngine) -> None:
+    writer = DispatchStore(engine, 3600)
+    users = [uid(f"r{i}") for i in range(120)]
+    await writer.commit_batch([ev(u, n) for u in users for n in range(5)])
+    store = EventStore(engine)
+    asks = [(u, i % 5, 1 + i % 3) for i, u in enumerate(users)] + [(users[0], 0, 10)]
+    pages = await asyncio.gather(*(store.frames_after(*ask) for ask in asks))
+    for (user, after, limit), page in zip(asks, pages, strict=True):
+        want = list(range(after + 1, 6))[:limit]
+        assert [seq for seq, _ in page] == want, (user, after, limit)
+        assert all(frame.startswith(b"id: %d\n" % seq) for seq, frame in page)
