@@ -36,6 +36,9 @@ class EdgeServer(uvicorn.Server):
             log_config=UVICORN_LOG_CONFIG,
             log_level=settings.log_level.lower(),
             timeout_graceful_shutdown=5,
+            # A reconnect storm is thousands of SYNs at once; uvicorn's default
+            # accept backlog (2048) resets some. The kernel caps it at somaxconn.
+            backlog=16384,
             lifespan="on",
         )
         super().__init__(config)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
 from dataclasses import dataclass
+from secrets import token_hex
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -68,7 +68,8 @@ class EventStream(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         hub = self.hub
-        conn = Connection(self.user_id, f"c-{uuid.uuid4().hex}", hub.settings.client_buffer_bytes)
+        # token_hex: the same 32 hex digits as uuid4().hex, at a fraction of the cost
+        conn = Connection(self.user_id, f"c-{token_hex(16)}", hub.settings.client_buffer_bytes)
         hub.registry.add(conn)
         hub.metrics.connections.inc()
         try:

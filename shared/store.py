@@ -60,26 +60,33 @@ class EventStore:
 
     async def _read_positions(self, users: list[str]) -> dict[str, Position]:
         found: dict[str, Position] = {}
-        for some in chunks(users, POSITIONS_PER_QUERY):
+
+        async def read(some: list[str]) -> None:
             stmt = select(CURSOR.c.user_id, CURSOR.c.last_seq, CURSOR.c.floor_seq).where(
                 CURSOR.c.user_id.in_(some)
             )
             async with self._connect() as conn:
                 for user, last_seq, floor_seq in (await conn.execute(stmt)).all():
                     found[user] = Position(last_seq, floor_seq)
+
+        await asyncio.gather(*(read(some) for some in chunks(users, POSITIONS_PER_QUERY)))
         return found
 
     async def _read_pages(self, pages: list[Page]) -> dict[Page, list[tuple[int, bytes]]]:
         found: dict[Page, list[tuple[int, bytes]]] = {}
-        for some in chunks(pages, PAGES_PER_QUERY):
+
+        async def read(some: list[Page]) -> None:
+            params: list[object] = []
+            for page in some:
+                params += page
             async with self._connect() as conn:
-                pg = conn.dialect.name == "postgresql"
-                params: list[object] = []
-                for page in some:
-                    params += page
-                rows = await conn.exec_driver_sql(_pages_sql(len(some), pg), tuple(params))
+                sql = _pages_sql(len(some), conn.dialect.name == "postgresql")
+                rows = await conn.exec_driver_sql(sql, tuple(params))
                 for i, seq, frame in cast(list[tuple[int, int, str]], rows.all()):
                     found.setdefault(some[i], []).append((seq, frame.encode()))
+
+        # Chunks in parallel, as many as the store's concurrency allows.
+        await asyncio.gather(*(read(some) for some in chunks(pages, PAGES_PER_QUERY)))
         return found
 
     async def ping(self) -> None:
