@@ -1,4 +1,4 @@
-"""Two fast paths through aiormq, for the hot loops of the edge and the dispatcher.
+"""Fast paths through aiormq, for the hot loops of the edge and the dispatcher.
 
 aiormq is built for one message at a time: ``basic_publish`` takes the channel
 lock, writes one message and waits for the socket to drain, and a consumer
@@ -7,21 +7,23 @@ messages per second those costs are most of the work, so:
 
 - ``BatchPublisher`` writes a whole batch of publishes as one frame write and
   waits for the broker's confirms by delivery tag: one future per batch.
-- ``consume_inline`` calls a plain function per delivered message, from the
-  channel's reader, in order, with no task per message.
-
+- ``consume_inline`` calls a plain function per delivered message, as the
+  connection's reader hands over its frames, in order: no queue hop per
+  frame, no channel reader, no task per message.
+- ``Outbox`` publishes without waiting (no channel lock, no drain per message).
 - ``FastFrameReceiver`` reads frames off the socket with two reads and
   decodes the frames of a delivery (Basic.Deliver, a content header without
   properties, the body) by hand; pamqp decodes the rest as before. pamqp's
   generic decoding was half of an edge's CPU.
 
-All three reach into aiormq's internals (pinned in pyproject.toml); the
+They reach into aiormq's internals (pinned in pyproject.toml); the
 publisher owns its channel's confirms, so nothing else may publish on it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import struct
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -38,6 +40,8 @@ from pamqp.exceptions import PAMQPException
 from pamqp.header import ContentHeader
 
 from shared.errors import BrokerUnavailable
+
+log = logging.getLogger("ssehub.amqp")
 
 Properties = spec.Basic.Properties
 # (exchange, routing key, body, properties)
@@ -157,24 +161,60 @@ async def consume_inline(
     *,
     no_ack: bool,
 ) -> None:
-    """Consume ``queue`` on a channel of its own: ``on_message`` runs in the
-    channel's reader, synchronously and in delivery order."""
+    """Consume ``queue`` on a channel of its own: ``on_message`` runs as the
+    connection's reader hands over the message's last frame, synchronously and
+    in delivery order, with no task, no queue and no channel reader in between."""
     raw: Any = cast(Any, channel)
-    read_header = getattr(raw, "_Channel__get_content_header", None)
-    read_content = getattr(raw, "_read_content", None)
+    raw.frames = _InlineFrames(raw, on_message)  # before consuming: every delivery goes here
 
-    async def task_per_message(message: DeliveredMessage) -> None:
+    async def unused(message: DeliveredMessage) -> None:  # pragma: no cover
         on_message(message)
 
-    if read_header is not None and read_content is not None:
-        # Before basic_consume, so that no delivery takes the other path.
-        async def on_deliver_frame(frame: spec.Basic.Deliver) -> None:
-            message = await read_content(frame, await read_header())
-            on_message(message)
+    await channel.basic_consume(queue, unused, no_ack=no_ack)
 
-        raw._on_deliver_frame = on_deliver_frame
-    # (another aiormq without those internals keeps its task per message: slower, still correct)
-    await channel.basic_consume(queue, task_per_message, no_ack=no_ack)
+
+class _InlineFrames:
+    """Stands in for an aiormq channel's frame queue (the connection's reader
+    ``put``s every frame of the channel into it). The frames of a delivery are
+    assembled here and handed on at once; every other frame (RPC replies,
+    Channel.Close, ...) goes on to the real queue and the channel's reader."""
+
+    def __init__(self, channel: Any, on_message: Callable[[DeliveredMessage], None]) -> None:
+        self._queue: asyncio.Queue[Any] = channel.frames
+        self._channel = channel
+        self._on_message = on_message
+        self._deliver: spec.Basic.Deliver | None = None
+        self._header: ContentHeader | None = None
+        self._parts: list[bytes] = []
+        self._have = 0
+
+    async def put(self, item: tuple[int, Any]) -> None:
+        frame = item[1]
+        if self._deliver is None:
+            if type(frame) is spec.Basic.Deliver:
+                self._deliver = frame
+                return
+            await self._queue.put(item)
+            return
+        if self._header is None:
+            self._header = frame
+            if frame.body_size:
+                return
+        else:
+            self._parts.append(frame.value)
+            self._have += len(frame.value)
+            if self._have < self._header.body_size:
+                return
+        body = self._parts[0] if len(self._parts) == 1 else b"".join(self._parts)
+        message = DeliveredMessage(self._deliver, self._header, body, self._channel)
+        self._deliver, self._header, self._parts, self._have = None, None, [], 0
+        try:
+            self._on_message(message)
+        except Exception:  # not into the connection's reader: it would drop the connection
+            log.exception("consumer callback failed")
+
+    def __getattr__(self, name: str) -> Any:  # get, task_done, empty, ...: the real queue's
+        return getattr(self._queue, name)
 
 
 _HEAD = struct.Struct(">BHI")  # frame type, channel, payload size
