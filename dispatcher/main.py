@@ -31,6 +31,7 @@ async def running_dispatcher(
         finally:
             dispatcher.stop()
             await task
+            store.close()
     finally:
         await engine.dispose()
 

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from sqlalchemy import delete, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dispatcher.expand import conversations_of, keys_of, plan_batch
 from dispatcher.presence import PresenceOp, apply_presence, sweep_presence
 from dispatcher.sequence import Delivery, assign
-from shared.db import chunks, insert_rows
+from shared.db import chunks, insert_rows, sync_sqlite_engine
 from shared.errors import StoreUnavailable
 from shared.models import DedupeKey, EventRow, Member, UserCursor
 from shared.schema import Message
@@ -22,6 +25,7 @@ EVENT: Any = EventRow.__table__  # type: ignore[attr-defined]
 CURSOR: Any = UserCursor.__table__  # type: ignore[attr-defined]
 MEMBER: Any = Member.__table__  # type: ignore[attr-defined]
 DEDUPE: Any = DedupeKey.__table__  # type: ignore[attr-defined]
+T = TypeVar("T")
 
 
 class DispatchStore:
@@ -33,6 +37,8 @@ class DispatchStore:
         presence_cap: int = 100,
     ) -> None:
         self.engine = engine
+        self._sync = sync_sqlite_engine(engine) if engine.dialect.name == "sqlite" else None
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="ssehub-store")
         self._window = dedupe_window
         self._clock = clock
         self._presence_cap = presence_cap
@@ -44,45 +50,67 @@ class DispatchStore:
 
         Raises StoreUnavailable; the caller retries the whole batch, which is
         safe because nothing of it was committed."""
-        try:
-            async with self.engine.begin() as conn:
-                deliveries = await self._commit(conn, messages)
-                if presence:
-                    deliveries += await apply_presence(
-                        conn, list(presence), self._clock(), self._presence_cap
-                    )
-                return deliveries
-        except (SQLAlchemyError, OSError) as exc:
-            raise StoreUnavailable(f"store: {exc.__class__.__name__}: {exc}") from exc
+
+        def commit(conn: Connection) -> list[Delivery]:
+            deliveries = self._commit(conn, messages)
+            if presence:
+                deliveries += apply_presence(
+                    conn, list(presence), self._clock(), self._presence_cap
+                )
+            return deliveries
+
+        return await self._transaction(commit)
 
     async def sweep_presence(self, grace: float, node_ttl: float) -> list[Delivery]:
         """Expire silent edge nodes; return the ``user:offline`` deliveries due."""
+        now = self._clock()
+        return await self._transaction(
+            lambda conn: sweep_presence(conn, now, grace, node_ttl, self._presence_cap)
+        )
+
+    async def _transaction(self, work: Callable[[Connection], T]) -> T:
+        """``work`` in one transaction, as plain (sync) SQLAlchemy code. SQLite:
+        on the store's own thread, in one hop, with the sync driver (through
+        aiosqlite every statement was a thread hop of its own, which waits for
+        the GIL while the event loop is busy). PostgreSQL: in the async
+        connection's greenlet (SQLAlchemy's ``run_sync``)."""
         try:
+            if self._sync is not None:
+                loop = asyncio.get_running_loop()
+                return await loop.run_in_executor(self._thread, self._in_thread, work)
             async with self.engine.begin() as conn:
-                return await sweep_presence(
-                    conn, self._clock(), grace, node_ttl, self._presence_cap
-                )
+                return await conn.run_sync(work)
         except (SQLAlchemyError, OSError) as exc:
             raise StoreUnavailable(f"store: {exc.__class__.__name__}: {exc}") from exc
 
-    async def _commit(self, conn: AsyncConnection, messages: Sequence[Message]) -> list[Delivery]:
+    def _in_thread(self, work: Callable[[Connection], T]) -> T:
+        assert self._sync is not None
+        with self._sync.begin() as conn:
+            return work(conn)
+
+    def close(self) -> None:
+        if self._sync is not None:
+            self._sync.dispose()
+            self._thread.shutdown(wait=False)
+
+    def _commit(self, conn: Connection, messages: Sequence[Message]) -> list[Delivery]:
         now = self._clock()
-        members = await self._load_members(conn, conversations_of(messages))
-        seen = await self._load_seen(conn, keys_of(messages), now - self._window)
+        members = self._load_members(conn, conversations_of(messages))
+        seen = self._load_seen(conn, keys_of(messages), now - self._window)
         plan = plan_batch(messages, members, seen)
-        last_seq = await self._load_last_seq(conn, plan.recipients)
+        last_seq = self._load_last_seq(conn, plan.recipients)
         before = dict(last_seq)
         stored, deliveries = assign(plan.fanouts, last_seq)
 
         for conv, after in plan.members_after.items():
-            await self._write_members(conn, conv, members.get(conv, frozenset()), after)
-        await insert_rows(
+            self._write_members(conn, conv, members.get(conv, frozenset()), after)
+        insert_rows(
             conn,
             EVENT,
             ("user_id", "seq", "frame", "key", "created_at"),
             [(e.user_id, e.seq, e.frame.decode(), e.key, now) for e in stored],
         )
-        await insert_rows(
+        insert_rows(
             conn,
             CURSOR,
             ("user_id", "last_seq", "floor_seq"),
@@ -90,7 +118,7 @@ class DispatchStore:
             key="user_id",
             update=("last_seq",),
         )
-        await insert_rows(
+        insert_rows(
             conn,
             DEDUPE,
             ("key", "created_at"),
@@ -98,15 +126,13 @@ class DispatchStore:
             key="key",
             update=("created_at",),
         )
-        repeated = await self._stored_deliveries(conn, plan.repeated_keys)
+        repeated = self._stored_deliveries(conn, plan.repeated_keys)
         return repeated + deliveries
 
-    async def _load_members(
-        self, conn: AsyncConnection, conversations: set[str]
-    ) -> dict[str, frozenset[str]]:
+    def _load_members(self, conn: Connection, conversations: set[str]) -> dict[str, frozenset[str]]:
         found: dict[str, set[str]] = {}
         for part in chunks(conversations):
-            rows = await conn.execute(
+            rows = conn.execute(
                 select(MEMBER.c.conversation_id, MEMBER.c.user_id).where(
                     MEMBER.c.conversation_id.in_(part)
                 )
@@ -115,45 +141,45 @@ class DispatchStore:
                 found.setdefault(conv, set()).add(user)
         return {conv: frozenset(users) for conv, users in found.items()}
 
-    async def _load_seen(self, conn: AsyncConnection, keys: set[str], since: float) -> set[str]:
+    def _load_seen(self, conn: Connection, keys: set[str], since: float) -> set[str]:
         seen: set[str] = set()
         for part in chunks(keys):
             # The window is applied here, not in SQL: with it in the WHERE clause
             # PostgreSQL chose the created_at index and scanned every recent key
             # (0.3-1 s per batch once the table held a few 10k keys).
-            rows = await conn.execute(
+            rows = conn.execute(
                 select(DEDUPE.c.key, DEDUPE.c.created_at).where(DEDUPE.c.key.in_(part))
             )
             seen.update(k for k, created_at in rows if created_at >= since)
         return seen
 
-    async def _load_last_seq(self, conn: AsyncConnection, users: set[str]) -> dict[str, int]:
+    def _load_last_seq(self, conn: Connection, users: set[str]) -> dict[str, int]:
         last: dict[str, int] = {}
         for part in chunks(users):
-            rows = await conn.execute(
+            rows = conn.execute(
                 select(CURSOR.c.user_id, CURSOR.c.last_seq).where(CURSOR.c.user_id.in_(part))
             )
             last.update((u, s) for u, s in rows)
         return last
 
-    async def _write_members(
-        self, conn: AsyncConnection, conv: str, before: frozenset[str], after: frozenset[str]
+    def _write_members(
+        self, conn: Connection, conv: str, before: frozenset[str], after: frozenset[str]
     ) -> None:
         gone = before - after
         new = after - before
         for part in chunks(gone):
-            await conn.execute(
+            conn.execute(
                 delete(MEMBER).where(MEMBER.c.conversation_id == conv, MEMBER.c.user_id.in_(part))
             )
         if new:
-            await conn.execute(
+            conn.execute(
                 MEMBER.insert(), [{"conversation_id": conv, "user_id": u} for u in sorted(new)]
             )
 
-    async def _stored_deliveries(self, conn: AsyncConnection, keys: list[str]) -> list[Delivery]:
+    def _stored_deliveries(self, conn: Connection, keys: list[str]) -> list[Delivery]:
         out: list[Delivery] = []
         for part in chunks(keys):
-            rows = await conn.execute(
+            rows = conn.execute(
                 select(EVENT.c.user_id, EVENT.c.seq, EVENT.c.frame)
                 .where(EVENT.c.key.in_(part))
                 .order_by(EVENT.c.user_id, EVENT.c.seq)

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import bindparam, delete, select, text, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from dispatcher.sequence import Delivery
 from shared.db import chunks, insert_ignore, upsert
@@ -58,15 +58,13 @@ def parse_presence(body: bytes) -> PresenceOp:
         raise InvalidMessage(f"presence: malformed ({exc})") from None
 
 
-async def apply_presence(
-    conn: AsyncConnection, ops: list[PresenceOp], now: float, cap: int
-) -> list[Delivery]:
+def apply_presence(conn: Connection, ops: list[PresenceOp], now: float, cap: int) -> list[Delivery]:
     """Record a batch of ops (the last op per user and node wins) in a few bulk
     statements; return ``user:online`` deliveries for users who were not online
     before. A comeback within the grace period, or a flap inside one batch, says
     nothing."""
     nodes = sorted({op.node for op in ops})
-    await conn.execute(
+    conn.execute(
         upsert(conn, NODE, "node_id", ["last_seen"]),
         [{"node_id": n, "last_seen": now} for n in nodes],
     )
@@ -76,58 +74,55 @@ async def apply_presence(
     up = [{"user_id": u, "node_id": n} for (u, n), on in final.items() if on]
     down = [{"u": u, "n": n} for (u, n), on in final.items() if not on]
     if up:
-        await conn.execute(insert_ignore(conn, PRESENCE), up)
+        conn.execute(insert_ignore(conn, PRESENCE), up)
     if down:
-        await conn.execute(
+        conn.execute(
             delete(PRESENCE).where(
                 PRESENCE.c.user_id == bindparam("u"), PRESENCE.c.node_id == bindparam("n")
             ),
             down,
         )
-    came = await _settle(conn, sorted({u for u, _ in final}), now)
-    return await _announce(conn, came, "user:online", cap)
+    came = _settle(conn, sorted({u for u, _ in final}), now)
+    return _announce(conn, came, "user:online", cap)
 
 
-async def sweep_presence(
-    conn: AsyncConnection, now: float, grace: float, node_ttl: float, cap: int
+def sweep_presence(
+    conn: Connection, now: float, grace: float, node_ttl: float, cap: int
 ) -> list[Delivery]:
     """Expire silent nodes; announce ``user:offline`` for users gone past the grace."""
     dead = [
-        n
-        for (n,) in await conn.execute(
-            select(NODE.c.node_id).where(NODE.c.last_seen < now - node_ttl)
-        )
+        n for (n,) in conn.execute(select(NODE.c.node_id).where(NODE.c.last_seen < now - node_ttl))
     ]
     for node in dead:
-        rows = await conn.execute(select(PRESENCE.c.user_id).where(PRESENCE.c.node_id == node))
+        rows = conn.execute(select(PRESENCE.c.user_id).where(PRESENCE.c.node_id == node))
         users = sorted(u for (u,) in rows)
-        await conn.execute(delete(PRESENCE).where(PRESENCE.c.node_id == node))
-        await conn.execute(delete(NODE).where(NODE.c.node_id == node))
-        await _settle(conn, users, now)
+        conn.execute(delete(PRESENCE).where(PRESENCE.c.node_id == node))
+        conn.execute(delete(NODE).where(NODE.c.node_id == node))
+        _settle(conn, users, now)
     gone = [
         u
-        for (u,) in await conn.execute(
+        for (u,) in conn.execute(
             select(ONLINE.c.user_id).where(
                 ONLINE.c.offline_since.is_not(None), ONLINE.c.offline_since <= now - grace
             )
         )
     ]
     for part in chunks(gone):
-        await conn.execute(delete(ONLINE).where(ONLINE.c.user_id.in_(part)))
-    return await _announce(conn, gone, "user:offline", cap)
+        conn.execute(delete(ONLINE).where(ONLINE.c.user_id.in_(part)))
+    return _announce(conn, gone, "user:offline", cap)
 
 
-async def _settle(conn: AsyncConnection, users: list[str], now: float) -> list[str]:
+def _settle(conn: Connection, users: list[str], now: float) -> list[str]:
     """After the presence rows of ``users`` changed: return who came online, end
     the grace of who is back, and start it for who has no node left."""
     present: set[str] = set()
     announced: dict[str, float | None] = {}
     for part in chunks(users):
-        rows = await conn.execute(
+        rows = conn.execute(
             select(PRESENCE.c.user_id).where(PRESENCE.c.user_id.in_(part)).distinct()
         )
         present.update(u for (u,) in rows)
-        rows = await conn.execute(
+        rows = conn.execute(
             select(ONLINE.c.user_id, ONLINE.c.offline_since).where(ONLINE.c.user_id.in_(part))
         )
         announced.update((u, since) for u, since in rows)
@@ -135,25 +130,19 @@ async def _settle(conn: AsyncConnection, users: list[str], now: float) -> list[s
     back = [u for u in users if u in present and announced.get(u) is not None]
     leaving = [u for u in users if u not in present and u in announced and announced[u] is None]
     if came:
-        await conn.execute(ONLINE.insert(), [{"user_id": u, "offline_since": None} for u in came])
+        conn.execute(ONLINE.insert(), [{"user_id": u, "offline_since": None} for u in came])
     for part in chunks(back):
-        await conn.execute(
-            update(ONLINE).where(ONLINE.c.user_id.in_(part)).values(offline_since=None)
-        )
+        conn.execute(update(ONLINE).where(ONLINE.c.user_id.in_(part)).values(offline_since=None))
     for part in chunks(leaving):
-        await conn.execute(
-            update(ONLINE).where(ONLINE.c.user_id.in_(part)).values(offline_since=now)
-        )
+        conn.execute(update(ONLINE).where(ONLINE.c.user_id.in_(part)).values(offline_since=now))
     return came
 
 
-async def _announce(
-    conn: AsyncConnection, users: list[str], event: str, cap: int
-) -> list[Delivery]:
+def _announce(conn: Connection, users: list[str], event: str, cap: int) -> list[Delivery]:
     out: list[Delivery] = []
     for part in chunks(users):
         peers: dict[str, list[str]] = {}
-        for user, peer in await conn.execute(CO_MEMBERS, {"users": part, "cap": cap}):
+        for user, peer in conn.execute(CO_MEMBERS, {"users": part, "cap": cap}):
             peers.setdefault(user, []).append(peer)
         for user in part:
             frame = event_frame(None, event, orjson.dumps({"userId": user}))

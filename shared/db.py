@@ -6,7 +6,9 @@ import functools
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Engine, event
+from sqlalchemy import create_engine as sa_create_engine
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlmodel import SQLModel
 
@@ -28,13 +30,22 @@ def create_engine(url: str, *, writer: bool = False) -> AsyncEngine:
     so that its read-then-write batches are serialised against any other writer."""
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30})
-        _tune_sqlite(engine, writer)
+        _tune_sqlite(engine.sync_engine, writer)
         return engine
     return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
 
 
-def _tune_sqlite(engine: AsyncEngine, writer: bool) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+def sync_sqlite_engine(engine: AsyncEngine) -> Engine:
+    """The same SQLite database through the sync driver, as a writer: for work
+    done on a thread of its own in one go (dispatcher/persist.py)."""
+    url = engine.url.set(drivername="sqlite")
+    sync = sa_create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+    _tune_sqlite(sync, writer=True)
+    return sync
+
+
+def _tune_sqlite(engine: Engine, writer: bool) -> None:
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Take transaction control from pysqlite so BEGIN is ours to emit.
         dbapi_conn.isolation_level = None
@@ -45,7 +56,7 @@ def _tune_sqlite(engine: AsyncEngine, writer: bool) -> None:
         cur.execute("PRAGMA busy_timeout=30000")
         cur.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
 
@@ -56,7 +67,7 @@ async def create_schema(engine: AsyncEngine) -> None:
         await conn.run_sync(SQLModel.metadata.create_all, tables=TABLES)
 
 
-def _insert(conn: AsyncConnection, table: Any) -> Any:
+def _insert(conn: Connection | AsyncConnection, table: Any) -> Any:
     """The dialect's own INSERT, which knows ``ON CONFLICT``."""
     from sqlalchemy.dialects import postgresql, sqlite
 
@@ -64,12 +75,12 @@ def _insert(conn: AsyncConnection, table: Any) -> Any:
     return insert(table)
 
 
-def insert_ignore(conn: AsyncConnection, table: Any) -> Any:
+def insert_ignore(conn: Connection | AsyncConnection, table: Any) -> Any:
     """``INSERT ... ON CONFLICT DO NOTHING``."""
     return _insert(conn, table).on_conflict_do_nothing()
 
 
-def upsert(conn: AsyncConnection, table: Any, key: str, update: Sequence[str]) -> Any:
+def upsert(conn: Connection | AsyncConnection, table: Any, key: str, update: Sequence[str]) -> Any:
     """``INSERT ... ON CONFLICT (key) DO UPDATE`` for whichever dialect is in use."""
     stmt = _insert(conn, table)
     return stmt.on_conflict_do_update(
@@ -77,8 +88,8 @@ def upsert(conn: AsyncConnection, table: Any, key: str, update: Sequence[str]) -
     )
 
 
-async def insert_rows(
-    conn: AsyncConnection,
+def insert_rows(
+    conn: Connection,
     table: Any,
     columns: Sequence[str],
     rows: Sequence[Sequence[Any]],
@@ -96,9 +107,9 @@ async def insert_rows(
     pg = conn.dialect.name == "postgresql"
     sql = _insert_sql(table, tuple(columns), key, tuple(update), pg)
     if pg:
-        await conn.exec_driver_sql(sql, tuple(list(col) for col in zip(*rows, strict=True)))
+        conn.exec_driver_sql(sql, tuple(list(col) for col in zip(*rows, strict=True)))
     else:
-        await conn.exec_driver_sql(sql, [tuple(row) for row in rows])
+        conn.exec_driver_sql(sql, [tuple(row) for row in rows])
 
 
 _PG_TYPES = {"VARCHAR": "text", "TEXT": "text", "BIGINT": "bigint", "FLOAT": "float8"}
