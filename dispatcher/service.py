@@ -71,7 +71,11 @@ class Dispatcher:
         self._started = 0  # batches taken up (failpoints count these)
         # The previous batch, from its publish to its ack. It overlaps the next
         # batch's commit; the broker's confirm round trip is no longer idle time.
-        self._acking: asyncio.Task[bool] | None = None
+        self._acking: asyncio.Task[None] | None = None
+        # A link on which a batch failed to publish or ack: no later batch of it
+        # may be acked (a multiple-ack would cover the failed one's messages);
+        # they all go back to the broker with the connection.
+        self._broken: _Link | None = None
 
     async def _setup(self, conn: AbstractConnection) -> None:
         consume = await conn.channel(publisher_confirms=False)
@@ -200,26 +204,27 @@ class Dispatcher:
         self._failpoint("after_commit", number)
         # Acks go in order, and if the previous batch failed, this one is
         # redelivered with it: wait for it before publishing this one.
-        if self._acking is not None and not await self._acking:
-            return
-        if self._link is not link:
+        if self._acking is not None:
+            await self._acking
+            self._acking = None
+        if self._link is not link or self._broken is link:
             return
         confirmed = link.publisher.send(self._messages(deliveries, dead))
         self._acking = asyncio.create_task(self._ack(link, confirmed, _tag(batch[-1]), number))
 
     async def _ack(
         self, link: _Link, confirmed: asyncio.Future[None], tag: int, number: int
-    ) -> bool:
+    ) -> None:
         try:
             await confirmed
             self._failpoint("after_publish", number)
             await link.consume.basic_ack(tag, multiple=True)
-        except Exception as exc:  # channel gone: nothing acked, everything redelivered
+        except Exception as exc:  # nothing acked: everything comes back after the reconnect
             log.warning("publish/ack failed (%s); the batch will be redelivered", exc)
+            self._broken = link
             self.supervisor.fail()
-            return False
+            return
         self.batches += 1
-        return True
 
     def _failpoint(self, point: str, number: int) -> None:
         """Testing only (SSEHUB_FAILPOINT): die like a power cut at ``point``
