@@ -23,13 +23,14 @@ import aio_pika
 import aiormq
 
 from bench import stack
-from bench.publish import event_body, one_write
+from bench.publish import event_body
 from dispatcher.persist import DispatchStore
 from dispatcher.sequence import Delivery
 from shared import topology
 from shared.config import normalize_database_url
 from shared.db import create_engine, create_schema
 from shared.schema import Message, parse_message
+from shared.wire import BatchPublisher
 
 BATCH = 500
 
@@ -81,19 +82,19 @@ async def run(kind: str, batches: int, users: int, profile: bool) -> None:
     with stack.rabbitmq_vhost() as url:
         t_aiopika = await publish(url, deliveries, "aio-pika")
         t_publish = await publish(url, deliveries, "aiormq")
-        t_batch = await publish(url, deliveries, "one write")
+        t_batch = await publish(url, deliveries, "batch")
     n = batches * BATCH
     print(f"{kind}: {batches} batches of {BATCH} user events ({users} users)")
     parts = (
         ("parse_message", t_parse),
         ("commit_batch", t_commit),
         ("publish: aio-pika", t_aiopika),
-        ("publish: aiormq (now)", t_publish),
-        ("publish: one write", t_batch),
+        ("publish: aiormq", t_publish),
+        ("publish: BatchPublisher", t_batch),
     )
     for name, t in parts:
         print(f"  {name:24s} {1e6 * t / n:7.1f} µs/event  → at most {n / t:9,.0f} events/s")
-    total = t_parse + t_commit + t_publish
+    total = t_parse + t_commit + t_batch
     print(
         f"  {'dispatcher, serially':24s} {1e6 * total / n:7.1f} µs/event  → at most "
         f"{n / total:9,.0f} events/s"
@@ -106,16 +107,18 @@ async def publish(url: str, deliveries: list[list[Delivery]], mode: str) -> floa
     """Route the deliveries with publisher confirms, a batch at a time.
 
     ``aio-pika``: ``Exchange.publish`` per delivery (the dispatcher before 7e44b6f).
-    ``aiormq``: ``Channel.basic_publish`` per delivery (the dispatcher since): each
-    call takes the channel lock and waits until its frames are drained to the socket.
-    ``one write``: the proposal: every delivery of the batch marshalled into one
-    ``ChannelFrame`` (one write), a confirmation future registered per delivery tag.
+    ``aiormq``: ``Channel.basic_publish`` per delivery (the dispatcher until
+    5714887): each call takes the channel lock and waits until its frames are
+    drained to the socket.
+    ``batch``: ``shared.wire.BatchPublisher``, what the dispatcher does now: the
+    batch as one write, confirms counted by delivery tag.
     """
     conn = await aio_pika.connect(url)
     try:
         ch = await conn.channel(publisher_confirms=True)
         deliver = (await topology.declare_core(ch))[topology.DELIVER.name]
         raw = await ch.get_underlay_channel()
+        publisher = BatchPublisher(raw) if mode == "batch" else None
         name = topology.DELIVER.name
         props = aiormq.spec.Basic.Properties(delivery_mode=1)
         t0 = time.perf_counter()
@@ -137,9 +140,7 @@ async def publish(url: str, deliveries: list[list[Delivery]], mode: str) -> floa
                     )
                 )
             else:
-                await asyncio.gather(
-                    *one_write(raw, name, [(d.user_id, d.frame, props) for d in ds])
-                )
+                await publisher.publish([(name, d.user_id, d.frame, props) for d in ds])
         return time.perf_counter() - t0
     finally:
         await conn.close()

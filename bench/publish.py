@@ -17,10 +17,7 @@ from multiprocessing import get_context
 from typing import Any
 
 import aio_pika
-from aiormq.abc import ChannelFrame
 from pamqp import commands as spec
-from pamqp.body import ContentBody
-from pamqp.header import ContentHeader
 
 from shared import topology
 from shared.wire import BatchPublisher
@@ -52,53 +49,32 @@ async def _connect(
     return conn, ch
 
 
-def one_write(raw: Any, exchange: str, messages: list[tuple[str, bytes, Any]]) -> list[Any]:
-    """Many publishes as one frame write on a confirm channel; their confirmations.
-    (aiormq's own ``basic_publish`` takes the channel lock and waits for the socket
-    drain per message, which caps one channel at a few thousand messages/s.)"""
-    frames: list[Any] = []
-    confirms = []
-    for routing_key, body, props in messages:
-        raw.delivery_tag += 1
-        fut = raw.create_future()
-        raw.confirmations[raw.delivery_tag] = fut
-        confirms.append(fut)
-        frames += [
-            spec.Basic.Publish(exchange=exchange, routing_key=routing_key),
-            ContentHeader(properties=props, body_size=len(body)),
-            ContentBody(body),
-        ]
-    raw.write_queue.put_nowait(ChannelFrame.marshall(channel_number=raw.number, frames=frames))
-    return confirms
-
-
 async def _backlog(
     url: str, kind: str, users: list[str], per_user: int, start_seq: int, pad: str, run: str
 ) -> dict[str, Any]:
     conn, ch = await _connect(url)
-    raw = await ch.get_underlay_channel()
+    publisher = BatchPublisher(await ch.get_underlay_channel())
     deliver = kind == "deliver"
     name = topology.DELIVER.name if deliver else topology.EVENTS.name
     transient = topology.DELIVERY_PROPERTIES
     persistent = spec.Basic.Properties(delivery_mode=2, content_type="application/json")
     t0, c0 = time.monotonic(), _cpu()
-    batch: list[tuple[str, bytes, Any]] = []
+    batch: list[tuple[str, str, bytes, Any]] = []
     sent = 0
     for i in range(per_user):
         for user in users:
             n = start_seq + i
             if deliver:  # what the dispatcher sends an edge (it reads seq from the id: line)
                 frame = b"id: %d\nevent: bench\ndata: %s\n\n" % (n, data_json(n, pad))
-                batch.append((user, frame, transient))
+                batch.append((name, user, frame, transient))
             else:
                 body = event_body(n, pad, f"{run}-{user}-{n}")
-                batch.append((f"user.{user}", body, persistent))
+                batch.append((name, f"user.{user}", body, persistent))
             sent += 1
             if len(batch) >= WINDOW:
-                await asyncio.gather(*one_write(raw, name, batch))
+                await publisher.publish(batch)
                 batch = []
-    if batch:
-        await asyncio.gather(*one_write(raw, name, batch))
+    await publisher.publish(batch)
     elapsed = time.monotonic() - t0
     cpu = _cpu() - c0
     await conn.close()

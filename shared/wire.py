@@ -126,6 +126,8 @@ class Outbox:
         self._channel: Any = cast(Any, channel)
         self._pending: deque[ChannelFrame] = deque()
         self._feeder: asyncio.Task[None] | None = None
+        # A dead connection's writer no longer drains its queue: stop feeding it.
+        channel.closing.add_done_callback(self._on_close)
 
     def publish(self, messages: Sequence[Publish]) -> None:
         channel = self._channel
@@ -144,6 +146,11 @@ class Outbox:
         self._pending.append(frame)
         if self._feeder is None:
             self._feeder = asyncio.create_task(self._feed())
+
+    def _on_close(self, _: object) -> None:
+        self._pending.clear()
+        if self._feeder is not None:
+            self._feeder.cancel()
 
     async def _feed(self) -> None:
         try:
