@@ -38,8 +38,8 @@ class EdgeNode:
         self._presence = settings.presence
         self._heartbeat = settings.presence_heartbeat
         self._queue: AbstractQueue | None = None
-        # Binding is an RPC, and RPCs on one channel run one at a time: a pool of
-        # channels lets a crowd of users connecting at once bind in parallel.
+        # Binds go out in rounds per channel (edge/binder.py), on a few channels
+        # so that rounds also run in parallel.
         self._binders: list[Binder] = []
         # aio-pika wrappers of the channels in use, held so they live as long as the
         # link: a collected wrapper marks its channel closed, which the supervisor
