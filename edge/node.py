@@ -114,10 +114,7 @@ class EdgeNode:
 
     def _on_delivery(self, message: DeliveredMessage) -> None:
         body = message.body
-        try:
-            self._registry.deliver(message.routing_key or "", frame_seq(body), body)
-        except Exception:  # never into the channel's reader: that would close the channel
-            log.exception("delivering a frame for %r failed", message.routing_key)
+        self._registry.deliver(message.routing_key or "", frame_seq(body), body)
 
     async def ensure_bound(self, user_id: str) -> None:
         """Return once live frames for ``user_id`` reach this node.

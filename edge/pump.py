@@ -18,8 +18,9 @@ The stream's own task meanwhile only waits for the client to go away; a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Coroutine, Generator
+from collections.abc import Awaitable, Coroutine, Generator, Iterator
 from typing import Any
 
 from starlette.types import Receive, Send
@@ -30,6 +31,20 @@ from shared.errors import StoreUnavailable
 from shared.store import EventStore
 
 log = logging.getLogger("ssehub.edge")
+
+
+@contextlib.contextmanager
+def closes_on_failure(conn: Connection) -> Iterator[None]:
+    """A stream's writes and store reads failing close it, with the reason."""
+    try:
+        yield
+    except StoreUnavailable as exc:
+        log.warning("closing %s: %s", conn.connection_id, exc)
+        conn.close("store")
+    except TimeoutError:
+        conn.close("write-timeout")
+    except OSError:
+        conn.close("disconnect")
 
 
 def start(coro: Awaitable[None]) -> Awaitable[None] | None:
@@ -195,22 +210,16 @@ class Pump:
     async def _slow(self, rest: Awaitable[None] | None) -> None:
         conn = self._conn
         try:
-            if rest is not None:
-                async with asyncio.timeout(self._timeout):
-                    await rest
-            # Output that arrived meanwhile, and any store reads, in this task.
-            while conn.closed is None and (conn.needs_sync or conn.has_output):
-                if conn.needs_sync:
-                    await self.sync()
-                    self._metrics.gap_fills.inc()
-                await self.flush()
-        except StoreUnavailable as exc:
-            log.warning("closing %s: %s", conn.connection_id, exc)
-            conn.close("store")
-        except TimeoutError:
-            conn.close("write-timeout")
-        except OSError:
-            conn.close("disconnect")
+            with closes_on_failure(conn):
+                if rest is not None:
+                    async with asyncio.timeout(self._timeout):
+                        await rest
+                # Output that arrived meanwhile, and any store reads, in this task.
+                while conn.closed is None and (conn.needs_sync or conn.has_output):
+                    if conn.needs_sync:
+                        await self.sync()
+                        self._metrics.gap_fills.inc()
+                    await self.flush()
         finally:
             self._busy = None
 

@@ -20,7 +20,7 @@ from starlette.types import Receive, Scope, Send
 from edge.connection import Connection
 from edge.metrics import EdgeMetrics
 from edge.node import EdgeNode
-from edge.pump import Pump
+from edge.pump import Pump, closes_on_failure
 from edge.registry import Registry
 from shared.config import Settings
 from shared.errors import BrokerUnavailable, StoreUnavailable
@@ -109,15 +109,9 @@ class EventStream(Response):
             timeout=hub.settings.write_timeout,
         )
         try:
-            await pump.sync(stored_upto)  # the replay, in this task
-            await pump.live_until_closed(receive)
-        except StoreUnavailable as exc:
-            log.warning("closing %s: %s", conn.connection_id, exc)
-            conn.close("store")
-        except TimeoutError:
-            conn.close("write-timeout")
-        except OSError:
-            conn.close("disconnect")
+            with closes_on_failure(conn):
+                await pump.sync(stored_upto)  # the replay, in this task
+                await pump.live_until_closed(receive)
         finally:
             await pump.stop()
             hub.metrics.replayed_events.inc(conn.replayed)

@@ -218,7 +218,7 @@ class _InlineFrames:
         try:
             self._on_message(message)
         except Exception:  # not into the connection's reader: it would drop the connection
-            log.exception("consumer callback failed")
+            log.exception("consumer callback failed for %r", message.routing_key)
 
     def __getattr__(self, name: str) -> Any:  # get, task_done, empty, ...: the real queue's
         return getattr(self._queue, name)
