@@ -13,52 +13,33 @@ the round fails and the edge reconnects, as for any broker error.
 
 from __future__ import annotations
 
-import asyncio
-
 import aiormq
 
 from shared import topology
+from shared.coalesce import Coalescer
+
+Op = tuple[str, bool]  # user id, bind (True) or unbind
 
 
 class Binder:
     def __init__(self, channel: aiormq.abc.AbstractChannel, queue: str) -> None:
         self._channel = channel
         self._queue = queue
-        self._waiting: list[tuple[str, bool, asyncio.Future[None]]] = []
-        self._round: asyncio.Task[None] | None = None
+        # The rounds are the Coalescer's: ops wait for the next round, in order.
+        self._rounds: Coalescer[Op, None] = Coalescer(self._send, None)
 
     async def apply(self, user_id: str, bind: bool) -> None:
         """Returns once the binding is in place (or gone); raises the broker's error."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.append((user_id, bind, done))
-        if self._round is None:
-            self._round = asyncio.create_task(self._rounds())
-        await done
+        await self._rounds.get((user_id, bind))
 
-    async def _rounds(self) -> None:
-        try:
-            while self._waiting:
-                ops, self._waiting = self._waiting, []
-                try:
-                    await self._send(ops)
-                except Exception as exc:
-                    for *_, done in ops:
-                        if not done.done():
-                            done.set_exception(exc)
-                else:
-                    for *_, done in ops:
-                        if not done.done():
-                            done.set_result(None)
-        finally:
-            self._round = None
-
-    async def _send(self, ops: list[tuple[str, bool, asyncio.Future[None]]]) -> None:
+    async def _send(self, ops: list[Op]) -> dict[Op, None]:
         channel, queue, exchange = self._channel, self._queue, topology.DELIVER.name
         last = len(ops) - 1
-        for i, (user_id, bind, _) in enumerate(ops):
+        for i, (user_id, bind) in enumerate(ops):
             if not bind:
                 await channel.queue_unbind(queue, exchange, user_id)
             elif i < last:
                 await channel.queue_bind(queue, exchange, user_id, nowait=True)
             else:
                 await channel.queue_bind(queue, exchange, user_id)
+        return {}

@@ -6,7 +6,7 @@ round trips (and, for SQLite, thread hops that wait on a busy event loop).
 A ``Coalescer`` runs one round at a time: requests made while a round runs
 wait for the next one, which answers all of them with a single call of
 ``fetch``. Under light load a round holds one request and costs what a plain
-query would.
+query would. (The edge's binds use the same rounds: edge/binder.py.)
 """
 
 from __future__ import annotations
