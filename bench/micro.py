@@ -21,16 +21,17 @@ from pathlib import Path
 
 import aio_pika
 import aiormq
+from ssehub import topology
+from ssehub.config import normalize_database_url
+from ssehub.db import create_engine, create_schema
+from ssehub.dispatcher.persist import DispatchStore
+from ssehub.dispatcher.sequence import Delivery
+from ssehub.fastpath.confirms import BatchPublisher
+from ssehub.fastpath.marshal import Publish
+from ssehub.schema import Message, parse_message
 
 from bench import stack
 from bench.publish import event_body
-from dispatcher.persist import DispatchStore
-from dispatcher.sequence import Delivery
-from shared import topology
-from shared.config import normalize_database_url
-from shared.db import create_engine, create_schema
-from shared.schema import Message, parse_message
-from shared.wire import BatchPublisher
 
 BATCH = 500
 
@@ -126,7 +127,7 @@ async def publish(url: str, deliveries: list[list[Delivery]], mode: str) -> floa
             if mode == "aio-pika":
                 await asyncio.gather(
                     *(
-                        deliver.publish(aio_pika.Message(d.frame), d.user_id, mandatory=False)
+                        deliver.publish(aio_pika.Message(d.sse), d.user_id, mandatory=False)
                         for d in ds
                     )
                 )
@@ -134,13 +135,13 @@ async def publish(url: str, deliveries: list[list[Delivery]], mode: str) -> floa
                 await asyncio.gather(
                     *(
                         raw.basic_publish(
-                            d.frame, exchange=name, routing_key=d.user_id, properties=props
+                            d.sse, exchange=name, routing_key=d.user_id, properties=props
                         )
                         for d in ds
                     )
                 )
             else:
-                await publisher.publish([(name, d.user_id, d.frame, props) for d in ds])
+                await publisher.publish([Publish(name, d.user_id, d.sse, props) for d in ds])
         return time.perf_counter() - t0
     finally:
         await conn.close()

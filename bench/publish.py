@@ -18,9 +18,8 @@ from typing import Any
 
 import aio_pika
 from pamqp import commands as spec
-
-from shared import topology
-from shared.wire import BatchPublisher
+from ssehub import topology
+from ssehub.fastpath.confirms import BatchPublisher
 
 WINDOW = 1000  # publishes in flight before their confirms are awaited
 
@@ -65,8 +64,8 @@ async def _backlog(
         for user in users:
             n = start_seq + i
             if deliver:  # what the dispatcher sends an edge (it reads seq from the id: line)
-                frame = b"id: %d\nevent: bench\ndata: %s\n\n" % (n, data_json(n, pad))
-                batch.append((name, user, frame, transient))
+                sse = b"id: %d\nevent: bench\ndata: %s\n\n" % (n, data_json(n, pad))
+                batch.append((name, user, sse, transient))
             else:
                 body = event_body(n, pad, f"{run}-{user}-{n}")
                 batch.append((name, f"user.{user}", body, persistent))

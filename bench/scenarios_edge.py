@@ -11,6 +11,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import insert
+from ssehub.config import normalize_database_url
+from ssehub.db import create_engine, create_schema
+from ssehub.models import EventRow, UserCursor
+from ssehub.sse import render_event
 
 from bench import stack
 from bench.figure import Figure
@@ -28,10 +32,6 @@ from bench.harness import (
 )
 from bench.publish import data_json, publish_backlog
 from bench.stack import pid_of
-from shared.config import normalize_database_url
-from shared.db import create_engine, create_schema
-from shared.frames import event_frame
-from shared.models import EventRow, UserCursor
 
 KIB = 1024
 
@@ -301,7 +301,7 @@ async def _fill_store(db_url: str, names: list[str], behind: int) -> None:
                         "seq": n,
                         "key": None,
                         "created_at": now,
-                        "frame": event_frame(n, "bench", data_json(n, "x" * 64)).decode(),
+                        "frame": render_event(n, "bench", data_json(n, "x" * 64)).decode(),
                     }
                     for u in part
                     for n in range(1, behind + 1)

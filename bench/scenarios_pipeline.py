@@ -9,6 +9,7 @@ from typing import Any
 
 import aio_pika
 import orjson
+from ssehub import topology
 
 from bench.figure import Figure
 from bench.harness import (
@@ -26,7 +27,6 @@ from bench.harness import (
 from bench.publish import Publisher, data_json, publish_backlog, publish_steady
 from bench.scenarios_edge import users
 from bench.stack import pid_of
-from shared import topology
 
 
 async def _sink_count(

@@ -1,4 +1,4 @@
-"""One SSE stream on a raw socket: HTTP/1.1 response head, chunked decoding, SSE frames.
+"""One SSE stream on a raw socket: HTTP/1.1 response head, chunked decoding, SSE events.
 
 Written for 10,000+ streams per process: an ``asyncio.Protocol`` (no stream
 objects, no per-stream task), one ``time.time_ns()`` per read, and the SSE
@@ -166,27 +166,27 @@ class SSEStream(asyncio.Protocol):
             return
         self._sse = buf[end + 2 :]
         now = time.time_ns()
-        for frame in buf[:end].split(b"\n\n"):
-            self._frame(frame.lstrip(b"\n"), now)
+        for block in buf[:end].split(b"\n\n"):
+            self._event(block.lstrip(b"\n"), now)
 
-    def _frame(self, frame: bytes, now: int) -> None:
+    def _event(self, block: bytes, now: int) -> None:
         c = self.counters
-        if not frame:
+        if not block:
             return
-        if frame[0] == 58:  # ":" a comment: ping
+        if block[0] == 58:  # ":" a comment: ping
             c.pings += 1
             return
-        if frame.startswith(b"retry:"):
-            nl = frame.find(b"\n")
-            self.retry_ms = int(frame[6 : nl if nl > 0 else None])
+        if block.startswith(b"retry:"):
+            nl = block.find(b"\n")
+            self.retry_ms = int(block[6 : nl if nl > 0 else None])
             if nl < 0:
                 return
-            frame = frame[nl + 1 :]
+            block = block[nl + 1 :]
         seq: int | None = None
-        if frame.startswith(b"id:"):
-            nl = frame.find(b"\n")
-            seq = int(frame[3:nl] if nl > 0 else frame[3:])
-        if b"event: connected\n" in frame or b"event:connected\n" in frame:
+        if block.startswith(b"id:"):
+            nl = block.find(b"\n")
+            seq = int(block[3:nl] if nl > 0 else block[3:])
+        if b"event: connected\n" in block or b"event:connected\n" in block:
             self.last = seq
             if not self.connected.done():
                 self.connected.set_result(seq or 0)
@@ -201,20 +201,20 @@ class SSEStream(asyncio.Protocol):
             else:
                 c.dups += 1
                 return
-        i = frame.find(b'"t":')
+        i = block.find(b'"t":')
         if i < 0:  # not a benchmark event (e.g. presence's user:online)
             c.other += 1
             if seq is not None:
                 c.on_seq(self, now)
             return
         c.events += 1
-        j = frame.find(b",", i)
-        lat = now - 1000 * int(frame[i + 4 : j])  # the publisher's clock, in µs
+        j = block.find(b",", i)
+        lat = now - 1000 * int(block[i + 4 : j])  # the publisher's clock, in µs
         c.lat.append(lat)
         if c.track_n:
-            k = frame.find(b'"n":', j)
-            m = frame.find(b",", k)
-            slot = c.by_n.setdefault(int(frame[k + 4 : m]), [0, 0])
+            k = block.find(b'"n":', j)
+            m = block.find(b",", k)
+            slot = c.by_n.setdefault(int(block[k + 4 : m]), [0, 0])
             slot[0] += 1
             if lat > slot[1]:
                 slot[1] = lat

@@ -20,8 +20,7 @@ from pathlib import Path
 
 import aio_pika
 import psutil
-
-from shared import topology
+from ssehub import topology
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 
-from shared.schema import EventMessage, MembershipMessage, Message
+from ssehub.schema import EventMessage, MembershipMessage, Message
 
 
 @dataclass(frozen=True, slots=True)

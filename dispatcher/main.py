@@ -7,10 +7,10 @@ import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from dispatcher.persist import DispatchStore
-from dispatcher.service import Dispatcher
-from shared.config import Settings
-from shared.db import create_engine, create_schema
+from ssehub.config import Settings
+from ssehub.db import create_engine, create_schema
+from ssehub.dispatcher.persist import DispatchStore
+from ssehub.dispatcher.service import Dispatcher
 
 
 @asynccontextmanager

@@ -10,16 +10,13 @@ from typing import Any, TypeVar
 
 from sqlalchemy import delete, select
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
-
-from dispatcher.expand import conversations_of, keys_of, plan_batch
-from dispatcher.presence import PresenceOp, apply_presence, sweep_presence
-from dispatcher.sequence import Delivery, assign
-from shared.db import chunks, insert_rows, sync_sqlite_engine
-from shared.errors import StoreUnavailable
-from shared.models import DedupeKey, EventRow, Member, UserCursor
-from shared.schema import Message
+from ssehub.db import chunks, insert_rows, store_errors, sync_sqlite_engine
+from ssehub.dispatcher.expand import conversations_of, keys_of, plan_batch
+from ssehub.dispatcher.presence import PresenceOp, apply_presence, sweep_presence
+from ssehub.dispatcher.sequence import Delivery, assign
+from ssehub.models import DedupeKey, EventRow, Member, UserCursor
+from ssehub.schema import Message
 
 EVENT: Any = EventRow.__table__  # type: ignore[attr-defined]
 CURSOR: Any = UserCursor.__table__  # type: ignore[attr-defined]
@@ -51,12 +48,10 @@ class DispatchStore:
         Raises StoreUnavailable; the caller retries the whole batch, which is
         safe because nothing of it was committed."""
 
-        def commit(conn: Connection) -> list[Delivery]:
-            deliveries = self._commit(conn, messages)
+        def commit(db: Connection) -> list[Delivery]:
+            deliveries = self._commit(db, messages)
             if presence:
-                deliveries += apply_presence(
-                    conn, list(presence), self._clock(), self._presence_cap
-                )
+                deliveries += apply_presence(db, list(presence), self._clock(), self._presence_cap)
             return deliveries
 
         return await self._transaction(commit)
@@ -65,7 +60,7 @@ class DispatchStore:
         """Expire silent edge nodes; return the ``user:offline`` deliveries due."""
         now = self._clock()
         return await self._transaction(
-            lambda conn: sweep_presence(conn, now, grace, node_ttl, self._presence_cap)
+            lambda db: sweep_presence(db, now, grace, node_ttl, self._presence_cap)
         )
 
     async def _transaction(self, work: Callable[[Connection], T]) -> T:
@@ -74,44 +69,42 @@ class DispatchStore:
         aiosqlite every statement was a thread hop of its own, which waits for
         the GIL while the event loop is busy). PostgreSQL: in the async
         connection's greenlet (SQLAlchemy's ``run_sync``)."""
-        try:
+        with store_errors():
             if self._sync is not None:
                 loop = asyncio.get_running_loop()
                 return await loop.run_in_executor(self._thread, self._in_thread, work)
-            async with self.engine.begin() as conn:
-                return await conn.run_sync(work)
-        except (SQLAlchemyError, OSError) as exc:
-            raise StoreUnavailable(f"store: {exc.__class__.__name__}: {exc}") from exc
+            async with self.engine.begin() as db:
+                return await db.run_sync(work)
 
     def _in_thread(self, work: Callable[[Connection], T]) -> T:
         assert self._sync is not None
-        with self._sync.begin() as conn:
-            return work(conn)
+        with self._sync.begin() as db:
+            return work(db)
 
     def close(self) -> None:
         if self._sync is not None:
             self._sync.dispose()
             self._thread.shutdown(wait=False)
 
-    def _commit(self, conn: Connection, messages: Sequence[Message]) -> list[Delivery]:
+    def _commit(self, db: Connection, messages: Sequence[Message]) -> list[Delivery]:
         now = self._clock()
-        members = self._load_members(conn, conversations_of(messages))
-        seen = self._load_seen(conn, keys_of(messages), now - self._window)
+        members = self._load_members(db, conversations_of(messages))
+        seen = self._load_seen(db, keys_of(messages), now - self._window)
         plan = plan_batch(messages, members, seen)
-        last_seq = self._load_last_seq(conn, plan.recipients)
+        last_seq = self._load_last_seq(db, plan.recipients)
         before = dict(last_seq)
         stored, deliveries = assign(plan.fanouts, last_seq)
 
         for conv, after in plan.members_after.items():
-            self._write_members(conn, conv, members.get(conv, frozenset()), after)
+            self._write_members(db, conv, members.get(conv, frozenset()), after)
         insert_rows(
-            conn,
+            db,
             EVENT,
-            ("user_id", "seq", "frame", "key", "created_at"),
-            [(e.user_id, e.seq, e.frame.decode(), e.key, now) for e in stored],
+            ("user_id", "seq", "sse", "key", "created_at"),
+            [(e.user_id, e.seq, e.sse.decode(), e.key, now) for e in stored],
         )
         insert_rows(
-            conn,
+            db,
             CURSOR,
             ("user_id", "last_seq", "floor_seq"),
             [(u, s, 0) for u, s in last_seq.items() if before.get(u) != s],
@@ -119,20 +112,20 @@ class DispatchStore:
             update=("last_seq",),
         )
         insert_rows(
-            conn,
+            db,
             DEDUPE,
             ("key", "created_at"),
             [(k, now) for k in plan.new_keys],
             key="key",
             update=("created_at",),
         )
-        repeated = self._stored_deliveries(conn, plan.repeated_keys)
+        repeated = self._stored_deliveries(db, plan.repeated_keys)
         return repeated + deliveries
 
-    def _load_members(self, conn: Connection, conversations: set[str]) -> dict[str, frozenset[str]]:
+    def _load_members(self, db: Connection, conversations: set[str]) -> dict[str, frozenset[str]]:
         found: dict[str, set[str]] = {}
         for part in chunks(conversations):
-            rows = conn.execute(
+            rows = db.execute(
                 select(MEMBER.c.conversation_id, MEMBER.c.user_id).where(
                     MEMBER.c.conversation_id.in_(part)
                 )
@@ -141,46 +134,46 @@ class DispatchStore:
                 found.setdefault(conv, set()).add(user)
         return {conv: frozenset(users) for conv, users in found.items()}
 
-    def _load_seen(self, conn: Connection, keys: set[str], since: float) -> set[str]:
+    def _load_seen(self, db: Connection, keys: set[str], since: float) -> set[str]:
         seen: set[str] = set()
         for part in chunks(keys):
             # The window is applied here, not in SQL: with it in the WHERE clause
             # PostgreSQL chose the created_at index and scanned every recent key
             # (0.3-1 s per batch once the table held a few 10k keys).
-            rows = conn.execute(
+            rows = db.execute(
                 select(DEDUPE.c.key, DEDUPE.c.created_at).where(DEDUPE.c.key.in_(part))
             )
             seen.update(k for k, created_at in rows if created_at >= since)
         return seen
 
-    def _load_last_seq(self, conn: Connection, users: set[str]) -> dict[str, int]:
+    def _load_last_seq(self, db: Connection, users: set[str]) -> dict[str, int]:
         last: dict[str, int] = {}
         for part in chunks(users):
-            rows = conn.execute(
+            rows = db.execute(
                 select(CURSOR.c.user_id, CURSOR.c.last_seq).where(CURSOR.c.user_id.in_(part))
             )
             last.update((u, s) for u, s in rows)
         return last
 
     def _write_members(
-        self, conn: Connection, conv: str, before: frozenset[str], after: frozenset[str]
+        self, db: Connection, conv: str, before: frozenset[str], after: frozenset[str]
     ) -> None:
         gone = before - after
         new = after - before
         for part in chunks(gone):
-            conn.execute(
+            db.execute(
                 delete(MEMBER).where(MEMBER.c.conversation_id == conv, MEMBER.c.user_id.in_(part))
             )
         if new:
-            conn.execute(
+            db.execute(
                 MEMBER.insert(), [{"conversation_id": conv, "user_id": u} for u in sorted(new)]
             )
 
-    def _stored_deliveries(self, conn: Connection, keys: list[str]) -> list[Delivery]:
+    def _stored_deliveries(self, db: Connection, keys: list[str]) -> list[Delivery]:
         out: list[Delivery] = []
         for part in chunks(keys):
-            rows = conn.execute(
-                select(EVENT.c.user_id, EVENT.c.seq, EVENT.c.frame)
+            rows = db.execute(
+                select(EVENT.c.user_id, EVENT.c.seq, EVENT.c.sse)
                 .where(EVENT.c.key.in_(part))
                 .order_by(EVENT.c.user_id, EVENT.c.seq)
             )

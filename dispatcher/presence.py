@@ -15,20 +15,19 @@ from typing import Any
 import orjson
 from sqlalchemy import bindparam, delete, select, text, update
 from sqlalchemy.engine import Connection
-
-from dispatcher.sequence import Delivery
-from shared.db import chunks, insert_ignore, upsert
-from shared.errors import InvalidMessage
-from shared.frames import event_frame
-from shared.models import NodeRow, OnlineRow, PresenceRow
-from shared.schema import check_id
+from ssehub.db import chunks, insert_ignore, upsert
+from ssehub.dispatcher.sequence import Delivery
+from ssehub.errors import InvalidMessage
+from ssehub.models import NodeRow, OnlineRow, PresenceRow
+from ssehub.schema import check_id
+from ssehub.sse import render_event
 
 PRESENCE: Any = PresenceRow.__table__  # type: ignore[attr-defined]
 NODE: Any = NodeRow.__table__  # type: ignore[attr-defined]
 ONLINE: Any = OnlineRow.__table__  # type: ignore[attr-defined]
 
 # Peers in conversations of at most :cap members: presence in a 1,000-member room
-# would cost a million frames when everyone connects, and says little there.
+# would cost a million deliveries when everyone connects, and says little there.
 CO_MEMBERS = text(
     "SELECT DISTINCT m1.user_id, m2.user_id FROM ssehub_member m1 JOIN ssehub_member m2"
     " ON m2.conversation_id = m1.conversation_id"
@@ -58,14 +57,14 @@ def parse_presence(body: bytes) -> PresenceOp:
         raise InvalidMessage(f"presence: malformed ({exc})") from None
 
 
-def apply_presence(conn: Connection, ops: list[PresenceOp], now: float, cap: int) -> list[Delivery]:
+def apply_presence(db: Connection, ops: list[PresenceOp], now: float, cap: int) -> list[Delivery]:
     """Record a batch of ops (the last op per user and node wins) in a few bulk
     statements; return ``user:online`` deliveries for users who were not online
     before. A comeback within the grace period, or a flap inside one batch, says
     nothing."""
     nodes = sorted({op.node for op in ops})
-    conn.execute(
-        upsert(conn, NODE, "node_id", ["last_seen"]),
+    db.execute(
+        upsert(db, NODE, "node_id", ["last_seen"]),
         [{"node_id": n, "last_seen": now} for n in nodes],
     )
     final = {(op.user, op.node): op.online for op in ops if op.user is not None}
@@ -74,55 +73,53 @@ def apply_presence(conn: Connection, ops: list[PresenceOp], now: float, cap: int
     up = [{"user_id": u, "node_id": n} for (u, n), on in final.items() if on]
     down = [{"u": u, "n": n} for (u, n), on in final.items() if not on]
     if up:
-        conn.execute(insert_ignore(conn, PRESENCE), up)
+        db.execute(insert_ignore(db, PRESENCE), up)
     if down:
-        conn.execute(
+        db.execute(
             delete(PRESENCE).where(
                 PRESENCE.c.user_id == bindparam("u"), PRESENCE.c.node_id == bindparam("n")
             ),
             down,
         )
-    came = _settle(conn, sorted({u for u, _ in final}), now)
-    return _announce(conn, came, "user:online", cap)
+    came = _settle(db, sorted({u for u, _ in final}), now)
+    return _announce(db, came, "user:online", cap)
 
 
 def sweep_presence(
-    conn: Connection, now: float, grace: float, node_ttl: float, cap: int
+    db: Connection, now: float, grace: float, node_ttl: float, cap: int
 ) -> list[Delivery]:
     """Expire silent nodes; announce ``user:offline`` for users gone past the grace."""
     dead = [
-        n for (n,) in conn.execute(select(NODE.c.node_id).where(NODE.c.last_seen < now - node_ttl))
+        n for (n,) in db.execute(select(NODE.c.node_id).where(NODE.c.last_seen < now - node_ttl))
     ]
     for node in dead:
-        rows = conn.execute(select(PRESENCE.c.user_id).where(PRESENCE.c.node_id == node))
+        rows = db.execute(select(PRESENCE.c.user_id).where(PRESENCE.c.node_id == node))
         users = sorted(u for (u,) in rows)
-        conn.execute(delete(PRESENCE).where(PRESENCE.c.node_id == node))
-        conn.execute(delete(NODE).where(NODE.c.node_id == node))
-        _settle(conn, users, now)
+        db.execute(delete(PRESENCE).where(PRESENCE.c.node_id == node))
+        db.execute(delete(NODE).where(NODE.c.node_id == node))
+        _settle(db, users, now)
     gone = [
         u
-        for (u,) in conn.execute(
+        for (u,) in db.execute(
             select(ONLINE.c.user_id).where(
                 ONLINE.c.offline_since.is_not(None), ONLINE.c.offline_since <= now - grace
             )
         )
     ]
     for part in chunks(gone):
-        conn.execute(delete(ONLINE).where(ONLINE.c.user_id.in_(part)))
-    return _announce(conn, gone, "user:offline", cap)
+        db.execute(delete(ONLINE).where(ONLINE.c.user_id.in_(part)))
+    return _announce(db, gone, "user:offline", cap)
 
 
-def _settle(conn: Connection, users: list[str], now: float) -> list[str]:
+def _settle(db: Connection, users: list[str], now: float) -> list[str]:
     """After the presence rows of ``users`` changed: return who came online, end
     the grace of who is back, and start it for who has no node left."""
     present: set[str] = set()
     announced: dict[str, float | None] = {}
     for part in chunks(users):
-        rows = conn.execute(
-            select(PRESENCE.c.user_id).where(PRESENCE.c.user_id.in_(part)).distinct()
-        )
+        rows = db.execute(select(PRESENCE.c.user_id).where(PRESENCE.c.user_id.in_(part)).distinct())
         present.update(u for (u,) in rows)
-        rows = conn.execute(
+        rows = db.execute(
             select(ONLINE.c.user_id, ONLINE.c.offline_since).where(ONLINE.c.user_id.in_(part))
         )
         announced.update((u, since) for u, since in rows)
@@ -130,21 +127,21 @@ def _settle(conn: Connection, users: list[str], now: float) -> list[str]:
     back = [u for u in users if u in present and announced.get(u) is not None]
     leaving = [u for u in users if u not in present and u in announced and announced[u] is None]
     if came:
-        conn.execute(ONLINE.insert(), [{"user_id": u, "offline_since": None} for u in came])
+        db.execute(ONLINE.insert(), [{"user_id": u, "offline_since": None} for u in came])
     for part in chunks(back):
-        conn.execute(update(ONLINE).where(ONLINE.c.user_id.in_(part)).values(offline_since=None))
+        db.execute(update(ONLINE).where(ONLINE.c.user_id.in_(part)).values(offline_since=None))
     for part in chunks(leaving):
-        conn.execute(update(ONLINE).where(ONLINE.c.user_id.in_(part)).values(offline_since=now))
+        db.execute(update(ONLINE).where(ONLINE.c.user_id.in_(part)).values(offline_since=now))
     return came
 
 
-def _announce(conn: Connection, users: list[str], event: str, cap: int) -> list[Delivery]:
+def _announce(db: Connection, users: list[str], event: str, cap: int) -> list[Delivery]:
     out: list[Delivery] = []
     for part in chunks(users):
         peers: dict[str, list[str]] = {}
-        for user, peer in conn.execute(CO_MEMBERS, {"users": part, "cap": cap}):
+        for user, peer in db.execute(CO_MEMBERS, {"users": part, "cap": cap}):
             peers.setdefault(user, []).append(peer)
         for user in part:
-            frame = event_frame(None, event, orjson.dumps({"userId": user}))
-            out.extend(Delivery(peer, None, frame) for peer in sorted(peers.get(user, ())))
+            sse = render_event(None, event, orjson.dumps({"userId": user}))
+            out.extend(Delivery(peer, None, sse) for peer in sorted(peers.get(user, ())))
     return out

@@ -9,10 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
-
-from shared.errors import StoreUnavailable
+from ssehub.db import store_errors
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,12 +41,10 @@ DELETE_OLD_KEYS = text("DELETE FROM ssehub_dedupe WHERE created_at < :cutoff")
 
 async def prune(engine: AsyncEngine, rule: Retention, now: float) -> int:
     """One pruning pass in one transaction; returns the number of events deleted."""
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(RAISE_FLOOR_BY_COUNT, {"max_events": rule.max_events})
-            await conn.execute(RAISE_FLOOR_BY_AGE, {"cutoff": now - rule.max_age})
-            deleted = await conn.execute(DELETE_BELOW_FLOOR)
-            await conn.execute(DELETE_OLD_KEYS, {"cutoff": now - rule.dedupe_window})
+    with store_errors():
+        async with engine.begin() as db:
+            await db.execute(RAISE_FLOOR_BY_COUNT, {"max_events": rule.max_events})
+            await db.execute(RAISE_FLOOR_BY_AGE, {"cutoff": now - rule.max_age})
+            deleted = await db.execute(DELETE_BELOW_FLOOR)
+            await db.execute(DELETE_OLD_KEYS, {"cutoff": now - rule.dedupe_window})
             return int(deleted.rowcount or 0)
-    except (SQLAlchemyError, OSError) as exc:
-        raise StoreUnavailable(f"store: {exc.__class__.__name__}: {exc}") from exc

@@ -1,28 +1,28 @@
-"""Pure sequencing: each user's next numbers, and the frames that carry them."""
+"""Pure sequencing: each user's next numbers, and the SSE bytes that carry them."""
 
 from __future__ import annotations
 
 from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
 
-from dispatcher.expand import Fanout
-from shared.frames import event_frame
+from ssehub.dispatcher.expand import Fanout
+from ssehub.sse import render_event
 
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """One message for ``sse.deliver``: routing key ``user_id``, body ``frame``."""
+    """One event for one user: ``sse``, its SSE bytes (``seq`` None: ephemeral)."""
 
     user_id: str
     seq: int | None
-    frame: bytes
+    sse: bytes
 
 
 @dataclass(frozen=True, slots=True)
 class StoredEvent:
     user_id: str
     seq: int
-    frame: bytes
+    sse: bytes
     key: str | None
 
 
@@ -37,13 +37,13 @@ def assign(
     for fanout in fanouts:
         msg = fanout.message
         if msg.ephemeral:
-            frame = event_frame(None, msg.event, msg.data)
-            deliveries.extend(Delivery(user, None, frame) for user in fanout.recipients)
+            sse = render_event(None, msg.event, msg.data)
+            deliveries.extend(Delivery(user, None, sse) for user in fanout.recipients)
             continue
         for user in fanout.recipients:
             seq = last_seq.get(user, 0) + 1
             last_seq[user] = seq
-            frame = event_frame(seq, msg.event, msg.data)
-            stored.append(StoredEvent(user, seq, frame, msg.key))
-            deliveries.append(Delivery(user, seq, frame))
+            sse = render_event(seq, msg.event, msg.data)
+            stored.append(StoredEvent(user, seq, sse, msg.key))
+            deliveries.append(Delivery(user, seq, sse))
     return stored, deliveries

@@ -5,7 +5,7 @@ validate → commit (membership, numbers, events, keys) in one transaction →
 publish deliveries and dead letters, awaiting broker confirms → ack the batch
 with one multiple-ack. A crash anywhere before the ack redelivers the batch;
 the dedupe keys committed with it turn the redelivery into a re-publish of the
-stored frames instead of new events.
+stored events instead of new ones.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 import signal
 import time
 from dataclasses import dataclass
@@ -21,17 +20,19 @@ from dataclasses import dataclass
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection
 from aiormq.abc import DeliveredMessage
-
-from dispatcher.persist import DispatchStore
-from dispatcher.presence import PresenceOp, parse_presence
-from dispatcher.retention import Retention, prune
-from dispatcher.sequence import Delivery
-from shared import topology
-from shared.amqp import AmqpSupervisor
-from shared.config import Settings
-from shared.errors import InvalidMessage, StoreUnavailable
-from shared.schema import Message, parse_message
-from shared.wire import BatchPublisher, Publish, consume_inline
+from ssehub import topology
+from ssehub.amqp import AmqpSupervisor
+from ssehub.backoff import Backoff
+from ssehub.config import Settings
+from ssehub.dispatcher.persist import DispatchStore
+from ssehub.dispatcher.presence import PresenceOp, parse_presence
+from ssehub.dispatcher.retention import Retention, prune
+from ssehub.dispatcher.sequence import Delivery
+from ssehub.errors import InvalidMessage, StoreUnavailable
+from ssehub.fastpath.confirms import BatchPublisher
+from ssehub.fastpath.inline import consume_inline
+from ssehub.fastpath.marshal import Publish
+from ssehub.schema import Message, parse_message
 
 log = logging.getLogger("ssehub.dispatcher")
 
@@ -77,9 +78,9 @@ class Dispatcher:
         # they all go back to the broker with the connection.
         self._broken: _Link | None = None
 
-    async def _setup(self, conn: AbstractConnection) -> None:
-        consume = await conn.channel(publisher_confirms=False)
-        publish = await conn.channel(publisher_confirms=True)
+    async def _setup(self, connection: AbstractConnection) -> None:
+        consume = await connection.channel(publisher_confirms=False)
+        publish = await connection.channel(publisher_confirms=True)
         for ch in (consume, publish):
             self.supervisor.watch(ch)
         await topology.declare_core(publish)
@@ -236,16 +237,15 @@ class Dispatcher:
     async def _commit(
         self, good: list[Message], presence: list[PresenceOp], link: _Link
     ) -> list[Delivery] | None:
-        delay = 0.05
+        backoff = Backoff(0.05, 5.0)
         while True:
             try:
                 return await self._store.commit_batch(good, presence)
             except StoreUnavailable as exc:
-                log.warning("store unavailable (%s); retrying batch in %.2fs", exc, delay)
+                log.warning("store unavailable (%s); retrying batch in %.2fs", exc, backoff.nominal)
             if self._link is not link:
                 return None
-            await asyncio.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 5.0)
+            await asyncio.sleep(backoff.next())
 
     def _messages(
         self, deliveries: list[Delivery], dead: list[tuple[DeliveredMessage, str]]
@@ -253,7 +253,7 @@ class Dispatcher:
         """A batch's deliveries and dead letters, to publish as one write (shared/wire.py)."""
         name = topology.DELIVER.name
         props = topology.DELIVERY_PROPERTIES
-        sends: list[Publish] = [(name, d.user_id, d.frame, props) for d in deliveries]
+        sends = [Publish(name, d.user_id, d.sse, props) for d in deliveries]
         for message, reason in dead:
             log.warning("dead-lettering %r: %s", message.routing_key, reason)
             original = message.header.properties
@@ -266,7 +266,7 @@ class Dispatcher:
                 message_id=original.message_id,
                 delivery_mode=2,
             )
-            sends.append(("", topology.DEAD.name, message.body, dead_props))
+            sends.append(Publish("", topology.DEAD.name, message.body, dead_props))
         return sends
 
 

@@ -12,19 +12,18 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
+from ssehub.config import Settings
+from ssehub.db import create_engine, create_schema
+from ssehub.edge.auth import TokenVerifier
+from ssehub.edge.context import EdgeContext
+from ssehub.edge.lifecycle import pinger
+from ssehub.edge.metrics import EdgeMetrics
+from ssehub.edge.node import EdgeNode
+from ssehub.edge.registry import Registry
+from ssehub.edge.route import StreamRoute
+from ssehub.errors import StoreUnavailable
+from ssehub.store import EventStore
 from starlette.types import ASGIApp
-
-from edge.auth import TokenVerifier
-from edge.lifecycle import pinger
-from edge.metrics import EdgeMetrics
-from edge.node import EdgeNode
-from edge.registry import Registry
-from edge.route import StreamRoute
-from edge.stream import Hub
-from shared.config import Settings
-from shared.db import create_engine, create_schema
-from shared.errors import StoreUnavailable
-from shared.store import EventStore
 
 log = logging.getLogger("ssehub.edge")
 
@@ -42,14 +41,14 @@ def create_app(settings: Settings, *, extra: Extra | None = None) -> FastAPI:
         engine = create_engine(settings.database_url)
         await create_schema(engine)
         registry = Registry()
-        hub = Hub(
+        ctx = EdgeContext(
             settings, EventStore(engine), registry, EdgeNode(settings, registry), EdgeMetrics()
         )
-        app.state.hub = hub
+        app.state.edge = ctx
         tasks = [
-            asyncio.create_task(hub.node.supervisor.run(), name="edge-amqp"),
-            asyncio.create_task(pinger(hub), name="edge-pinger"),
-            asyncio.create_task(hub.node.heartbeats(), name="edge-heartbeats"),
+            asyncio.create_task(ctx.node.supervisor.run(), name="edge-amqp"),
+            asyncio.create_task(pinger(ctx), name="edge-pinger"),
+            asyncio.create_task(ctx.node.heartbeats(), name="edge-heartbeats"),
         ]
         try:
             if extra is None:
@@ -61,9 +60,9 @@ def create_app(settings: Settings, *, extra: Extra | None = None) -> FastAPI:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            if hub.node.supervisor.connection is not None:
+            if ctx.node.supervisor.connection is not None:
                 with contextlib.suppress(Exception):
-                    await hub.node.supervisor.connection.close()
+                    await ctx.node.supervisor.connection.close()
             await engine.dispose()
 
     app = EdgeApp(
@@ -81,26 +80,26 @@ def create_app(settings: Settings, *, extra: Extra | None = None) -> FastAPI:
 
     @app.get("/readyz", response_model=None)
     async def readyz(request: Request) -> JSONResponse:
-        hub: Hub = request.app.state.hub
+        ctx: EdgeContext = request.app.state.edge
         problems = []
-        if hub.draining:
+        if ctx.draining:
             problems.append("draining")
-        if not hub.node.ready:
+        if not ctx.node.ready:
             problems.append("rabbitmq: not connected")
         try:
-            await hub.store.ping()
+            await ctx.store.ping()
         except StoreUnavailable as exc:
             problems.append(str(exc))
         if problems:
             return JSONResponse({"status": "unavailable", "problems": problems}, status_code=503)
-        return JSONResponse({"status": "ready", "connections": len(hub.registry)})
+        return JSONResponse({"status": "ready", "connections": len(ctx.registry)})
 
     @app.get("/metrics")
     async def metrics(request: Request) -> Response:
-        hub: Hub = request.app.state.hub
-        hub.metrics.users.set(hub.node.bound_users)
-        hub.metrics.tasks.set(len(asyncio.all_tasks()))
-        return Response(hub.metrics.render(), media_type="text/plain; version=0.0.4")
+        ctx: EdgeContext = request.app.state.edge
+        ctx.metrics.users.set(ctx.node.bound_users)
+        ctx.metrics.tasks.set(len(asyncio.all_tasks()))
+        return Response(ctx.metrics.render(), media_type="text/plain; version=0.0.4")
 
     return app
 

@@ -17,10 +17,9 @@ from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from jwt.algorithms import Algorithm, get_default_algorithms
 from jwt.types import Options
-
-from shared.config import Settings
-from shared.errors import AuthError, ConfigError, InvalidMessage
-from shared.schema import check_id
+from ssehub.config import Settings
+from ssehub.errors import AuthError, ConfigError, InvalidMessage
+from ssehub.schema import check_id
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,8 @@ the round fails and the edge reconnects, as for any broker error.
 from __future__ import annotations
 
 import aiormq
-
-from shared import topology
-from shared.coalesce import Coalescer
+from ssehub import topology
+from ssehub.coalesce import Coalescer
 
 Op = tuple[str, bool]  # user id, bind (True) or unbind
 

@@ -8,11 +8,10 @@ from importlib import resources
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field
-
-from edge.auth import TokenVerifier, extract_token, mint_token
-from shared.config import Settings
-from shared.errors import AuthError, SsehubError
-from shared.publisher import Hub
+from ssehub.config import Settings
+from ssehub.edge.auth import TokenVerifier, extract_token, mint_token
+from ssehub.errors import AuthError, SsehubError
+from ssehub.publisher import Publisher
 
 ROOM = "demo-room"
 
@@ -31,7 +30,7 @@ class Typing(BaseModel):
     conversation: str = ROOM
 
 
-def add_demo_routes(app: FastAPI, settings: Settings, publisher: Hub) -> None:
+def add_demo_routes(app: FastAPI, settings: Settings, publisher: Publisher) -> None:
     verifier = TokenVerifier(settings)
     page = resources.files("edge").joinpath("static/index.html").read_text()
 

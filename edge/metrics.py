@@ -13,7 +13,7 @@ class EdgeMetrics:
         self.users = Gauge("ssehub_users_bound", "Users bound on this node", registry=r)
         self.tasks = Gauge("ssehub_asyncio_tasks", "asyncio tasks alive in the process", registry=r)
         self._events_written = Counter(
-            "ssehub_events_written", "Event frames written to clients", registry=r
+            "ssehub_events_written", "Events written to clients", registry=r
         )
         # Counted on every write: a plain int here, folded into the Counter
         # (which takes a lock per inc) when scraped.

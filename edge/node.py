@@ -1,4 +1,4 @@
-"""The edge's RabbitMQ side: its node queue, per-user bindings, live frames in.
+"""The edge's RabbitMQ side: its node queue, per-user bindings, live events in.
 
 Bindings follow the registry: a user is bound while at least one of their
 streams is open here. Bind and unbind for one user are serialised, and each
@@ -16,15 +16,15 @@ import uuid
 
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractQueue
 from aiormq.abc import DeliveredMessage
-
-from edge.binder import Binder
-from edge.registry import Registry
-from shared import topology
-from shared.amqp import AmqpSupervisor
-from shared.config import Settings
-from shared.errors import BrokerUnavailable
-from shared.frames import frame_seq
-from shared.wire import Outbox, consume_inline
+from ssehub import topology
+from ssehub.amqp import AmqpSupervisor
+from ssehub.config import Settings
+from ssehub.edge.binder import Binder
+from ssehub.edge.registry import Registry
+from ssehub.errors import BrokerUnavailable
+from ssehub.fastpath.inline import consume_inline
+from ssehub.fastpath.outbox import Outbox
+from ssehub.sse import event_seq
 
 log = logging.getLogger("ssehub.edge")
 
@@ -67,8 +67,8 @@ class EdgeNode:
     def bound_users(self) -> int:
         return len(self._bound)
 
-    async def _setup(self, conn: AbstractConnection) -> None:
-        channel = await conn.channel(publisher_confirms=False)
+    async def _setup(self, connection: AbstractConnection) -> None:
+        channel = await connection.channel(publisher_confirms=False)
         self.supervisor.watch(channel)
         # the dispatch queue too: presence signals go straight into it
         await topology.declare_core(channel)
@@ -76,7 +76,7 @@ class EdgeNode:
         self._channels = [channel]
         self._binders = []
         for _ in range(BIND_CHANNELS):
-            binder = await conn.channel(publisher_confirms=False)
+            binder = await connection.channel(publisher_confirms=False)
             self.supervisor.watch(binder)
             self._channels.append(binder)
             self._binders.append(Binder(await binder.get_underlay_channel(), queue.name))
@@ -85,14 +85,14 @@ class EdgeNode:
         users = self._registry.users()
         await asyncio.gather(*(self._bind(u, True) for u in users))
         self._bound = set(users)
-        # aiormq directly, without a task per message (shared/wire.py): aio-pika's
+        # aiormq directly, without a task per message (ssehub.fastpath): aio-pika's
         # IncomingMessage and a task cost more than the rest of the path for a
-        # frame we only forward.
+        # message we only forward.
         raw = await channel.get_underlay_channel()
         await consume_inline(raw, queue.name, self._on_delivery, no_ack=True)
         self._queue = queue
         if self._presence:
-            signals = await conn.channel(publisher_confirms=False)
+            signals = await connection.channel(publisher_confirms=False)
             self.supervisor.watch(signals)
             self._channels.append(signals)
             self._signals = Outbox(await signals.get_underlay_channel())
@@ -100,7 +100,7 @@ class EdgeNode:
                 self._announce(user, True)
         # Events committed while we were cut off never reached this queue:
         # every open stream catches up from the store now, not at its next event.
-        for stream in self._registry.connections():
+        for stream in self._registry.streams():
             stream.request_sync()
         for user in set(users) - set(self._registry.users()):  # left during the setup
             self.release(user)
@@ -114,10 +114,10 @@ class EdgeNode:
 
     def _on_delivery(self, message: DeliveredMessage) -> None:
         body = message.body
-        self._registry.deliver(message.routing_key or "", frame_seq(body), body)
+        self._registry.deliver(message.routing_key or "", event_seq(body), body)
 
     async def ensure_bound(self, user_id: str) -> None:
-        """Return once live frames for ``user_id`` reach this node.
+        """Return once live events for ``user_id`` reach this node.
         Raises BrokerUnavailable when the broker link is down."""
         await self._reconcile(user_id)
         if user_id not in self._bound:

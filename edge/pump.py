@@ -1,10 +1,10 @@
 """Writing a live stream without a task of its own.
 
 Once a stream is live, its output appears in callbacks: the AMQP consumer
-offers a frame, the pinger adds a ping. Waking a writer task per stream for
+offers an event, the pinger adds a ping. Waking a writer task per stream for
 each of those costs more than the write itself, so the ``Pump`` writes from
 the callback's side instead: the first output of a loop iteration schedules
-one ``_run`` (so a burst of frames to one stream becomes one write), and
+one ``_run`` (so a burst of events to one stream becomes one write), and
 ``_run`` calls the ASGI ``send`` and drives it by hand. A send that completes
 without suspending (the normal case: uvicorn writes to the transport and
 returns) costs no task; one that suspends (the socket is full) is finished in
@@ -23,28 +23,27 @@ import logging
 from collections.abc import Awaitable, Coroutine, Generator, Iterator
 from typing import Any
 
+from ssehub.edge.metrics import EdgeMetrics
+from ssehub.edge.stream import CloseReason, Stream
+from ssehub.errors import StoreUnavailable
+from ssehub.store import EventStore
 from starlette.types import Receive, Send
-
-from edge.connection import Connection
-from edge.metrics import EdgeMetrics
-from shared.errors import StoreUnavailable
-from shared.store import EventStore
 
 log = logging.getLogger("ssehub.edge")
 
 
 @contextlib.contextmanager
-def closes_on_failure(conn: Connection) -> Iterator[None]:
+def closes_on_failure(stream: Stream) -> Iterator[None]:
     """A stream's writes and store reads failing close it, with the reason."""
     try:
         yield
     except StoreUnavailable as exc:
-        log.warning("closing %s: %s", conn.connection_id, exc)
-        conn.close("store")
+        log.warning("closing %s: %s", stream.stream_id, exc)
+        stream.close(CloseReason.STORE)
     except TimeoutError:
-        conn.close("write-timeout")
+        stream.close(CloseReason.WRITE_TIMEOUT)
     except OSError:
-        conn.close("disconnect")
+        stream.close(CloseReason.DISCONNECT)
 
 
 def start(coro: Awaitable[None]) -> Awaitable[None] | None:
@@ -92,7 +91,6 @@ class Pump:
     __slots__ = (
         "_busy",
         "_cancelled",
-        "_conn",
         "_live",
         "_loop",
         "_metrics",
@@ -101,13 +99,14 @@ class Pump:
         "_scheduled",
         "_send",
         "_store",
+        "_stream",
         "_timeout",
         "_waiting",
     )
 
     def __init__(
         self,
-        conn: Connection,
+        stream: Stream,
         send: Send,
         store: EventStore,
         metrics: EdgeMetrics,
@@ -115,7 +114,7 @@ class Pump:
         page: int,
         timeout: float,
     ) -> None:
-        self._conn = conn
+        self._stream = stream
         self._send = send
         self._store = store
         self._metrics = metrics
@@ -128,32 +127,32 @@ class Pump:
         self._busy: asyncio.Task[None] | None = None
         self._waiting = False  # the owner is parked in receive()
         self._cancelled = False  # ... and we cancelled it
-        conn.notify = self.poke
+        stream.notify = self.poke
 
     # -- in the stream's own task ----------------------------------------------
     async def flush(self) -> None:
         """Write the pending output, waiting for the socket (replay pages)."""
-        data, frames = self._conn.take()
+        data, events = self._stream.take()
         if data:
             async with asyncio.timeout(self._timeout):
                 await self._send({"type": "http.response.body", "body": data, "more_body": True})
-            self._metrics.written += frames
+            self._metrics.written += events
 
     async def sync(self, stored_upto: int | None = None) -> None:
-        await self._conn.sync(self._store, self._page, self.flush, stored_upto)
+        await self._stream.sync(self._store, self._page, self.flush, stored_upto)
 
     async def live_until_closed(self, receive: Receive) -> None:
         """Go live, then wait until the client leaves or ``close`` is called."""
         self._live = True
         self.poke()
-        if self._conn.closed is not None:
+        if self._stream.closed is not None:
             return
         self._waiting = True
         try:
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":
-                    self._conn.close("disconnect")
+                    self._stream.close(CloseReason.DISCONNECT)
                     return
         except asyncio.CancelledError:
             owner = self._owner
@@ -173,7 +172,7 @@ class Pump:
     # -- from callbacks --------------------------------------------------------
     def poke(self) -> None:
         """The connection has output, wants a store read, or was closed."""
-        if self._conn.closed is not None:
+        if self._stream.closed is not None:
             self._end()
         elif self._live and not self._scheduled and self._busy is None:
             self._scheduled = True
@@ -181,26 +180,26 @@ class Pump:
 
     def _run(self) -> None:
         self._scheduled = False
-        conn = self._conn
-        if not self._live or conn.closed is not None or self._busy is not None:
+        stream = self._stream
+        if not self._live or stream.closed is not None or self._busy is not None:
             return
-        if conn.needs_sync:
+        if stream.needs_sync:
             self._spawn(None)
             return
-        data, frames = conn.take()
+        data, events = stream.take()
         if not data:
             return
         try:
             message = {"type": "http.response.body", "body": data, "more_body": True}
             rest = start(self._send(message))
         except OSError:
-            conn.close("disconnect")
+            stream.close(CloseReason.DISCONNECT)
             return
         except Exception:
-            log.exception("write to %s failed", conn.connection_id)
-            conn.close("disconnect")
+            log.exception("write to %s failed", stream.stream_id)
+            stream.close(CloseReason.DISCONNECT)
             return
-        self._metrics.written += frames
+        self._metrics.written += events
         if rest is not None:
             self._spawn(rest)
 
@@ -208,15 +207,15 @@ class Pump:
         self._busy = asyncio.create_task(self._slow(rest))
 
     async def _slow(self, rest: Awaitable[None] | None) -> None:
-        conn = self._conn
+        stream = self._stream
         try:
-            with closes_on_failure(conn):
+            with closes_on_failure(stream):
                 if rest is not None:
                     async with asyncio.timeout(self._timeout):
                         await rest
                 # Output that arrived meanwhile, and any store reads, in this task.
-                while conn.closed is None and (conn.needs_sync or conn.has_output):
-                    if conn.needs_sync:
+                while stream.closed is None and (stream.needs_sync or stream.has_output):
+                    if stream.needs_sync:
                         await self.sync()
                         self._metrics.gap_fills.inc()
                     await self.flush()

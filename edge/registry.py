@@ -4,39 +4,39 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from edge.connection import Connection
+from ssehub.edge.stream import Stream
 
 
 class Registry:
     def __init__(self) -> None:
-        self._by_user: dict[str, set[Connection]] = {}
+        self._by_user: dict[str, set[Stream]] = {}
         self._count = 0
 
-    def add(self, conn: Connection) -> bool:
+    def add(self, stream: Stream) -> bool:
         """Register; True when this is the user's first stream on the node."""
-        conns = self._by_user.get(conn.user_id)
-        first = conns is None
-        if conns is None:
-            conns = self._by_user[conn.user_id] = set()
-        conns.add(conn)
+        streams = self._by_user.get(stream.user_id)
+        first = streams is None
+        if streams is None:
+            streams = self._by_user[stream.user_id] = set()
+        streams.add(stream)
         self._count += 1
         return first
 
-    def remove(self, conn: Connection) -> bool:
+    def remove(self, stream: Stream) -> bool:
         """Unregister; True when that was the user's last stream on the node."""
-        conns = self._by_user.get(conn.user_id)
-        if conns is None or conn not in conns:
+        streams = self._by_user.get(stream.user_id)
+        if streams is None or stream not in streams:
             return False
-        conns.discard(conn)
+        streams.discard(stream)
         self._count -= 1
-        if conns:
+        if streams:
             return False
-        del self._by_user[conn.user_id]
+        del self._by_user[stream.user_id]
         return True
 
-    def deliver(self, user_id: str, seq: int | None, frame: bytes) -> None:
-        for conn in self._by_user.get(user_id, ()):
-            conn.offer(seq, frame)
+    def deliver(self, user_id: str, seq: int | None, sse: bytes) -> None:
+        for stream in self._by_user.get(user_id, ()):
+            stream.offer(seq, sse)
 
     def has_user(self, user_id: str) -> bool:
         return user_id in self._by_user
@@ -44,9 +44,9 @@ class Registry:
     def users(self) -> list[str]:
         return list(self._by_user)
 
-    def connections(self) -> Iterator[Connection]:
-        for conns in list(self._by_user.values()):
-            yield from list(conns)
+    def streams(self) -> Iterator[Stream]:
+        for streams in list(self._by_user.values()):
+            yield from list(streams)
 
     def __len__(self) -> int:
         return self._count

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl
 
+from ssehub.edge.auth import TokenVerifier, extract_token
+from ssehub.edge.context import EdgeContext
+from ssehub.edge.response import RetryLater, StreamResponse
+from ssehub.errors import AuthError
+from ssehub.sse import parse_last_event_id
 from starlette.datastructures import State
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
-
-from edge.auth import TokenVerifier, extract_token
-from edge.stream import EventStream, Hub, RetryLater
-from shared.errors import AuthError
-from shared.frames import parse_last_event_id
 
 PATH = "/sse/connect"
 
@@ -28,7 +28,7 @@ PATH = "/sse/connect"
 class StreamRoute:
     def __init__(self, app: ASGIApp, *, state: State, verifier: TokenVerifier) -> None:
         self._app = app
-        self._state = state  # the app's: the lifespan puts the Hub there
+        self._state = state  # the app's: the lifespan puts the EdgeContext there
         self._verifier = verifier
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -40,26 +40,26 @@ class StreamRoute:
                 {"detail": "Method Not Allowed"}, status_code=405, headers={"Allow": "GET"}
             )(scope, receive, send)
             return
-        hub: Hub = self._state.hub
+        ctx: EdgeContext = self._state.edge
         query = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
         headers = _headers(scope, (b"authorization", b"x-auth-token", b"last-event-id"))
         try:
             raw = extract_token(query.get("token"), headers[0], headers[1])
             user_id = self._verifier.verify(raw)
         except AuthError as exc:
-            hub.metrics.auth_failures.inc()
+            ctx.metrics.auth_failures.inc()
             await JSONResponse(
                 {"error": exc.code, "message": exc.message},
                 status_code=401,
                 headers={"WWW-Authenticate": f'Bearer error="{exc.code}"'},
             )(scope, receive, send)
             return
-        if hub.draining or not hub.node.ready:
-            hub.metrics.retry_later.inc()
+        if ctx.draining or not ctx.node.ready:
+            ctx.metrics.retry_later.inc()
             await RetryLater()(scope, receive, send)
             return
         last_event_id = parse_last_event_id(headers[2] or query.get("lastEventId"))
-        await EventStream(hub, user_id, last_event_id)(scope, receive, send)
+        await StreamResponse(ctx, user_id, last_event_id)(scope, receive, send)
 
 
 def _headers(scope: Scope, names: tuple[bytes, ...]) -> list[str | None]:

@@ -9,11 +9,10 @@ from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
-
-from edge.lifecycle import close_all, drain
-from edge.logs import UVICORN_LOG_CONFIG
-from edge.stream import Hub
-from shared.config import Settings
+from ssehub.config import Settings
+from ssehub.edge.context import EdgeContext
+from ssehub.edge.lifecycle import close_all, drain
+from ssehub.logs import UVICORN_LOG_CONFIG
 
 
 class EdgeServer(uvicorn.Server):
@@ -44,15 +43,15 @@ class EdgeServer(uvicorn.Server):
         super().__init__(config)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        hub = getattr(self.app.state, "hub", None)
-        if hub is None or sig not in (signal.SIGTERM, signal.SIGINT):
+        ctx = getattr(self.app.state, "edge", None)
+        if ctx is None or sig not in (signal.SIGTERM, signal.SIGINT):
             super().handle_exit(sig, frame)
         elif self._draining is None:
-            self._draining = asyncio.get_running_loop().create_task(self._drain(hub))
+            self._draining = asyncio.get_running_loop().create_task(self._drain(ctx))
         else:
-            close_all(hub)
+            close_all(ctx)
             super().handle_exit(sig, frame)
 
-    async def _drain(self, hub: Hub) -> None:
-        await drain(hub, self._drain_seconds)
+    async def _drain(self, ctx: EdgeContext) -> None:
+        await drain(ctx, self._drain_seconds)
         super().handle_exit(signal.SIGTERM, None)

@@ -1,125 +1,198 @@
-"""``GET /sse/connect``'s response: one client's stream, as raw ASGI.
+"""One client stream's state: its cursor, its unsent output, its held live events.
 
-Sequence for a new stream (the order is what makes the replay/live seam exact):
-register the connection (live frames are held from here on) → bind the user
-on this node → read the user's position → answer 200 → ``retry:`` and
-``connected`` → replay from the store → held live frames → live.
+Pure bookkeeping driven by two sides: the AMQP consumer ``offer``s live
+events (their SSE bytes, synchronously, in arrival order) and the stream's
+writer drains ``take()``n output and runs ``sync`` against the store when
+asked. The rule that keeps every stream gap-free and duplicate-free is in
+``_accept``: at or below the cursor → drop; the next number → write; beyond
+it → hold and fill the gap from the store first.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from dataclasses import dataclass
-from secrets import token_hex
+from collections.abc import Awaitable, Callable
+from enum import StrEnum
 
-from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
-
-from edge.connection import Connection
-from edge.metrics import EdgeMetrics
-from edge.node import EdgeNode
-from edge.pump import Pump, closes_on_failure
-from edge.registry import Registry
-from shared.config import Settings
-from shared.errors import BrokerUnavailable, StoreUnavailable
-from shared.frames import connected_frame, retry_frame
-from shared.store import EventStore
+from ssehub.sse import PING
+from ssehub.store import EventStore
 
 log = logging.getLogger("ssehub.edge")
 
-HEADERS = [
-    (b"content-type", b"text/event-stream"),
-    (b"cache-control", b"no-cache"),
-    (b"x-accel-buffering", b"no"),
-]
-RETRY_LATER_MS = 1500  # base of the short retry: answered when we cannot serve now
+# How many store reads a gap gets before we stop waiting for it (the store
+# should always have it: events are committed before they are published).
+GAP_READS = 3
 
 
-@dataclass(slots=True)
-class Hub:
-    """What every stream of one edge process shares."""
+class CloseReason(StrEnum):
+    """Why a stream ended; also the ``reason`` label of the close counter."""
 
-    settings: Settings
-    store: EventStore
-    registry: Registry
-    node: EdgeNode
-    metrics: EdgeMetrics
-    draining: bool = False
+    DISCONNECT = "disconnect"  # the client went away
+    SLOW = "slow"  # unsent output passed the bound
+    WRITE_TIMEOUT = "write-timeout"  # one write blocked too long
+    DRAIN = "drain"  # the edge is shutting down
+    STORE = "store"  # the store failed during a read
 
 
-class RetryLater(Response):
-    """200 with a short jittered ``retry:`` and an immediate close. A browser's
-    EventSource gives up for good on any non-200, so this is how an edge that
-    cannot serve right now sends a client elsewhere or to later."""
+class Stream:
+    __slots__ = (
+        "_held",
+        "_held_bytes",
+        "_need_sync",
+        "_out",
+        "_out_bytes",
+        "_syncing",
+        "bound",
+        "closed",
+        "cursor",
+        "events_out",
+        "notify",
+        "replayed",
+        "stream_id",
+        "user_id",
+    )
 
-    def __init__(self) -> None:
-        super().__init__(retry_frame(RETRY_LATER_MS))
-        self.raw_headers = [*HEADERS, (b"content-length", b"%d" % len(self.body))]
-
-
-class EventStream(Response):
-    def __init__(self, hub: Hub, user_id: str, last_event_id: int | None) -> None:
-        super().__init__()
-        self.hub = hub
+    def __init__(self, user_id: str, stream_id: str, bound: int) -> None:
         self.user_id = user_id
-        self.last_event_id = last_event_id
+        self.stream_id = stream_id  # the ``connectionId`` of the contract's ``connected``
+        self.bound = bound
+        self.cursor = 0
+        self.closed: CloseReason | None = None
+        # Called when there is output, a store read to do, or a close; the
+        # stream's writer (edge/pump.py) decides what to do about it.
+        self.notify: Callable[[], None] = _nothing
+        self.events_out = 0  # events in the unsent output (pings excluded)
+        self.replayed = 0
+        self._out: list[bytes] = []
+        self._out_bytes = 0
+        self._held: list[tuple[int | None, bytes]] = []
+        self._held_bytes = 0
+        self._syncing = True  # live events wait until the first replay is done
+        self._need_sync = False
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        hub = self.hub
-        # token_hex: the same 32 hex digits as uuid4().hex, at a fraction of the cost
-        conn = Connection(self.user_id, f"c-{token_hex(16)}", hub.settings.client_buffer_bytes)
-        hub.registry.add(conn)
-        hub.metrics.connections.inc()
-        try:
-            try:
-                await hub.node.ensure_bound(self.user_id)
-                position = await hub.store.position(self.user_id)
-            except (BrokerUnavailable, StoreUnavailable) as exc:
-                log.warning("cannot serve %s now: %s", self.user_id, exc)
-                hub.metrics.retry_later.inc()
-                await RetryLater()(scope, receive, send)
-                return
-            recovered = self.last_event_id is not None and position.can_resume(self.last_event_id)
-            conn.cursor = self.last_event_id if recovered else position.last_seq  # type: ignore[assignment]
-            if recovered:
-                hub.metrics.replays.inc()
-            await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
-            first = retry_frame(hub.settings.retry_ms) + connected_frame(
-                conn.cursor, self.user_id, conn.connection_id, recovered
-            )
-            await send({"type": "http.response.body", "body": first, "more_body": True})
-            await self._serve(conn, receive, send, position.last_seq)
-        finally:
-            hub.metrics.connections.dec()
-            if hub.registry.remove(conn):
-                hub.node.release(self.user_id)
+    # -- live side (AMQP consumer) -----------------------------------------
+    def offer(self, seq: int | None, sse: bytes) -> None:
+        """A live event (``sse``: its bytes on the wire; ``seq`` None: ephemeral)."""
+        if self.closed:
+            return
+        if self._syncing or self._need_sync:
+            self._held.append((seq, sse))
+            self._held_bytes += len(sse)
+            self._check_bound()
+        elif not self._accept(seq, sse):
+            self._held.append((seq, sse))
+            self._held_bytes += len(sse)
+            self.request_sync()
 
-    async def _serve(
-        self, conn: Connection, receive: Receive, send: Send, stored_upto: int
+    def request_sync(self) -> None:
+        """Read the store before writing more (a gap, or a broker reconnect)."""
+        self._need_sync = True
+        self.notify()
+
+    def ping(self) -> None:
+        self._push(PING, count=False)
+
+    def close(self, reason: CloseReason) -> None:
+        if self.closed is None:
+            self.closed = reason
+            self.notify()
+
+    # -- writer side ---------------------------------------------------------
+    @property
+    def needs_sync(self) -> bool:
+        return self._need_sync
+
+    @property
+    def has_output(self) -> bool:
+        return bool(self._out)
+
+    def take(self) -> tuple[bytes, int]:
+        """The unsent output and how many events it holds."""
+        data = b"".join(self._out)
+        events, self.events_out = self.events_out, 0
+        self._out.clear()
+        self._out_bytes = 0
+        return data, events
+
+    async def sync(
+        self,
+        store: EventStore,
+        page: int,
+        flush: Callable[[], Awaitable[None]],
+        stored_upto: int | None = None,
     ) -> None:
-        hub = self.hub
-        pump = Pump(
-            conn,
-            send,
-            hub.store,
-            hub.metrics,
-            page=hub.settings.replay_page,
-            timeout=hub.settings.write_timeout,
-        )
-        try:
-            with closes_on_failure(conn):
-                await pump.sync(stored_upto)  # the replay, in this task
-                await pump.live_until_closed(receive)
-        finally:
-            await pump.stop()
-            hub.metrics.replayed_events.inc(conn.replayed)
-        if conn.closed in ("slow", "write-timeout"):
-            log.info("closing slow client %s (%s)", conn.connection_id, conn.closed)
-            hub.metrics.slow_closes.inc()
-        if conn.closed != "disconnect":
-            # End the chunked body; a frozen client may never take it.
-            with contextlib.suppress(TimeoutError, OSError):
-                async with asyncio.timeout(1.0):
-                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+        """Write every stored event after the cursor, then the held live ones.
+        ``stored_upto``: the user's last number as read *after* binding; when the
+        cursor is already there, nothing stored can be missing (anything newer is
+        published after the bind, so it is held) and the first read is skipped.
+        Raises StoreUnavailable; the caller closes the stream and the client
+        resumes from its cursor."""
+        self._syncing = True
+        reads = 0
+        skip = stored_upto is not None and self.cursor >= stored_upto
+        while True:
+            self._need_sync = False
+            while not skip:
+                rows = await store.events_after(self.user_id, self.cursor, page)
+                reads += 1
+                for seq, sse in rows:
+                    if seq > self.cursor:
+                        # Replay is paced by flush() per page, not by the live bound.
+                        self._push(sse, check=False)
+                        self.cursor = seq
+                        self.replayed += 1
+                await flush()
+                if len(rows) < page or self.closed:
+                    break
+            skip = False
+            if self.closed or self._drain_held(force=reads >= GAP_READS):
+                break
+        self._syncing = False
+
+    def _drain_held(self, force: bool) -> bool:
+        """Apply held live events in arrival order; False if a gap remains."""
+        held, self._held, self._held_bytes = self._held, [], 0
+        for i, (seq, sse) in enumerate(held):
+            if self._accept(seq, sse):
+                continue
+            if not force:
+                self._held = held[i:]
+                self._held_bytes = sum(len(f) for _, f in self._held)
+                return False
+            log.error(
+                "user %s: seq %d..%d missing from the store; skipping ahead",
+                self.user_id,
+                self.cursor + 1,
+                seq,
+            )
+            self._push(sse)
+            self.cursor = seq  # type: ignore[assignment]
+        return True
+
+    # -- rules -------------------------------------------------------------
+    def _accept(self, seq: int | None, sse: bytes) -> bool:
+        if seq is None:  # ephemeral: live only, no number
+            self._push(sse)
+        elif seq == self.cursor + 1:
+            self._push(sse)
+            self.cursor = seq
+        elif seq > self.cursor:
+            return False
+        return True  # at or below the cursor: already written
+
+    def _push(self, sse: bytes, count: bool = True, check: bool = True) -> None:
+        self._out.append(sse)
+        self._out_bytes += len(sse)
+        if count:
+            self.events_out += 1
+        if check:
+            self._check_bound()
+        self.notify()
+
+    def _check_bound(self) -> None:
+        if self._out_bytes + self._held_bytes > self.bound:
+            self.close(CloseReason.SLOW)
+
+
+def _nothing() -> None:
+    pass

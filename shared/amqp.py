@@ -12,14 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections.abc import Awaitable, Callable
 
 import aio_pika
+import aiormq.exceptions
 from aio_pika.abc import AbstractChannel, AbstractConnection
+from ssehub.backoff import Backoff
 from yarl import URL
-
-from shared.wire import install_fast_frames
 
 log = logging.getLogger("ssehub.amqp")
 
@@ -39,6 +38,30 @@ def with_heartbeat(url: str) -> str:
     return str(parsed.update_query(heartbeat=HEARTBEAT))
 
 
+def describe(exc: BaseException, url: str) -> str:
+    """What went wrong connecting to ``url``, in words (never the password)."""
+    parsed = URL(url)
+    where = f"{parsed.host}:{parsed.port or 5672}"
+    vhost = parsed.path[1:] if len(parsed.path) > 1 else "/"
+    user = parsed.user or "guest"
+    if isinstance(exc, aiormq.exceptions.ProbableAuthenticationError):
+        return f"RabbitMQ at {where} refused the login of user {user!r} (wrong user or password)"
+    text = str(exc)
+    # aiormq reports the broker's Connection.Close during open as an unexpected
+    # frame; the usual cause is a vhost that does not exist or is not allowed.
+    if "Connection.OpenOk" in text and "Connection.Close" in text:
+        return (
+            f"RabbitMQ at {where} refused vhost {vhost!r} for user {user!r} "
+            "(does the vhost exist, and may the user use it?)"
+        )
+    if isinstance(exc, aiormq.exceptions.ConnectionClosed):
+        return f"RabbitMQ at {where} closed the connection: {exc.args[-1] if exc.args else exc}"
+    if isinstance(exc, ConnectionError | OSError | TimeoutError):
+        reason = exc.args[-1] if exc.args else exc.__class__.__name__
+        return f"cannot reach RabbitMQ at {where} ({reason})"
+    return f"RabbitMQ at {where}: {exc.__class__.__name__}: {exc}"
+
+
 class AmqpSupervisor:
     def __init__(
         self,
@@ -49,7 +72,6 @@ class AmqpSupervisor:
         on_lost: Lost | None = None,
         max_delay: float = 10.0,
     ) -> None:
-        install_fast_frames()
         self._url = with_heartbeat(url)
         self._setup = setup
         self._on_lost = on_lost
@@ -79,44 +101,50 @@ class AmqpSupervisor:
                 await self.connection.close()
 
     async def run(self) -> None:
-        """Run until cancelled or closed; never raises for broker trouble."""
-        delay = 0.1
+        """Run until cancelled or closed; never raises for broker trouble.
+        Each failed attempt logs one line saying why."""
+        backoff = Backoff(0.1, self._max_delay)
         while not self._closing:
-            conn: AbstractConnection | None = None
+            connection: AbstractConnection | None = None
             self._watched = []
             self._failed.clear()
             try:
-                conn = await aio_pika.connect(
+                connection = await aio_pika.connect(
                     self._url, timeout=10, client_properties={"connection_name": self._name}
                 )
-                await self._setup(conn)
-                self.connection = conn
+                await self._setup(connection)
+                self.connection = connection
                 self.connects += 1
                 self.ready.set()
                 log.info("%s: connected to RabbitMQ", self._name)
-                delay = 0.1
-                await self._until_lost(conn)
+                backoff.reset()
+                await self._until_lost(connection)
                 if self._closing:
                     break
                 log.warning("%s: lost the RabbitMQ connection; reconnecting", self._name)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("%s: RabbitMQ unavailable (%s); retry in %.1fs", self._name, exc, delay)
+                log.warning(
+                    "%s: %s; retrying in %.1fs",
+                    self._name,
+                    describe(exc, self._url),
+                    backoff.nominal,
+                )
             finally:
                 self.ready.clear()
                 self.connection = None
-                if conn is not None:
+                if connection is not None:
                     with contextlib.suppress(Exception):
-                        await asyncio.shield(conn.close())
-                if self._on_lost is not None and conn is not None:
+                        await asyncio.shield(connection.close())
+                if self._on_lost is not None and connection is not None:
                     await self._on_lost()
-            await asyncio.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, self._max_delay)
+            await asyncio.sleep(backoff.next())
 
-    async def _until_lost(self, conn: AbstractConnection) -> None:
+    async def _until_lost(self, connection: AbstractConnection) -> None:
         waits: list[asyncio.Future[object]] = [
-            asyncio.ensure_future(w) for w in (conn.closed(), self._failed.wait(), *self._watched)
+            asyncio.ensure_future(w)
+            for w in (connection.closed(), self._failed.wait(), *self._watched)
         ]
         try:
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)

@@ -6,20 +6,26 @@ the code base reads the environment.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-
-from shared.errors import ConfigError
+from ssehub.errors import ConfigError
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
+PREFIX = "SSEHUB_"
+# `ssehub dev` checks tokens with it when SSEHUB_JWT_SECRET is not set, and
+# `ssehub token` signs with it then, so the two work together out of the box.
+DEV_JWT_SECRET = "ssehub-dev-secret-do-not-use-in-production"
+# Variables of the test and benchmark suites, not settings of a service.
+NOT_SETTINGS = frozenset({"SSEHUB_TEST_RABBITMQ_URL", "SSEHUB_TEST_DATABASE_URL"})
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="SSEHUB_",
+        env_prefix=PREFIX,
         env_file=".env",
         env_file_encoding="utf-8",
         extra="ignore",
@@ -112,6 +118,12 @@ class Settings(BaseSettings):
         """Edges cannot start without a way to check tokens."""
         if self.jwt_algorithm.startswith("HS") and not self.jwt_secret:
             raise ConfigError("SSEHUB_JWT_SECRET: missing (the edge needs it to verify tokens)")
+
+
+def unknown_settings(environ: Mapping[str, str]) -> list[str]:
+    """``SSEHUB_*`` variables that name no setting (typos), sorted."""
+    known = {PREFIX + name.upper() for name in Settings.model_fields} | NOT_SETTINGS
+    return sorted(k for k in environ if k.startswith(PREFIX) and k not in known)
 
 
 def normalize_database_url(url: str) -> str:

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, event, inspect, text
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlmodel import SQLModel
-
-from shared import models
+from ssehub import models
+from ssehub.errors import ConfigError, StoreUnavailable
 
 TABLES = [
+    models.SchemaRow.__table__,  # type: ignore[attr-defined]
     models.EventRow.__table__,  # type: ignore[attr-defined]
     models.UserCursor.__table__,  # type: ignore[attr-defined]
     models.Member.__table__,  # type: ignore[attr-defined]
@@ -23,6 +26,15 @@ TABLES = [
     models.NodeRow.__table__,  # type: ignore[attr-defined]
     models.OnlineRow.__table__,  # type: ignore[attr-defined]
 ]
+
+
+@contextlib.contextmanager
+def store_errors() -> Iterator[None]:
+    """Database failures (and timeouts) of the block surface as StoreUnavailable."""
+    try:
+        yield
+    except (SQLAlchemyError, OSError, TimeoutError) as exc:
+        raise StoreUnavailable(f"store: {exc.__class__.__name__}: {exc}") from exc
 
 
 def create_engine(url: str, *, writer: bool = False) -> AsyncEngine:
@@ -57,39 +69,59 @@ def _tune_sqlite(engine: Engine, writer: bool) -> None:
         cur.close()
 
     @event.listens_for(engine, "begin")
-    def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+    def _on_begin(db: Any) -> None:
+        db.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
 
 
 async def create_schema(engine: AsyncEngine) -> None:
-    """A fresh database just works: tables are created when missing."""
-    async with engine.begin() as conn:
-        await conn.run_sync(SQLModel.metadata.create_all, tables=TABLES)
+    """A fresh database just works: tables are created when missing. A database
+    of another schema version is refused with a ConfigError saying so."""
+    with store_errors():
+        async with engine.begin() as db:
+            await db.run_sync(_create_or_check)
 
 
-def _insert(conn: Connection | AsyncConnection, table: Any) -> Any:
+def _create_or_check(db: Connection) -> None:
+    names = set(inspect(db).get_table_names())
+    found: int | None = models.SCHEMA_VERSION
+    if "ssehub_event" in names:  # an existing database: which layout?
+        found = None
+        if "ssehub_schema" in names:
+            found = db.execute(text("SELECT MAX(version) FROM ssehub_schema")).scalar()
+    if found != models.SCHEMA_VERSION:
+        raise ConfigError(
+            f"SSEHUB_DATABASE_URL: the database holds ssehub schema {found or 1}, this "
+            f"ssehub needs schema {models.SCHEMA_VERSION}; point it at a new database "
+            "(a development SQLite file can simply be deleted)"
+        )
+    SQLModel.metadata.create_all(db, tables=TABLES)
+    if "ssehub_schema" not in names:
+        db.execute(insert_ignore(db, models.SchemaRow.__table__), [{"version": found}])  # type: ignore[attr-defined]
+
+
+def _insert(db: Connection | AsyncConnection, table: Any) -> Any:
     """The dialect's own INSERT, which knows ``ON CONFLICT``."""
     from sqlalchemy.dialects import postgresql, sqlite
 
-    insert: Any = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    insert: Any = postgresql.insert if db.dialect.name == "postgresql" else sqlite.insert
     return insert(table)
 
 
-def insert_ignore(conn: Connection | AsyncConnection, table: Any) -> Any:
+def insert_ignore(db: Connection | AsyncConnection, table: Any) -> Any:
     """``INSERT ... ON CONFLICT DO NOTHING``."""
-    return _insert(conn, table).on_conflict_do_nothing()
+    return _insert(db, table).on_conflict_do_nothing()
 
 
-def upsert(conn: Connection | AsyncConnection, table: Any, key: str, update: Sequence[str]) -> Any:
+def upsert(db: Connection | AsyncConnection, table: Any, key: str, update: Sequence[str]) -> Any:
     """``INSERT ... ON CONFLICT (key) DO UPDATE`` for whichever dialect is in use."""
-    stmt = _insert(conn, table)
+    stmt = _insert(db, table)
     return stmt.on_conflict_do_update(
         index_elements=[key], set_={col: stmt.excluded[col] for col in update}
     )
 
 
 def insert_rows(
-    conn: Connection,
+    db: Connection,
     table: Any,
     columns: Sequence[str],
     rows: Sequence[Sequence[Any]],
@@ -104,12 +136,12 @@ def insert_rows(
     ``update`` (or does nothing). Rows must not repeat a key."""
     if not rows:
         return
-    pg = conn.dialect.name == "postgresql"
+    pg = db.dialect.name == "postgresql"
     sql = _insert_sql(table, tuple(columns), key, tuple(update), pg)
     if pg:
-        conn.exec_driver_sql(sql, tuple(list(col) for col in zip(*rows, strict=True)))
+        db.exec_driver_sql(sql, tuple(list(col) for col in zip(*rows, strict=True)))
     else:
-        conn.exec_driver_sql(sql, [tuple(row) for row in rows])
+        db.exec_driver_sql(sql, [tuple(row) for row in rows])
 
 
 _PG_TYPES = {"VARCHAR": "text", "TEXT": "text", "BIGINT": "bigint", "FLOAT": "float8"}

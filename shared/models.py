@@ -5,6 +5,15 @@ from __future__ import annotations
 from sqlalchemy import BigInteger, Column, Index, String, Text
 from sqlmodel import Field, SQLModel
 
+# The layout these tables describe. A database written by another layout is
+# refused at start (ssehub.db.create_schema) instead of failing mid-batch.
+SCHEMA_VERSION = 2
+
+
+class SchemaRow(SQLModel, table=True):
+    __tablename__ = "ssehub_schema"
+    version: int = Field(primary_key=True)
+
 
 class EventRow(SQLModel, table=True):
     """One stored event of one user: the source of truth for replay."""
@@ -12,7 +21,7 @@ class EventRow(SQLModel, table=True):
     __tablename__ = "ssehub_event"
     user_id: str = Field(sa_column=Column(String(128), primary_key=True))
     seq: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
-    frame: str = Field(sa_column=Column(Text, nullable=False))
+    sse: str = Field(sa_column=Column(Text, nullable=False))
     key: str | None = Field(default=None, sa_column=Column(String(255), nullable=True))
     created_at: float = Field(nullable=False)
 

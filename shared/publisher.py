@@ -1,13 +1,13 @@
 """The Python publisher client: what a backend imports to push events.
 
-    hub = Hub("amqp://guest:guest@localhost:5672/")
+    publisher = Publisher("amqp://guest:guest@localhost:5672/")
 
     @app.post("/messages")
     async def create_message(...):
         ...
-        await hub.broadcast_to_conversation(conv_id, "message:new", {...}, exclude=[sender])
+        await publisher.broadcast_to_conversation(conv_id, "message:new", {...}, exclude=[sender])
 
-The hub connects on first use and reconnects after a loss. Every message is
+The publisher connects on first use and reconnects after a loss. Every message is
 persistent, carries an idempotency key (its ``message_id``) and is confirmed
 by the broker before the awaitable returns; a failed attempt is retried with
 the same key, so a retry never produces a second event.
@@ -24,13 +24,14 @@ from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
+from ssehub import topology
+from ssehub.amqp import describe
+from ssehub.backoff import Backoff
+from ssehub.errors import PublishError
+from ssehub.schema import MemberOp, check_id, event_body, membership_body
 
-from shared import topology
-from shared.errors import PublishError
-from shared.schema import MemberOp, check_id, event_body, membership_body
 
-
-class Hub:
+class Publisher:
     def __init__(self, url: str, *, attempts: int = 5, timeout: float = 10.0) -> None:
         self._url = url
         self._attempts = attempts
@@ -87,7 +88,8 @@ class Hub:
         """Publish a raw contract message to ``sse.events`` and await its confirm."""
         key = key or uuid.uuid4().hex
         last: Exception | None = None
-        for attempt in range(self._attempts):
+        backoff = Backoff(0.1, 2.0)
+        for _ in range(self._attempts):
             try:
                 exchange = await self._ready()
                 message = aio_pika.Message(
@@ -101,8 +103,12 @@ class Hub:
             except Exception as exc:  # retry on a fresh connection, same key
                 last = exc
                 await self._reset()
-                await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
-        raise PublishError(f"{routing_key}: not confirmed after {self._attempts} attempts: {last}")
+                await asyncio.sleep(backoff.next())
+        assert last is not None
+        raise PublishError(
+            f"{routing_key}: not confirmed after {self._attempts} attempts: "
+            f"{describe(last, self._url)}"
+        )
 
     async def _ready(self) -> AbstractExchange:
         async with self._lock:
@@ -119,20 +125,20 @@ class Hub:
 
     async def _reset(self) -> None:
         async with self._lock:
-            conn, self._connection, self._channel, self._exchange = (
+            connection, self._connection, self._channel, self._exchange = (
                 self._connection,
                 None,
                 None,
                 None,
             )
-            if conn is not None:
+            if connection is not None:
                 with contextlib.suppress(Exception):
-                    await conn.close()
+                    await connection.close()
 
     async def close(self) -> None:
         await self._reset()
 
-    async def __aenter__(self) -> Hub:
+    async def __aenter__(self) -> Publisher:
         return self
 
     async def __aexit__(

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
-
-from shared.errors import InvalidMessage
+from ssehub.errors import InvalidMessage
 
 EVENT_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 # orjson is exact up to unsigned 64 bits (20 digits) and turns larger integers

@@ -10,13 +10,10 @@ from dataclasses import dataclass
 from typing import cast
 
 from sqlalchemy import select, text
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-
-from shared.coalesce import Coalescer
-from shared.db import chunks
-from shared.errors import StoreUnavailable
-from shared.models import EventRow, UserCursor
+from ssehub.coalesce import Coalescer
+from ssehub.db import chunks, store_errors
+from ssehub.models import EventRow, UserCursor
 
 POSITIONS_PER_QUERY = 500
 PAGES_PER_QUERY = 50
@@ -54,8 +51,8 @@ class EventStore:
         """The user's position, read after the call (callers rely on that order)."""
         return await self._positions.get(user_id)
 
-    async def frames_after(self, user_id: str, after: int, limit: int) -> list[tuple[int, bytes]]:
-        """Stored frames with ``after < seq``, oldest first, at most ``limit``."""
+    async def events_after(self, user_id: str, after: int, limit: int) -> list[tuple[int, bytes]]:
+        """Stored events (their SSE bytes) with ``after < seq``, oldest first, at most ``limit``."""
         return await self._pages.get((user_id, after, limit))
 
     async def _read_positions(self, users: list[str]) -> dict[str, Position]:
@@ -65,8 +62,8 @@ class EventStore:
             stmt = select(CURSOR.c.user_id, CURSOR.c.last_seq, CURSOR.c.floor_seq).where(
                 CURSOR.c.user_id.in_(some)
             )
-            async with self._connect() as conn:
-                for user, last_seq, floor_seq in (await conn.execute(stmt)).all():
+            async with self._connect() as db:
+                for user, last_seq, floor_seq in (await db.execute(stmt)).all():
                     found[user] = Position(last_seq, floor_seq)
 
         await asyncio.gather(*(read(some) for some in chunks(users, POSITIONS_PER_QUERY)))
@@ -79,28 +76,26 @@ class EventStore:
             params: list[object] = []
             for page in some:
                 params += page
-            async with self._connect() as conn:
-                sql = _pages_sql(len(some), conn.dialect.name == "postgresql")
-                rows = await conn.exec_driver_sql(sql, tuple(params))
-                for i, seq, frame in cast(list[tuple[int, int, str]], rows.all()):
-                    found.setdefault(some[i], []).append((seq, frame.encode()))
+            async with self._connect() as db:
+                sql = _pages_sql(len(some), db.dialect.name == "postgresql")
+                rows = await db.exec_driver_sql(sql, tuple(params))
+                for i, seq, sse in cast(list[tuple[int, int, str]], rows.all()):
+                    found.setdefault(some[i], []).append((seq, sse.encode()))
 
         # Chunks in parallel, as many as the store's concurrency allows.
         await asyncio.gather(*(read(some) for some in chunks(pages, PAGES_PER_QUERY)))
         return found
 
     async def ping(self) -> None:
-        async with self._connect() as conn:
-            await conn.execute(text("SELECT 1"))
+        async with self._connect() as db:
+            await db.execute(text("SELECT 1"))
 
     @asynccontextmanager
     async def _connect(self) -> AsyncIterator[AsyncConnection]:
         """A connection whose failures (and slowness) surface as StoreUnavailable."""
-        try:
-            async with self._slots, asyncio.timeout(self._timeout), self.engine.connect() as conn:
-                yield conn
-        except (SQLAlchemyError, OSError, TimeoutError) as exc:
-            raise StoreUnavailable(f"store: {exc.__class__.__name__}: {exc}") from exc
+        with store_errors():
+            async with self._slots, asyncio.timeout(self._timeout), self.engine.connect() as db:
+                yield db
 
 
 @functools.lru_cache(maxsize=16)
@@ -111,7 +106,7 @@ def _pages_sql(n: int, pg: bool) -> str:
     for i in range(n):
         u, a, lim = (f"${3 * i + 1}", f"${3 * i + 2}", f"${3 * i + 3}") if pg else ("?", "?", "?")
         parts.append(
-            f"SELECT * FROM (SELECT {i} AS i, seq, frame FROM ssehub_event"
+            f"SELECT * FROM (SELECT {i} AS i, seq, sse FROM ssehub_event"
             f" WHERE user_id = {u} AND seq > {a} ORDER BY seq LIMIT {lim}) AS p{i}"
         )
     return " UNION ALL ".join(parts)

@@ -1,7 +1,7 @@
 """The AMQP topology as data, declared from this one place by every process.
 
 Contract names (``sse.events``, ``sse.deliver``, ``sse.dead``) are fixed by
-SPEC.md; the dispatcher's work queue and the edges' node queues are ours.
+the contract (docs/contract.md); the dispatcher's work queue and the edges' node queues are ours.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import aiormq
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue, ExchangeType
+from ssehub.fastpath.marshal import Publish
 
 ERROR_HEADER = "x-ssehub-error"  # on sse.dead messages: why it was rejected
 PRESENCE_HEADER = "x-ssehub-presence"  # edge → dispatcher presence signals
@@ -83,24 +84,22 @@ async def declare_core(channel: AbstractChannel) -> dict[str, AbstractExchange]:
     return exchanges
 
 
-def presence_message(
-    node_id: str, user_id: str | None, online: bool
-) -> tuple[str, str, bytes, aiormq.spec.Basic.Properties]:
+def presence_message(node_id: str, user_id: str | None, online: bool) -> Publish:
     """Edge → dispatcher, straight into the dispatch queue (default exchange), so it
     is ordered with the events: a user online on a node, offline, or (no user) a
-    heartbeat of the node. As (exchange, routing key, body, properties)."""
+    heartbeat of the node."""
     body = (
         {"node": node_id}
         if user_id is None
         else {"node": node_id, "user": user_id, "online": online}
     )
-    return ("", DISPATCH.name, orjson.dumps(body), PRESENCE_PROPERTIES)
+    return Publish("", DISPATCH.name, orjson.dumps(body), PRESENCE_PROPERTIES)
 
 
 PRESENCE_PROPERTIES = aiormq.spec.Basic.Properties(headers={PRESENCE_HEADER: 1})
 
 
-# sse.deliver messages: body = the frame, ready to write as is (its ``id:`` line
+# sse.deliver messages: body = the event's SSE bytes, ready to write as is (its ``id:`` line
 # is the recipient's sequence number); no property at all, so not persistent
 # (the store holds the durable copy) and cheap to decode (shared/wire.py).
 # Shared, immutable: built once.

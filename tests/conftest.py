@@ -5,9 +5,9 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from ssehub.dispatcher.main import running_dispatcher
+from ssehub.publisher import Publisher
 
-from dispatcher.main import running_dispatcher
-from shared.publisher import Hub
 from tests.support import (
     DEFAULT_AMQP,
     DEFAULT_PG,
@@ -94,9 +94,9 @@ async def make_stack(
     async with contextlib.AsyncExitStack() as stack:
         await stack.enter_async_context(running_dispatcher(settings))
         served = [await stack.enter_async_context(running_edge(settings)) for _ in range(edges)]
-        hub = Hub(amqp)
-        stack.push_async_callback(hub.close)
-        yield Stack(settings, [u for u, _ in served], [a for _, a in served], hub)
+        publisher = Publisher(amqp)
+        stack.push_async_callback(publisher.close)
+        yield Stack(settings, [u for u, _ in served], [a for _, a in served], publisher)
 
 
 @pytest.fixture(scope="session")

@@ -16,11 +16,10 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import aio_pika
 import uvicorn
 from fastapi import FastAPI
-
-from edge.app import create_app
-from edge.auth import mint_token
-from shared.config import Settings
-from shared.publisher import Hub
+from ssehub.config import Settings
+from ssehub.edge.app import create_app
+from ssehub.edge.auth import mint_token
+from ssehub.publisher import Publisher
 
 SECRET = "test-secret-0123456789abcdef0123456789abcdef"
 DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672/"
@@ -123,11 +122,11 @@ async def serve(app: FastAPI) -> AsyncIterator[str]:
                 await asyncio.sleep(0.01)  # wait-ok: polling uvicorn's started flag
         yield f"http://127.0.0.1:{port}"
     finally:
-        hub = getattr(app.state, "hub", None)
-        if hub is not None:
-            from edge.lifecycle import close_all
+        edge = getattr(app.state, "edge", None)
+        if edge is not None:
+            from ssehub.edge.lifecycle import close_all
 
-            close_all(hub)
+            close_all(edge)
         server.should_exit = True
         await task
         sock.close()
@@ -139,7 +138,7 @@ async def running_edge(settings: Settings) -> AsyncIterator[tuple[str, FastAPI]]
     app = create_app(settings)
     async with serve(app) as url:
         async with asyncio.timeout(15):
-            await app.state.hub.node.supervisor.ready.wait()
+            await app.state.edge.node.supervisor.ready.wait()
         yield url, app
 
 
@@ -148,7 +147,7 @@ class Stack:
     settings: Settings
     edges: list[str]
     apps: list[FastAPI]
-    hub: Hub
+    publisher: Publisher
     users: list[str] = field(default_factory=list)
 
     def token(self, user: str, **kw: object) -> str:

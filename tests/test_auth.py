@@ -17,11 +17,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from edge.auth import TokenVerifier, extract_token, mint_token
-from edge.logs import UVICORN_LOG_CONFIG, RedactTokens, configure_logging
-from shared.config import Settings
-from shared.errors import AuthError, ConfigError
+from ssehub.config import Settings
+from ssehub.edge.auth import TokenVerifier, extract_token, mint_token
+from ssehub.errors import AuthError, ConfigError
+from ssehub.logs import UVICORN_LOG_CONFIG, RedactTokens, configure_logging
 
 SECRET = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz"  # 49 bytes: no key-length warning
 OTHER_SECRET = "another-secret-0123456789-abcdefghijklmnopqrstuv"

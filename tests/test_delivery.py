@@ -40,16 +40,16 @@ async def test_user_event_reaches_every_connection_of_that_user_only(stack: Stac
         b1 = (await es.enter_async_context(open_stream(stack.edges[1], stack.token(bob))))[1]
         for c in (a1, a2, b1):
             await connected(c)
-        await stack.hub.send_event_to_user(alice, "message:new", {"text": "hi alice"})
-        await stack.hub.send_event_to_user(bob, "message:new", {"text": "hi bob"})
+        await stack.publisher.send_event_to_user(alice, "message:new", {"text": "hi alice"})
+        await stack.publisher.send_event_to_user(bob, "message:new", {"text": "hi bob"})
         for c in (a1, a2):
             ev = await c.next()
             assert (ev.event, ev.id, ev.json) == ("message:new", "1", {"text": "hi alice"})
         ev = await b1.next()
         assert (ev.id, ev.json) == ("1", {"text": "hi bob"})
         # and nothing else arrived for anyone
-        await stack.hub.send_event_to_user(alice, "marker", 1)
-        await stack.hub.send_event_to_user(bob, "marker", 1)
+        await stack.publisher.send_event_to_user(alice, "marker", 1)
+        await stack.publisher.send_event_to_user(bob, "marker", 1)
         for c in (a1, a2, b1):
             ev = await c.next()
             assert ev.event == "marker" and ev.id == "2"
@@ -59,19 +59,19 @@ async def test_conversation_broadcast_respects_exclude_across_edges(stack: Stack
     conv = uid("conv")
     users = [uid("m") for _ in range(4)]
     outsider = uid("out")
-    await stack.hub.set_members(conv, users)
+    await stack.publisher.set_members(conv, users)
     async with contextlib.AsyncExitStack() as es:
         clients = {}
         for i, user in enumerate([*users, outsider]):
             edge = stack.edges[i % 2]
             clients[user] = (await es.enter_async_context(open_stream(edge, stack.token(user))))[1]
             await connected(clients[user])
-        await stack.hub.broadcast_to_conversation(
+        await stack.publisher.broadcast_to_conversation(
             conv, "message:new", {"text": "yo"}, exclude=[users[0]]
         )
         # a direct event to everyone afterwards proves what did (not) come before it
         for user in [*users, outsider]:
-            await stack.hub.send_event_to_user(user, "after", None)
+            await stack.publisher.send_event_to_user(user, "after", None)
         assert [e.event for e in await clients[users[0]].take(1)] == ["after"]
         assert [e.event for e in await clients[outsider].take(1)] == ["after"]
         for user in users[1:]:
@@ -88,15 +88,15 @@ async def test_membership_ops_apply_in_publish_order(stack: Stack) -> None:
         for u in (a, b, c):
             cl[u] = (await es.enter_async_context(open_stream(stack.edge, stack.token(u))))[1]
             await connected(cl[u])
-        await stack.hub.set_members(conv, [a, b])
-        await stack.hub.broadcast_to_conversation(conv, "one", 1)
-        await stack.hub.add_members(conv, [c])
-        await stack.hub.remove_members(conv, [a])
-        await stack.hub.broadcast_to_conversation(conv, "two", 2)
-        await stack.hub.set_members(conv, [])
-        await stack.hub.broadcast_to_conversation(conv, "three", 3)
+        await stack.publisher.set_members(conv, [a, b])
+        await stack.publisher.broadcast_to_conversation(conv, "one", 1)
+        await stack.publisher.add_members(conv, [c])
+        await stack.publisher.remove_members(conv, [a])
+        await stack.publisher.broadcast_to_conversation(conv, "two", 2)
+        await stack.publisher.set_members(conv, [])
+        await stack.publisher.broadcast_to_conversation(conv, "three", 3)
         for u in (a, b, c):
-            await stack.hub.send_event_to_user(u, "end", None)
+            await stack.publisher.send_event_to_user(u, "end", None)
         seen = {u: [e.event for e in await cl[u].until(lambda e: e.event == "end")] for u in cl}
         assert seen == {a: ["one", "end"], b: ["one", "two", "end"], c: ["two", "end"]}
 
@@ -105,8 +105,8 @@ async def test_ephemeral_events_have_no_id_and_are_not_replayed(stack: Stack) ->
     user = uid()
     async with open_stream(stack.edge, stack.token(user)) as (_, client):
         await connected(client)
-        await stack.hub.send_event_to_user(user, "user:typing", {"t": 1}, ephemeral=True)
-        await stack.hub.send_event_to_user(user, "message:new", {"m": 1})
+        await stack.publisher.send_event_to_user(user, "user:typing", {"t": 1}, ephemeral=True)
+        await stack.publisher.send_event_to_user(user, "message:new", {"m": 1})
         got = await client.take(2)
         assert [(e.event, e.id) for e in got] == [("user:typing", None), ("message:new", "1")]
     async with open_stream(stack.edge, stack.token(user), last_event_id="0") as (_, client):
@@ -126,17 +126,15 @@ async def test_three_token_methods_all_stream(stack: Stack) -> None:
 
 async def test_disconnect_releases_binding(stack: Stack) -> None:
     user = uid()
-    node = stack.apps[0].state.hub.node
-    registry = stack.apps[0].state.hub.registry
+    node = stack.apps[0].state.edge.node
+    registry = stack.apps[0].state.edge.registry
     async with open_stream(stack.edge, stack.token(user)) as (_, c1):
         await connected(c1)
         async with open_stream(stack.edge, stack.token(user)) as (_, c2):
             await connected(c2)
             assert user in node._bound
         # one stream left: still bound
-        await _eventually(
-            lambda: len([c for c in registry.connections() if c.user_id == user]) == 1
-        )
+        await _eventually(lambda: len([c for c in registry.streams() if c.user_id == user]) == 1)
         assert user in node._bound
     await _eventually(lambda: user not in node._bound and not registry.has_user(user))
 

@@ -84,7 +84,7 @@ async def test_every_bad_message_is_dead_lettered_with_its_reason(stack: Stack) 
             await raw_publish(
                 stack.settings.rabbitmq_url, rk.format(u=user), body, message_id=f"bad-{user}-{i}"
             )
-            await stack.hub.send_event_to_user(user, "good", i)
+            await stack.publisher.send_event_to_user(user, "good", i)
         got = await client.take(len(BAD))
         assert [(e.seq, e.json) for e in got] == [(i + 1, i) for i in range(len(BAD))]
         reasons: dict[str, str] = {}
@@ -137,7 +137,7 @@ async def test_retries_with_one_key_make_one_event(stack: Stack) -> None:
     async with open_stream(stack.edge, stack.token(user)) as (_, client):
         await client.next()
         for _ in range(3):  # a publisher retrying after lost confirms
-            await stack.hub.send_event_to_user(user, "once", 1, key=f"k-{user}")
+            await stack.publisher.send_event_to_user(user, "once", 1, key=f"k-{user}")
         # the AMQP message_id is the key when the body has none
         for _ in range(2):
             await raw_publish(
@@ -146,19 +146,19 @@ async def test_retries_with_one_key_make_one_event(stack: Stack) -> None:
                 b'{"event": "mid", "data": 2}',
                 message_id=f"m-{user}",
             )
-        await stack.hub.send_event_to_user(user, "end", 3)
+        await stack.publisher.send_event_to_user(user, "end", 3)
         got = await client.until(lambda e: e.event == "end")
         assert [(e.event, e.seq) for e in got] == [("once", 1), ("mid", 2), ("end", 3)]
 
 
 async def test_conversation_key_dedupes_the_whole_fanout(stack: Stack) -> None:
     conv, a, b = uid("conv"), uid("a"), uid("b")
-    await stack.hub.set_members(conv, [a, b])
+    await stack.publisher.set_members(conv, [a, b])
     async with open_stream(stack.edge, stack.token(a)) as (_, client):
         await client.next()
         for _ in range(2):
-            await stack.hub.broadcast_to_conversation(conv, "m", 1, key=f"k-{conv}")
-        await stack.hub.send_event_to_user(a, "end", None)
+            await stack.publisher.broadcast_to_conversation(conv, "m", 1, key=f"k-{conv}")
+        await stack.publisher.send_event_to_user(a, "end", None)
         got = await client.until(lambda e: e.event == "end")
         assert [(e.event, e.seq) for e in got] == [("m", 1), ("end", 2)]
 
@@ -206,7 +206,7 @@ async def test_non_python_amqp_client_delivers(stack: Stack) -> None:
 async def test_ssehub_publish_cli_delivers(stack: Stack) -> None:
     conv, user = uid("conv"), uid()
     env = {"SSEHUB_RABBITMQ_URL": stack.settings.rabbitmq_url, "PATH": "/usr/bin:/bin"}
-    cli = [sys.executable, "-m", "shared.cli"]
+    cli = [sys.executable, "-m", "ssehub.cli"]
 
     async def run(*args: str) -> str:
         proc = await asyncio.create_subprocess_exec(

@@ -159,7 +159,7 @@ async def test_probes_and_metrics(stack: Stack) -> None:
         assert ready.status_code == 200 and ready.json()["status"] == "ready"
         async with open_stream(stack.edge, stack.token(user)) as (_, client):
             await client.next()
-            await stack.hub.send_event_to_user(user, "m", 1)
+            await stack.publisher.send_event_to_user(user, "m", 1)
             await client.next()
             text = (await http.get("/metrics")).text
         for name in (
@@ -174,7 +174,8 @@ async def test_probes_and_metrics(stack: Stack) -> None:
 
 async def test_not_ready_edge_answers_200_with_retry_and_closes(stack: Stack) -> None:
     broken = make_settings("amqp://guest:guest@127.0.0.1:1/", stack.settings.database_url)
-    from edge.app import create_app
+    from ssehub.edge.app import create_app
+
     from tests.support import serve
 
     async with serve(create_app(broken)) as url:

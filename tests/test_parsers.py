@@ -6,10 +6,9 @@ import json
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from shared.errors import InvalidMessage
-from shared.frames import event_frame, parse_last_event_id
-from shared.schema import EventMessage, MembershipMessage, parse_message
+from ssehub.errors import InvalidMessage
+from ssehub.schema import EventMessage, MembershipMessage, parse_message
+from ssehub.sse import parse_last_event_id, render_event
 
 json_values = st.recursive(
     st.none()
@@ -60,10 +59,10 @@ def test_parse_message_on_json_objects(kind: str, target: str, doc: dict[str, ob
         assert str(exc).split(":")[0]  # names the field or part at fault
         return
     if isinstance(msg, EventMessage):
-        frame = event_frame(7, msg.event, msg.data)
-        # one event, exactly: a data line never breaks, the frame ends once
-        assert frame.count(b"\n\n") == 1 and frame.endswith(b"\n\n")
-        assert b"\r" not in frame
+        sse = render_event(7, msg.event, msg.data)
+        # one event, exactly: a data line never breaks, the event ends once
+        assert sse.count(b"\n\n") == 1 and sse.endswith(b"\n\n")
+        assert b"\r" not in sse
         assert json.loads(msg.data) == doc["data"]
 
 

@@ -6,9 +6,9 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
+from ssehub.db import create_engine
+from ssehub.dispatcher.retention import Retention, prune
 
-from dispatcher.retention import Retention, prune
-from shared.db import create_engine
 from tests.conftest import make_stack
 from tests.sse import open_stream
 from tests.support import Stack, rabbitmq_vhost, uid
@@ -27,11 +27,11 @@ async def pg_stack(broker_url: str, pg_url: str) -> AsyncIterator[Stack]:
 async def test_delivery_replay_and_retention_on_postgres(pg_stack: Stack) -> None:
     stack = pg_stack
     conv, a, b = uid("conv"), uid("a"), uid("b")
-    await stack.hub.set_members(conv, [a, b])
+    await stack.publisher.set_members(conv, [a, b])
     async with open_stream(stack.edges[1], stack.token(a)) as (_, client):
         await client.next()
         for i in range(10):
-            await stack.hub.broadcast_to_conversation(conv, "m", i, exclude=[b])
+            await stack.publisher.broadcast_to_conversation(conv, "m", i, exclude=[b])
         got = await client.take(10)
         assert [e.seq for e in got] == list(range(1, 11))
 
@@ -45,7 +45,7 @@ async def test_delivery_replay_and_retention_on_postgres(pg_stack: Stack) -> Non
     async with open_stream(stack.edges[0], stack.token(a), last_event_id="2") as (_, client):
         hello = await client.next()
         assert hello.json["recovered"] is False and hello.id == "10"
-        await stack.hub.send_event_to_user(a, "live", None)
+        await stack.publisher.send_event_to_user(a, "live", None)
         assert [(e.event, e.seq) for e in await client.take(1)] == [("live", 11)]
     # within it: exact replay
     async with open_stream(stack.edges[0], stack.token(a), last_event_id="7") as (_, client):

@@ -27,7 +27,7 @@ async def presence_stack(
 async def test_online_then_offline_after_grace(presence_stack: Stack) -> None:
     stack = presence_stack
     conv, alice, bob, stranger = uid("conv"), uid("alice"), uid("bob"), uid("x")
-    await stack.hub.set_members(conv, [alice, bob])
+    await stack.publisher.set_members(conv, [alice, bob])
     async with contextlib.AsyncExitStack() as es:
         b = (await es.enter_async_context(open_stream(stack.edges[0], stack.token(bob))))[1]
         s = (await es.enter_async_context(open_stream(stack.edges[0], stack.token(stranger))))[1]
@@ -44,14 +44,14 @@ async def test_online_then_offline_after_grace(presence_stack: Stack) -> None:
         assert ev[-1].json == {"userId": alice} and ev[-1].id is None
         assert [e for e in ev if e.event == "user:online"] == []
         # no shared conversation: the stranger heard nothing about alice
-        await stack.hub.send_event_to_user(stranger, "end", None)
+        await stack.publisher.send_event_to_user(stranger, "end", None)
         assert [e.event for e in await s.until(lambda e: e.event == "end")] == ["end"]
 
 
 async def test_quick_reconnect_within_grace_is_not_announced(presence_stack: Stack) -> None:
     stack = presence_stack
     conv, alice, bob = uid("conv"), uid("alice"), uid("bob")
-    await stack.hub.set_members(conv, [alice, bob])
+    await stack.publisher.set_members(conv, [alice, bob])
     async with open_stream(stack.edges[0], stack.token(bob)) as (_, b):
         await b.next()
         async with open_stream(stack.edges[0], stack.token(alice)) as (_, a):
@@ -59,7 +59,7 @@ async def test_quick_reconnect_within_grace_is_not_announced(presence_stack: Sta
             await b.until(lambda e: e.event == "user:online")
         async with open_stream(stack.edges[1], stack.token(alice)) as (_, a):  # back at once
             await a.next()
-            await stack.hub.send_event_to_user(bob, "mark", None)
+            await stack.publisher.send_event_to_user(bob, "mark", None)
             got = await b.until(lambda e: e.event == "mark")
             assert [e.event for e in got] == ["mark"]
         got = await b.until(lambda e: e.event == "user:offline", timeout=10)

@@ -12,7 +12,7 @@ from tests.support import Stack, uid
 
 async def publish_n(stack: Stack, user: str, start: int, n: int) -> None:
     for i in range(start, start + n):
-        await stack.hub.send_event_to_user(user, "n", i)
+        await stack.publisher.send_event_to_user(user, "n", i)
 
 
 async def test_replay_after_disconnect_then_live(stack: Stack) -> None:
@@ -81,7 +81,7 @@ async def test_future_or_garbage_last_event_id(stack: Stack, bad: str, in_query:
         hello = await client.next()
         assert hello.json["recovered"] is False
         assert hello.id == "2"  # cursor: the latest, no replay
-        await stack.hub.send_event_to_user(user, "n", 3)
+        await stack.publisher.send_event_to_user(user, "n", 3)
         assert [e.seq for e in await client.take(1)] == [3]
 
 
@@ -93,7 +93,7 @@ async def test_seam_under_continuous_publishing(stack: Stack) -> None:
 
     async def producer() -> None:
         for i in range(1, total + 1):
-            await stack.hub.send_event_to_user(user, "n", i)
+            await stack.publisher.send_event_to_user(user, "n", i)
 
     prod = asyncio.create_task(producer())
     # From 0: the producer may have committed event 1 before the first stream
@@ -122,7 +122,7 @@ async def test_many_events_replay_in_pages(stack: Stack) -> None:
     user = uid()
     n = stack.settings.replay_page * 2 + 17
     await asyncio.gather(
-        *(stack.hub.send_event_to_user(user, "n", None, key=f"{user}-{i}") for i in range(n))
+        *(stack.publisher.send_event_to_user(user, "n", None, key=f"{user}-{i}") for i in range(n))
     )
     await _wait_seq(stack, user, n)
     async with open_stream(stack.edge, stack.token(user), last_event_id="0") as (_, client):
@@ -133,7 +133,7 @@ async def test_many_events_replay_in_pages(stack: Stack) -> None:
 
 async def _wait_seq(stack: Stack, user: str, seq: int, timeout: float = 10.0) -> None:
     """Wait until the store holds ``seq`` for ``user`` (its own stream is the signal)."""
-    store = stack.apps[0].state.hub.store
+    store = stack.apps[0].state.edge.store
     async with asyncio.timeout(timeout):
         while (await store.position(user)).last_seq < seq:
             await asyncio.sleep(0.02)  # wait-ok: polling the store

@@ -7,13 +7,13 @@ from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
+from ssehub.config import normalize_database_url
+from ssehub.db import create_engine, create_schema
+from ssehub.dispatcher.persist import DispatchStore
+from ssehub.dispatcher.retention import Retention, prune
+from ssehub.schema import EventMessage, MembershipMessage
+from ssehub.store import EventStore, Position
 
-from dispatcher.persist import DispatchStore
-from dispatcher.retention import Retention, prune
-from shared.config import normalize_database_url
-from shared.db import create_engine, create_schema
-from shared.schema import EventMessage, MembershipMessage
-from shared.store import EventStore, Position
 from tests.support import uid
 
 
@@ -59,16 +59,16 @@ async def test_sequences_are_per_user_and_gap_free(engine: AsyncEngine) -> None:
     d1 = await store.commit_batch([ev(a, 1), ev(b, 1), ev(a, 2)])
     d2 = await store.commit_batch([ev(a, 3), ev(a, "t", ephemeral=True)])
     assert [(d.user_id, d.seq) for d in d1 + d2] == [(a, 1), (b, 1), (a, 2), (a, 3), (a, None)]
-    assert d1[0].frame == b"id: 1\nevent: e\ndata: 1\n\n"
-    assert d2[-1].frame == b"event: e\ndata: t\n\n"
+    assert d1[0].sse == b"id: 1\nevent: e\ndata: 1\n\n"
+    assert d2[-1].sse == b"event: e\ndata: t\n\n"
     reader = EventStore(engine)
     assert await reader.position(a) == Position(3, 0)
     assert await reader.position(uid()) == Position(0, 0)
-    assert await reader.frames_after(a, 1, 10) == [
+    assert await reader.events_after(a, 1, 10) == [
         (2, b"id: 2\nevent: e\ndata: 2\n\n"),
         (3, b"id: 3\nevent: e\ndata: 3\n\n"),
     ]
-    assert [s for s, _ in await reader.frames_after(a, 0, 2)] == [1, 2]
+    assert [s for s, _ in await reader.events_after(a, 0, 2)] == [1, 2]
 
 
 async def test_membership_and_fanout(engine: AsyncEngine) -> None:
@@ -100,9 +100,9 @@ async def test_dedupe_republishes_and_expires(engine: AsyncEngine) -> None:
     a, key = uid("a"), uid("key")
     first = await store.commit_batch([ev(a, 1, key=key), ev(a, 1, key=key)])
     assert [d.seq for d in first] == [1]
-    # a redelivery: no new event, but the stored frame goes out again
+    # a redelivery: no new event, but the stored event goes out again
     again = await store.commit_batch([ev(a, 1, key=key)])
-    assert [(d.seq, d.frame) for d in again] == [(1, first[0].frame)]
+    assert [(d.seq, d.sse) for d in again] == [(1, first[0].sse)]
     assert (await EventStore(engine).position(a)).last_seq == 1
     clock.now += 101  # past the window: the key is forgotten
     later = await store.commit_batch([ev(a, 1, key=key)])
@@ -126,7 +126,7 @@ async def test_retention_by_count_and_age(engine: AsyncEngine) -> None:
     await store.commit_batch([ev(b, i) for i in range(3, 8)])
     await prune(engine, rule, clock.now)
     assert await reader.position(b) == Position(7, 3)
-    assert [s for s, _ in await reader.frames_after(b, 0, 100)] == [4, 5, 6, 7]
+    assert [s for s, _ in await reader.events_after(b, 0, 100)] == [4, 5, 6, 7]
     # pruned dedupe keys: the same key makes a new event again
     again = await store.commit_batch([ev(a, 0, key=f"{a}-0")])
     assert [d.seq for d in again] == [11]
@@ -155,8 +155,8 @@ async def test_a_crowd_of_replay_reads_gets_each_its_own_page(engine: AsyncEngin
     await writer.commit_batch([ev(u, n) for u in users for n in range(5)])
     store = EventStore(engine)
     asks = [(u, i % 5, 1 + i % 3) for i, u in enumerate(users)] + [(users[0], 0, 10)]
-    pages = await asyncio.gather(*(store.frames_after(*ask) for ask in asks))
+    pages = await asyncio.gather(*(store.events_after(*ask) for ask in asks))
     for (user, after, limit), page in zip(asks, pages, strict=True):
         want = list(range(after + 1, 6))[:limit]
         assert [seq for seq, _ in page] == want, (user, after, limit)
-        assert all(frame.startswith(b"id: %d\n" % seq) for seq, frame in page)
+        assert all(sse.startswith(b"id: %d\n" % seq) for seq, sse in page)

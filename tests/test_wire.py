@@ -9,10 +9,10 @@ import pytest
 from pamqp import commands as spec
 from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
-
-from edge.pump import start
-from shared import topology
-from shared.wire import FastFrameReceiver, marshal_publishes
+from ssehub import topology
+from ssehub.edge.pump import start
+from ssehub.fastpath.marshal import marshal_publishes
+from ssehub.fastpath.receiver import FastFrameReceiver
 
 
 async def _decode(data: bytes) -> list[object]:

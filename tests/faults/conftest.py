@@ -5,8 +5,8 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from ssehub.publisher import Publisher
 
-from shared.publisher import Hub
 from tests.faults.procs import (
     Cluster,
     can_control_services,
@@ -87,8 +87,8 @@ async def pg_cluster_db(pg_server_url: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def hub(fault_vhost: str) -> AsyncIterator[Hub]:
-    h = Hub(fault_vhost)
+async def publisher(fault_vhost: str) -> AsyncIterator[Publisher]:
+    h = Publisher(fault_vhost)
     yield h
     await h.close()
 

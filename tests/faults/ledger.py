@@ -17,9 +17,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import httpx
-
-from shared.errors import PublishError
-from shared.publisher import Hub
+from ssehub.errors import PublishError
+from ssehub.publisher import Publisher
 
 
 @dataclass
@@ -107,7 +106,7 @@ class Ledger:
     """Publishes continuously, to users and to conversations with a fixed
     membership, and knows how many events each user must receive."""
 
-    hub: Hub
+    publisher: Publisher
     users: list[str]
     conversations: dict[str, list[str]] = field(default_factory=dict)
     sent: Counter[str] = field(default_factory=Counter)
@@ -125,7 +124,9 @@ class Ledger:
                 # the key makes publisher retries (across broker restarts) exactly-once
                 await self._confirmed(
                     lambda c=conv, s=sender, k=f"{conv}-{n}", i=n: (
-                        self.hub.broadcast_to_conversation(c, "said", {"n": i}, exclude=[s], key=k)
+                        self.publisher.broadcast_to_conversation(
+                            c, "said", {"n": i}, exclude=[s], key=k
+                        )
                     )
                 )
                 self.sent.update(m for m in members if m != sender)
@@ -133,7 +134,7 @@ class Ledger:
                 user = self.users[n % len(self.users)]
                 key = f"{user}-{self.sent[user] + 1}-{n}"
                 await self._confirmed(
-                    lambda u=user, k=key, i=n: self.hub.send_event_to_user(
+                    lambda u=user, k=key, i=n: self.publisher.send_event_to_user(
                         u, "tick", {"n": i}, key=k
                     )
                 )

@@ -41,7 +41,7 @@ class Proc:
     def start(self) -> Proc:
         self._out = self.log.open("ab")
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", *self.args],
+            [sys.executable, "-m", "ssehub.cli", *self.args],
             env=self.env,
             stdout=self._out,
             stderr=subprocess.STDOUT,

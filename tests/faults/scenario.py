@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import jwt
+from ssehub.publisher import Publisher
 
-from shared.publisher import Hub
 from tests.faults.ledger import Browser, Ledger
 from tests.support import SECRET, uid
 
@@ -39,7 +39,7 @@ class Workload:
         """Publish one event to the probe user; seconds until its browser has it."""
         t0 = time.monotonic()
         before = len(self.probe.seqs)
-        await self.ledger.hub.send_event_to_user(self.probe.user, "probe", None, key=uid("p"))
+        await self.ledger.publisher.send_event_to_user(self.probe.user, "probe", None, key=uid("p"))
         self.ledger.sent[self.probe.user] += 1
         async with asyncio.timeout(timeout):
             while len(self.probe.seqs) == before:
@@ -57,7 +57,7 @@ class Workload:
 
 @contextlib.asynccontextmanager
 async def workload(
-    hub: Hub, edges: list[str], users: int = 12, per_user: int = 2, pause: float = 0.004
+    publisher: Publisher, edges: list[str], users: int = 12, per_user: int = 2, pause: float = 0.004
 ) -> AsyncIterator[Workload]:
     names = [uid("w") for _ in range(users)]
     browsers = [
@@ -67,7 +67,7 @@ async def workload(
     ]
     probe_user = uid("probe")
     probe = Browser(probe_user, token(probe_user), edges)
-    ledger = Ledger(hub, names)
+    ledger = Ledger(publisher, names)
     stop_browsers, stop_publishing = asyncio.Event(), asyncio.Event()
     tasks = [asyncio.create_task(b.run(stop_browsers)) for b in [*browsers, probe]]
     async with asyncio.timeout(20):

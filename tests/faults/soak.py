@@ -22,10 +22,11 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
-from shared.config import normalize_database_url
-from shared.db import create_engine
-from shared.publisher import Hub
-from shared.store import EventStore
+from ssehub.config import normalize_database_url
+from ssehub.db import create_engine
+from ssehub.publisher import Publisher
+from ssehub.store import EventStore
+
 from tests.faults.ledger import Browser, Ledger
 from tests.faults.procs import (
     Cluster,
@@ -133,15 +134,15 @@ async def _run(args: argparse.Namespace, cluster: Cluster, amqp: str) -> int:
     conversations = {
         uid("c"): rng.sample(users, min(5, len(users))) for _ in range(args.users // 5)
     }
-    hub = Hub(amqp)
+    publisher = Publisher(amqp)
     for conv, members in conversations.items():
-        await hub.set_members(conv, members)
+        await publisher.set_members(conv, members)
     browsers = [
         Browser(u, token(u), edges[k % 2 :] + edges[: k % 2])
         for u in users
         for k in range(args.conns)
     ]
-    ledger = Ledger(hub, users, conversations)
+    ledger = Ledger(publisher, users, conversations)
     stop_b, stop_p = asyncio.Event(), asyncio.Event()
     tasks = [asyncio.create_task(b.run(stop_b)) for b in browsers]
     # a fresh stream starts at the user's latest event: publish once all are open
@@ -173,7 +174,7 @@ async def _run(args: argparse.Namespace, cluster: Cluster, amqp: str) -> int:
         await ledger.settle(browsers, timeout=120)
     stop_b.set()
     await asyncio.gather(*tasks, return_exceptions=True)
-    await hub.close()
+    await publisher.close()
     report = ledger.report(browsers)
     if any(report.values()):
         await diagnose(cluster.env["SSEHUB_DATABASE_URL"], ledger, browsers)

@@ -10,8 +10,8 @@ from collections.abc import Awaitable, Callable
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import pytest
+from ssehub.publisher import Publisher
 
-from shared.publisher import Hub
 from tests.faults.procs import Cluster, rabbitmq_kill9_and_start, rabbitmq_restart_graceful
 from tests.faults.scenario import CLEAN, workload
 
@@ -22,14 +22,14 @@ from tests.faults.scenario import CLEAN, workload
 )
 async def test_rabbitmq_restart(
     cluster: Cluster,
-    hub: Hub,
+    publisher: Publisher,
     measure: dict[str, float],
     how: str,
     restart: Callable[[], Awaitable[None]],
 ) -> None:
     await cluster.dispatcher("dispatcher")
     edges = [await cluster.edge("edge-1"), await cluster.edge("edge-2")]
-    async with workload(hub, [e.url for e in edges]) as w:
+    async with workload(publisher, [e.url for e in edges]) as w:
         await w.wait_some(3)
         down = asyncio.create_task(restart())
         for edge in edges:  # readiness is false while the broker is away
@@ -49,7 +49,7 @@ def _ctl(*args: str) -> None:
 
 
 async def test_edge_cut_off_catches_up_from_the_store_on_reconnect(
-    cluster: Cluster, hub: Hub, measure: dict[str, float]
+    cluster: Cluster, publisher: Publisher, measure: dict[str, float]
 ) -> None:
     """Events committed while an edge cannot reach RabbitMQ reach its open
     streams right after it reconnects, without waiting for a later event."""
@@ -65,7 +65,7 @@ async def test_edge_cut_off_catches_up_from_the_store_on_reconnect(
         )
         await cluster.dispatcher("dispatcher")
         edge = await cluster.edge("edge-1", SSEHUB_RABBITMQ_URL=edge_url)
-        async with workload(hub, [edge.url], users=6) as w:
+        async with workload(publisher, [edge.url], users=6) as w:
             await w.wait_some(3)
             w.stop_publishing.set()
             await w.publisher
@@ -74,7 +74,7 @@ async def test_edge_cut_off_catches_up_from_the_store_on_reconnect(
             _ctl("close_connection", *_connections_of(user), "test: cut off")
             await edge.wait_ready(timeout=10, want=503)
             for b in w.browsers:  # events committed while it is away
-                await hub.send_event_to_user(b.user, "while-away", None, key=uuid.uuid4().hex)
+                await publisher.send_event_to_user(b.user, "while-away", None, key=uuid.uuid4().hex)
                 w.ledger.sent[b.user] += 1
             _ctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
             t0 = time.monotonic()

@@ -10,8 +10,8 @@ import subprocess
 
 import httpx
 import psutil
+from ssehub.publisher import Publisher
 
-from shared.publisher import Hub
 from tests.faults.procs import Cluster, Proc
 from tests.faults.scenario import token, workload
 from tests.support import uid
@@ -52,7 +52,7 @@ async def slow_reader(url: str, user: str, stop: asyncio.Event) -> int:
 
 
 async def test_slow_and_frozen_clients_are_closed(
-    cluster: Cluster, hub: Hub, measure: dict[str, float]
+    cluster: Cluster, publisher: Publisher, measure: dict[str, float]
 ) -> None:
     await cluster.dispatcher("dispatcher")
     edge = await cluster.edge("edge", SSEHUB_CLIENT_BUFFER_BYTES="65536", SSEHUB_WRITE_TIMEOUT="3")
@@ -67,15 +67,15 @@ async def test_slow_and_frozen_clients_are_closed(
         stderr=subprocess.DEVNULL,
     )
     try:
-        async with workload(hub, [edge.url], users=4, pause=0.02) as w:
+        async with workload(publisher, [edge.url], users=4, pause=0.02) as w:
             await w.wait_some(2)
             os.kill(frozen.pid, signal.SIGSTOP)
             before = rss.memory_info().rss
             baseline = [await w.probe_latency() for _ in range(5)]
             blob = "x" * 16_000
             for i in range(400):  # ~6.4 MB to each of the two stuck clients
-                await hub.send_event_to_user(slow_user, "big", {"i": i, "b": blob})
-                await hub.send_event_to_user(frozen_user, "big", {"i": i, "b": blob})
+                await publisher.send_event_to_user(slow_user, "big", {"i": i, "b": blob})
+                await publisher.send_event_to_user(frozen_user, "big", {"i": i, "b": blob})
             during = [await w.probe_latency() for _ in range(5)]
             want_open = len(w.browsers) + 1  # the stuck two are gone, the rest stay
             async with asyncio.timeout(30):

@@ -7,8 +7,8 @@ import time
 
 import httpx
 import pytest
+from ssehub.publisher import Publisher
 
-from shared.publisher import Hub
 from tests.faults.procs import Cluster, postgres_ensure_running, postgres_stop
 from tests.faults.scenario import CLEAN, token, workload
 
@@ -19,11 +19,11 @@ def fault_db(pg_cluster_db: str) -> str:
 
 
 async def test_database_outage_loses_nothing(
-    cluster: Cluster, hub: Hub, measure: dict[str, float]
+    cluster: Cluster, publisher: Publisher, measure: dict[str, float]
 ) -> None:
     dispatcher = await cluster.dispatcher("dispatcher")
     edges = [await cluster.edge("edge-1"), await cluster.edge("edge-2")]
-    async with workload(hub, [e.url for e in edges]) as w:
+    async with workload(publisher, [e.url for e in edges]) as w:
         await w.wait_some(3)
         await postgres_stop()
         try:

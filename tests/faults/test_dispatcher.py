@@ -6,20 +6,20 @@ import signal
 import time
 
 import pytest
+from ssehub.publisher import Publisher
 
-from shared.publisher import Hub
 from tests.faults.procs import Cluster
 from tests.faults.scenario import CLEAN, workload
 
 
 @pytest.mark.parametrize("point", ["before_commit", "after_commit", "after_publish"])
 async def test_dispatcher_killed_mid_batch_standby_takes_over(
-    cluster: Cluster, hub: Hub, point: str, measure: dict[str, float]
+    cluster: Cluster, publisher: Publisher, point: str, measure: dict[str, float]
 ) -> None:
     active = await cluster.dispatcher("dispatcher-a", SSEHUB_FAILPOINT=f"{point}:40")
     standby = await cluster.dispatcher("dispatcher-b")
     edges = [(await cluster.edge("edge-1")).url, (await cluster.edge("edge-2")).url]
-    async with workload(hub, edges) as w:
+    async with workload(publisher, edges) as w:
         await w.wait_some(1)
         assert await active.wait_exit(60) == -signal.SIGKILL
         died = time.monotonic()
@@ -32,12 +32,12 @@ async def test_dispatcher_killed_mid_batch_standby_takes_over(
 
 
 async def test_dispatcher_sigterm_finishes_its_batch_and_exits(
-    cluster: Cluster, hub: Hub, measure: dict[str, float]
+    cluster: Cluster, publisher: Publisher, measure: dict[str, float]
 ) -> None:
     active = await cluster.dispatcher("dispatcher-a")
     await cluster.dispatcher("dispatcher-b")
     edges = [(await cluster.edge("edge-1")).url]
-    async with workload(hub, edges) as w:
+    async with workload(publisher, edges) as w:
         await w.wait_some(3)
         t0 = time.monotonic()
         active.signal(signal.SIGTERM)

@@ -9,8 +9,8 @@ import time
 from urllib.parse import unquote, urlsplit
 
 import httpx
+from ssehub.publisher import Publisher
 
-from shared.publisher import Hub
 from tests.faults.procs import Cluster, Proc
 from tests.faults.scenario import CLEAN, token, workload
 
@@ -39,13 +39,13 @@ async def _until(cond, timeout: float = 10.0) -> None:  # type: ignore[no-untype
 
 
 async def test_edge_killed_clients_resume_on_the_other_edge(
-    cluster: Cluster, hub: Hub, measure: dict[str, float]
+    cluster: Cluster, publisher: Publisher, measure: dict[str, float]
 ) -> None:
     await cluster.dispatcher("dispatcher")
     victim, survivor = await cluster.edge("edge-1"), await cluster.edge("edge-2")
     vhost = cluster.env["SSEHUB_RABBITMQ_URL"]
     assert len(queue_of(victim, edge_queues(vhost))) == 1
-    async with workload(hub, [victim.url, survivor.url], users=16) as w:
+    async with workload(publisher, [victim.url, survivor.url], users=16) as w:
         await w.wait_some(3)
         on_victim = [b for b in w.browsers if b.current == victim.url]
         assert on_victim
@@ -64,13 +64,13 @@ async def test_edge_killed_clients_resume_on_the_other_edge(
 
 
 async def test_edge_sigterm_drains_then_exits(
-    cluster: Cluster, hub: Hub, measure: dict[str, float]
+    cluster: Cluster, publisher: Publisher, measure: dict[str, float]
 ) -> None:
     await cluster.dispatcher("dispatcher")
     leaving = await cluster.edge("edge-1", SSEHUB_DRAIN_SECONDS="2")
     staying = await cluster.edge("edge-2")
     vhost = cluster.env["SSEHUB_RABBITMQ_URL"]
-    async with workload(hub, [leaving.url, staying.url], users=16) as w:
+    async with workload(publisher, [leaving.url, staying.url], users=16) as w:
         await w.wait_some(3)
         t0 = time.monotonic()
         leaving.signal(signal.SIGTERM)

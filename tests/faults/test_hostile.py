@@ -9,8 +9,8 @@ import struct
 
 import httpx
 import psutil
+from ssehub.publisher import Publisher
 
-from shared.publisher import Hub
 from tests.faults.procs import Cluster, Proc
 from tests.faults.scenario import token
 from tests.faults.test_clients import metric, metrics_of
@@ -36,7 +36,7 @@ async def connect_abort(edge: Proc, tok: str, phase: int) -> None:
 
 
 async def test_connect_abort_cycles_leave_no_leak(
-    cluster: Cluster, hub: Hub, measure: dict[str, float]
+    cluster: Cluster, publisher: Publisher, measure: dict[str, float]
 ) -> None:
     await cluster.dispatcher("dispatcher")
     edge = await cluster.edge("edge", SSEHUB_LOG_LEVEL="WARNING")
@@ -85,7 +85,7 @@ async def test_connect_abort_cycles_leave_no_leak(
         async for line in lines:
             if line.startswith("event: connected"):
                 break
-        await hub.send_event_to_user(user, "still-alive", None)
+        await publisher.send_event_to_user(user, "still-alive", None)
         async for line in lines:
             if line == "event: still-alive":
                 break

@@ -1,4 +1,4 @@
-"""Logging for the edge: one line per record, and never a token.
+"""Logging for ssehub's processes: one line per record, and never a token.
 
 Clients may send their JWT as ``?token=``, which uvicorn's access log would
 print with the rest of the URL; :class:`RedactTokens` rewrites such records.
@@ -70,6 +70,14 @@ def _install(target: logging.Logger | logging.Handler) -> None:
         target.addFilter(RedactTokens())
 
 
+class _Repeats(logging.Filter):
+    """Drops aiormq's own line for a failed connect: the supervisor logs one line
+    per attempt that says why in words (ssehub.amqp.describe)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("error when creating transport")
+
+
 def configure_logging(level: str) -> None:
     """One-line records at ``level`` on stderr; token redaction on uvicorn.access and root."""
     level = level.upper()
@@ -79,6 +87,9 @@ def configure_logging(level: str) -> None:
     for handler in root.handlers:
         _install(handler)
     _install(logging.getLogger("uvicorn.access"))
+    aiormq_log = logging.getLogger("aiormq.connection")
+    if not any(isinstance(f, _Repeats) for f in aiormq_log.filters):
+        aiormq_log.addFilter(_Repeats())
 
 
 # For ``uvicorn.run(..., log_config=UVICORN_LOG_CONFIG)``: uvicorn then sets up

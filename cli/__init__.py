@@ -1,0 +1,102 @@
+"""The ``ssehub`` command line: the top layer, the only one that reads the
+process environment and imports both services.
+
+Commands that run a service (``dev``, ``edge``, ``dispatcher``) live in
+``ssehub.cli.serve``, the ones that talk to a running deployment (``token``,
+``publish``) in ``ssehub.cli.tools``; both are imported only when used, so
+that ``ssehub publish`` works with the light install (no server extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+import ssehub
+from ssehub.config import Settings, load_settings, unknown_settings
+from ssehub.errors import SsehubError
+
+SERVER_EXTRA = "pip install 'ssehub[server]'"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    try:
+        args.func(args)
+    except SsehubError as exc:
+        print(f"ssehub: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] != "ssehub":
+            print(
+                f"ssehub {args.command}: needs {exc.name!r}, part of the server extra: "
+                f"{SERVER_EXTRA}",
+                file=sys.stderr,
+            )
+            raise SystemExit(2) from None
+        raise
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
+def settings(**overrides: object) -> Settings:
+    """The settings, parsed once; a typo'd ``SSEHUB_*`` variable is warned about."""
+    for name in unknown_settings(os.environ):
+        print(
+            f"ssehub: warning: {name} is not a setting of ssehub (typo?); ignored", file=sys.stderr
+        )
+    return load_settings(**overrides)
+
+
+def parser() -> argparse.ArgumentParser:
+    from ssehub.cli import serve, tools
+
+    p = argparse.ArgumentParser(prog="ssehub", description="Server-Sent Events hub on RabbitMQ")
+    p.add_argument("--version", action="version", version=f"ssehub {ssehub.__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    dev = sub.add_parser("dev", help="dispatcher + edge + demo page in one process")
+    _listen(dev)
+    dev.set_defaults(func=serve.dev)
+
+    edge = sub.add_parser("edge", help="one edge node")
+    _listen(edge)
+    edge.set_defaults(func=serve.edge)
+
+    disp = sub.add_parser("dispatcher", help="one dispatcher (others wait as standbys)")
+    disp.set_defaults(func=serve.dispatcher)
+
+    tok = sub.add_parser("token", help="print a signed development JWT for USER")
+    tok.add_argument("user")
+    tok.add_argument("--ttl", type=float, default=24 * 3600, help="seconds (default 1 day)")
+    tok.set_defaults(func=tools.token)
+
+    pub = sub.add_parser("publish", help="publish an event or membership op")
+    kinds = pub.add_subparsers(dest="kind", required=True)
+    u = kinds.add_parser("user", help="an event to one user")
+    u.add_argument("target")
+    _event_args(u)
+    c = kinds.add_parser("conversation", help="an event to every member")
+    c.add_argument("target")
+    _event_args(c)
+    c.add_argument("--exclude", default="", help="comma-separated user ids")
+    m = kinds.add_parser("members", help="set/add/remove conversation members")
+    m.add_argument("target")
+    m.add_argument("op", choices=["set", "add", "remove"])
+    m.add_argument("users", nargs="*")
+    pub.set_defaults(func=tools.publish)
+    return p
+
+
+def _listen(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+
+
+def _event_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("event")
+    p.add_argument("data", help="JSON value")
+    p.add_argument("--key", help="idempotency key")
+    p.add_argument("--ephemeral", action="store_true")

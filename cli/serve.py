@@ -1,0 +1,92 @@
+"""``ssehub dev``, ``ssehub edge``, ``ssehub dispatcher``: running the services.
+
+Process-wide set-up happens here, once, at start: logging, and the AMQP
+frame receiver of ``ssehub.fastpath`` (the only process-wide patch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from ssehub.config import DEV_JWT_SECRET, Settings
+from ssehub.fastpath import receiver
+from ssehub.logs import configure_logging
+
+
+def _start(config: Settings) -> None:
+    configure_logging(config.log_level)
+    receiver.install()
+
+
+def dev(args: argparse.Namespace) -> None:
+    from fastapi import FastAPI
+    from ssehub.cli import settings
+    from ssehub.dispatcher.main import running_dispatcher
+    from ssehub.edge.app import create_app
+    from ssehub.edge.demo import add_demo_routes
+    from ssehub.edge.server import EdgeServer
+    from ssehub.publisher import Publisher
+
+    base = settings()
+    config = base.model_copy(
+        update={
+            "jwt_secret": base.jwt_secret or DEV_JWT_SECRET,
+            "cors_origins": base.cors_origins or ["*"],
+            "drain_seconds": min(base.drain_seconds, 1.0),  # Ctrl+C should be quick
+        }
+    )
+    _start(config)
+    if base.jwt_secret is None:
+        print(
+            "ssehub dev: SSEHUB_JWT_SECRET is not set: using the built-in development "
+            "secret (`ssehub token USER` signs with it too); never use it in production",
+            file=sys.stderr,
+            flush=True,
+        )
+    publisher = Publisher(config.rabbitmq_url)
+
+    @asynccontextmanager
+    async def with_dispatcher(_app: FastAPI) -> AsyncIterator[None]:
+        async with running_dispatcher(config):
+            try:
+                yield
+            finally:
+                await publisher.close()
+
+    app = create_app(config, extra=with_dispatcher)
+    add_demo_routes(app, config, publisher)
+    print(f"ssehub dev: open http://{args.host}:{args.port}/ in two browser tabs", flush=True)
+    EdgeServer(app, config, args.host, args.port).run()
+
+
+def edge(args: argparse.Namespace) -> None:
+    from ssehub.cli import settings
+    from ssehub.edge.app import create_app
+    from ssehub.edge.server import EdgeServer
+
+    config = settings()
+    _start(config)
+    EdgeServer(create_app(config), config, args.host, args.port).run()
+
+
+def dispatcher(_args: argparse.Namespace) -> None:
+    from ssehub.cli import settings
+    from ssehub.dispatcher.main import serve
+
+    config = settings()
+    _start(config)
+    with asyncio.Runner(loop_factory=_fast_loop()) as runner:
+        runner.run(serve(config))
+
+
+def _fast_loop() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop where it is installed (it comes with uvicorn[standard])."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        return None
+    return uvloop.new_event_loop

@@ -1,0 +1,62 @@
+"""``ssehub token`` and ``ssehub publish``: talking to a running deployment."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+import orjson
+from ssehub.config import DEV_JWT_SECRET, Settings
+from ssehub.errors import SsehubError
+from ssehub.publisher import Publisher
+
+
+def token(args: argparse.Namespace) -> None:
+    from ssehub.cli import settings
+    from ssehub.edge.auth import mint_token
+
+    config = settings()
+    if config.jwt_secret is None and config.jwt_algorithm.startswith("HS"):
+        # The same secret as `ssehub dev`, so the token works there at once.
+        config = config.model_copy(update={"jwt_secret": DEV_JWT_SECRET})
+        print(
+            "ssehub token: SSEHUB_JWT_SECRET is not set: signed with the development "
+            "secret that `ssehub dev` uses",
+            file=sys.stderr,
+        )
+    print(mint_token(config, args.user, ttl_seconds=args.ttl))
+
+
+def publish(args: argparse.Namespace) -> None:
+    from ssehub.cli import settings
+
+    print(asyncio.run(_publish(settings(), args)))
+
+
+async def _publish(config: Settings, args: argparse.Namespace) -> str:
+    async with Publisher(config.rabbitmq_url) as publisher:
+        if args.kind == "members":
+            op = {
+                "set": publisher.set_members,
+                "add": publisher.add_members,
+                "remove": publisher.remove_members,
+            }
+            return await op[args.op](args.target, args.users)
+        try:
+            data = orjson.loads(args.data)
+        except orjson.JSONDecodeError as exc:
+            raise SsehubError(f"data: not valid JSON ({exc})") from None
+        if args.kind == "user":
+            return await publisher.send_event_to_user(
+                args.target, args.event, data, key=args.key, ephemeral=args.ephemeral
+            )
+        exclude = [u for u in args.exclude.split(",") if u]
+        return await publisher.broadcast_to_conversation(
+            args.target,
+            args.event,
+            data,
+            exclude=exclude,
+            key=args.key,
+            ephemeral=args.ephemeral,
+        )
