@@ -9,7 +9,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field
 from ssehub.config import Settings
-from ssehub.edge.auth import TokenVerifier, extract_token, mint_token
+from ssehub.edge.auth import TokenVerifier, mint_token
+from ssehub.edge.credentials import extract_token
 from ssehub.errors import AuthError, SsehubError
 from ssehub.publisher import Publisher
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl
 
-from ssehub.edge.auth import TokenVerifier, extract_token
+from ssehub.edge.auth import TokenVerifier
 from ssehub.edge.context import EdgeContext
+from ssehub.edge.credentials import extract_token
 from ssehub.edge.response import RetryLater, StreamResponse
 from ssehub.errors import AuthError
 from ssehub.sse import parse_last_event_id

@@ -1,14 +1,12 @@
-"""Unit tests of edge.auth (token extraction and JWT checks) and edge.logs redaction."""
+"""ssehub.edge.auth: JWT verification and development tokens."""
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
 import logging
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import jwt
@@ -17,123 +15,18 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from ssehub.config import Settings
-from ssehub.edge.auth import TokenVerifier, extract_token, mint_token
+from ssehub.edge.auth import TokenVerifier, mint_token
 from ssehub.errors import AuthError, ConfigError
-from ssehub.logs import UVICORN_LOG_CONFIG, RedactTokens, configure_logging
 
-SECRET = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz"  # 49 bytes: no key-length warning
-OTHER_SECRET = "another-secret-0123456789-abcdefghijklmnopqrstuv"
-
-
-# -- helpers ----------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def _no_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Settings must come from the test only, not from SSEHUB_* variables."""
-    import os
-
-    for name in list(os.environ):
-        if name.upper().startswith("SSEHUB_"):
-            monkeypatch.delenv(name)
-
-
-def make_settings(**overrides: Any) -> Settings:
-    values: dict[str, Any] = {"jwt_secret": SECRET, **overrides}
-    return Settings(_env_file=None, **values)
-
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def hand_token(header: dict[str, Any], payload: object, key: bytes | None) -> str:
-    """A compact JWS built without PyJWT: HS256 with ``key``, or no signature."""
-    signing_input = b64url(json.dumps(header).encode()) + "." + b64url(json.dumps(payload).encode())
-    sig = b"" if key is None else hmac.new(key, signing_input.encode(), hashlib.sha256).digest()
-    return signing_input + "." + b64url(sig)
-
-
-def hs(payload: dict[str, Any], secret: str = SECRET, alg: str = "HS256") -> str:
-    return jwt.encode(payload, secret, algorithm=alg)
-
-
-def auth_error(verifier: TokenVerifier, token: str) -> AuthError:
-    with pytest.raises(AuthError) as info:
-        verifier.verify(token)
-    assert token not in info.value.message or len(token) < 8
-    return info.value
-
-
-@pytest.fixture(scope="module")
-def rsa_keys() -> tuple[rsa.RSAPrivateKey, str]:
-    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    public_pem = private.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return private, public_pem.decode()
-
-
-@pytest.fixture(scope="module")
-def ec_keys() -> tuple[ec.EllipticCurvePrivateKey, str]:
-    private = ec.generate_private_key(ec.SECP256R1())
-    public_pem = private.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return private, public_pem.decode()
-
-
-@pytest.fixture
-def verifier() -> TokenVerifier:
-    return TokenVerifier(make_settings())
-
-
-# -- extract_token ----------------------------------------------------------
-
-
-def test_query_token() -> None:
-    assert extract_token("abc", None, None) == "abc"
-
-
-@pytest.mark.parametrize("header", ["Bearer abc", "bearer abc", "BEARER  abc ", "  Bearer abc"])
-def test_bearer_header(header: str) -> None:
-    assert extract_token(None, header, None) == "abc"
-
-
-def test_x_auth_token() -> None:
-    assert extract_token(None, None, "abc") == "abc"
-
-
-def test_precedence() -> None:
-    assert extract_token("q", "Bearer h", "x") == "q"
-    assert extract_token(None, "Bearer h", "x") == "h"
-    assert extract_token("", "Bearer h", "x") == "h"
-    assert extract_token(None, "", "x") == "x"
-
-
-@pytest.mark.parametrize("args", [(None, None, None), ("", "", ""), (" ", None, "  ")])
-def test_missing_token(args: tuple[str | None, str | None, str | None]) -> None:
-    with pytest.raises(AuthError) as info:
-        extract_token(*args)
-    assert info.value.code == "missing_token"
-
-
-@pytest.mark.parametrize(
-    "header", ["Basic dXNlcjpwYXNz", "Token abc", "Bearer", "Bearer   ", "abc"]
+from tests.unit.edge.tokens import (
+    OTHER_SECRET,
+    SECRET,
+    auth_error,
+    b64url,
+    hand_token,
+    hs,
+    make_settings,
 )
-def test_non_bearer_authorization(header: str) -> None:
-    with pytest.raises(AuthError) as info:
-        extract_token(None, header, None)
-    assert info.value.code == "invalid_request"
-    assert "dXNlcjpwYXNz" not in info.value.message
-
-
-def test_non_bearer_authorization_yields_to_other_methods() -> None:
-    # A proxy's Basic credentials must not hide a token sent another way.
-    assert extract_token("q", "Basic dXNlcjpwYXNz", None) == "q"
-    assert extract_token(None, "Basic dXNlcjpwYXNz", "x") == "x"
-
 
 # -- verify: HS256 ------------------------------------------------------------
 
@@ -354,7 +247,7 @@ def test_pem_as_hmac_secret_is_a_config_error(rsa_keys: tuple[rsa.RSAPrivateKey,
 def test_short_secret_warns_once_in_the_log(caplog: pytest.LogCaptureFixture) -> None:
     # filterwarnings=error: neither verify nor mint may emit InsecureKeyLengthWarning.
     settings_ = make_settings(jwt_secret="short")
-    with caplog.at_level(logging.WARNING, logger="edge.auth"):
+    with caplog.at_level(logging.WARNING, logger="ssehub.edge.auth"):
         verifier = TokenVerifier(settings_)
     assert any("SSEHUB_JWT_SECRET" in r.getMessage() for r in caplog.records)
     token = hand_token({"alg": "HS256"}, {"sub": "u1"}, b"short")
@@ -433,119 +326,6 @@ def test_arbitrary_signed_claims(header: dict[str, Any], payload: dict[str, Any]
     _verify_returns_user_or_auth_error(
         hand_token({**header, "alg": "HS256"}, payload, SECRET.encode())
     )
-
-
-# -- logs -----------------------------------------------------------------------
-
-TOKEN = hs({"sub": "u1"})
-
-
-def access_record(path: str) -> logging.LogRecord:
-    return logging.LogRecord(
-        "uvicorn.access",
-        logging.INFO,
-        __file__,
-        1,
-        '%s - "%s %s HTTP/%s" %d',
-        ("127.0.0.1:5000", "GET", path, "1.1", 200),
-        None,
-    )
-
-
-@pytest.mark.parametrize("name", ["token", "access_token", "jwt", "Token"])
-def test_redact_access_record(name: str) -> None:
-    record = access_record(f"/sse/connect?lastEventId=7&{name}={TOKEN}&x=1")
-    assert RedactTokens().filter(record) is True
-    line = record.getMessage()
-    assert TOKEN not in line
-    assert f"{name}=REDACTED" in line
-    assert "lastEventId=7" in line and "&x=1" in line
-    assert line.endswith('"GET /sse/connect?lastEventId=7&' + f'{name}=REDACTED&x=1 HTTP/1.1" 200')
-
-
-def test_redact_opaque_query_token() -> None:
-    record = access_record("/sse/connect?token=opaque-secret-value")
-    RedactTokens().filter(record)
-    assert "opaque-secret-value" not in record.getMessage()
-
-
-def test_redact_keeps_uvicorn_formatter_working() -> None:
-    from uvicorn.logging import AccessFormatter
-
-    record = access_record(f"/sse/connect?token={TOKEN}")
-    RedactTokens().filter(record)
-    line = AccessFormatter("%(client_addr)s %(request_line)s %(status_code)s").format(record)
-    assert TOKEN not in line and "200" in line
-
-
-def test_redact_bearer_and_bare_jwt() -> None:
-    record = logging.LogRecord(
-        "x", logging.INFO, __file__, 1, "Authorization: Bearer %s", (TOKEN,), None
-    )
-    RedactTokens().filter(record)
-    assert TOKEN not in record.getMessage()
-    record = logging.LogRecord(
-        "x", logging.INFO, __file__, 1, f"header was Bearer {TOKEN}; jwt {TOKEN}", None, None
-    )
-    RedactTokens().filter(record)
-    assert TOKEN not in record.getMessage()
-    assert "Bearer REDACTED" in record.getMessage()
-    record = logging.LogRecord("x", logging.INFO, __file__, 1, "%(t)s", ({"t": TOKEN},), None)
-    RedactTokens().filter(record)
-    assert TOKEN not in record.getMessage()
-
-
-def test_redact_leaves_other_records_alone() -> None:
-    record = access_record("/sse/connect?lastEventId=7")
-    RedactTokens().filter(record)
-    assert record.getMessage() == '127.0.0.1:5000 - "GET /sse/connect?lastEventId=7 HTTP/1.1" 200'
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    access = logging.getLogger("uvicorn.access")
-    saved = root.level, list(root.handlers), {h: list(h.filters) for h in root.handlers}
-    saved_access = list(access.filters)
-    yield
-    root.setLevel(saved[0])
-    for handler in root.handlers:
-        if handler not in saved[1]:
-            root.removeHandler(handler)
-    for handler, filters in saved[2].items():
-        handler.filters[:] = filters
-    access.filters[:] = saved_access
-
-
-def test_configure_logging_installs_filter_once(restore_logging: None) -> None:
-    configure_logging("debug")
-    configure_logging("DEBUG")
-    assert logging.getLogger().level == logging.DEBUG
-    access = logging.getLogger("uvicorn.access")
-    assert sum(isinstance(f, RedactTokens) for f in access.filters) == 1
-    for handler in logging.getLogger().handlers:
-        assert sum(isinstance(f, RedactTokens) for f in handler.filters) == 1
-
-
-def test_uvicorn_log_config_filters_access_handler() -> None:
-    config = UVICORN_LOG_CONFIG
-    assert config["filters"]["redact_tokens"]["()"] is RedactTokens
-    assert "redact_tokens" in config["handlers"]["access"]["filters"]
-    assert config["loggers"]["uvicorn.access"]["handlers"] == ["access"]
-    assert {"default", "access"} <= set(config["formatters"])
-
-
-def test_redact_bearer_placeholder_with_opaque_token() -> None:
-    record = logging.LogRecord(
-        "x", logging.INFO, __file__, 1, "Authorization: Bearer %s (%d)", ("opaque123", 7), None
-    )
-    RedactTokens().filter(record)
-    assert record.getMessage() == "Authorization: Bearer REDACTED (7)"
-
-
-def test_redact_never_raises_on_a_broken_call() -> None:
-    record = logging.LogRecord("x", logging.INFO, __file__, 1, "token=%s %s", ("a",), None)
-    assert RedactTokens().filter(record) is True
 
 
 def test_private_pem_configured_as_public_key_uses_its_public_half(

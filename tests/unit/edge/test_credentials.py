@@ -1,0 +1,50 @@
+"""ssehub.edge.credentials: where a request's token comes from."""
+
+from __future__ import annotations
+
+import pytest
+from ssehub.edge.credentials import extract_token
+from ssehub.errors import AuthError
+
+
+def test_query_token() -> None:
+    assert extract_token("abc", None, None) == "abc"
+
+
+@pytest.mark.parametrize("header", ["Bearer abc", "bearer abc", "BEARER  abc ", "  Bearer abc"])
+def test_bearer_header(header: str) -> None:
+    assert extract_token(None, header, None) == "abc"
+
+
+def test_x_auth_token() -> None:
+    assert extract_token(None, None, "abc") == "abc"
+
+
+def test_precedence() -> None:
+    assert extract_token("q", "Bearer h", "x") == "q"
+    assert extract_token(None, "Bearer h", "x") == "h"
+    assert extract_token("", "Bearer h", "x") == "h"
+    assert extract_token(None, "", "x") == "x"
+
+
+@pytest.mark.parametrize("args", [(None, None, None), ("", "", ""), (" ", None, "  ")])
+def test_missing_token(args: tuple[str | None, str | None, str | None]) -> None:
+    with pytest.raises(AuthError) as info:
+        extract_token(*args)
+    assert info.value.code == "missing_token"
+
+
+@pytest.mark.parametrize(
+    "header", ["Basic dXNlcjpwYXNz", "Token abc", "Bearer", "Bearer   ", "abc"]
+)
+def test_non_bearer_authorization(header: str) -> None:
+    with pytest.raises(AuthError) as info:
+        extract_token(None, header, None)
+    assert info.value.code == "invalid_request"
+    assert "dXNlcjpwYXNz" not in info.value.message
+
+
+def test_non_bearer_authorization_yields_to_other_methods() -> None:
+    # A proxy's Basic credentials must not hide a token sent another way.
+    assert extract_token("q", "Basic dXNlcjpwYXNz", None) == "q"
+    assert extract_token(None, "Basic dXNlcjpwYXNz", "x") == "x"
