@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 
-from ssehub.schema import EventMessage, MembershipMessage, Message
+from ssehub.schema import ControlMessage, EventMessage, MembershipMessage, Message
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +22,8 @@ class Fanout:
 
 @dataclass(slots=True)
 class Plan:
-    fanouts: list[Fanout] = field(default_factory=list)
+    # events and control ops in batch order: publishing keeps that order per user
+    fanouts: list[Fanout | ControlMessage] = field(default_factory=list)
     # conversation -> its member set after the batch, for the ones the batch changed
     members_after: dict[str, frozenset[str]] = field(default_factory=dict)
     new_keys: list[str] = field(default_factory=list)
@@ -32,7 +33,21 @@ class Plan:
 
     @property
     def recipients(self) -> set[str]:
-        return {user for f in self.fanouts if not f.message.ephemeral for user in f.recipients}
+        return {
+            user
+            for f in self.fanouts
+            if isinstance(f, Fanout) and not f.message.ephemeral
+            for user in f.recipients
+        }
+
+    @property
+    def revocations(self) -> dict[str, float]:
+        """user -> the latest ``before`` of the batch's revokes."""
+        out: dict[str, float] = {}
+        for f in self.fanouts:
+            if isinstance(f, ControlMessage) and f.before is not None:
+                out[f.user] = max(out.get(f.user, 0.0), f.before)
+        return out
 
 
 def apply_op(current: frozenset[str], op: MembershipMessage) -> frozenset[str]:
@@ -46,6 +61,8 @@ def apply_op(current: frozenset[str], op: MembershipMessage) -> frozenset[str]:
 def recipients_of(message: EventMessage, members: Mapping[str, frozenset[str]]) -> tuple[str, ...]:
     if message.kind == "user":
         return (message.target,)
+    if message.kind == "users":
+        return message.targets
     return tuple(sorted(members.get(message.target, frozenset()) - message.exclude))
 
 
@@ -55,13 +72,13 @@ def conversations_of(messages: Iterable[Message]) -> set[str]:
     for m in messages:
         if isinstance(m, MembershipMessage):
             out.add(m.conversation)
-        elif m.kind == "conversation":
+        elif isinstance(m, EventMessage) and m.kind == "conversation":
             out.add(m.target)
     return out
 
 
 def keys_of(messages: Iterable[Message]) -> set[str]:
-    return {m.key for m in messages if m.key is not None}
+    return {m.key for m in messages if m.key is not None and not isinstance(m, ControlMessage)}
 
 
 def plan_batch(
@@ -71,11 +88,16 @@ def plan_batch(
 ) -> Plan:
     """Walk the batch in order. A membership op changes who receives every
     conversation event after it; a key seen before (earlier in this batch or
-    in the store) makes its message a no-op."""
+    in the store) makes its message a no-op. Control ops are idempotent and
+    not deduplicated: a redelivered one applies again (a crash between commit
+    and publish must not swallow a revoke's notice to the edges)."""
     plan = Plan()
     view = dict(members)
     batch_keys: set[str] = set()
     for msg in messages:
+        if isinstance(msg, ControlMessage):
+            plan.fanouts.append(msg)
+            continue
         if msg.key is not None:
             if msg.key in seen_keys:
                 if msg.key not in plan.repeated_keys:

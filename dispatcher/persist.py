@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 from ssehub.db import chunks, insert_rows, store_errors, sync_sqlite_engine
@@ -100,8 +100,8 @@ class DispatchStore:
         insert_rows(
             db,
             EVENT,
-            ("user_id", "seq", "sse", "key", "created_at"),
-            [(e.user_id, e.seq, e.sse.decode(), e.key, now) for e in stored],
+            ("user_id", "seq", "sse", "key", "created_at", "receipt"),
+            [(e.user_id, e.seq, e.sse.decode(), e.key, now, e.receipt) for e in stored],
         )
         insert_rows(
             db,
@@ -119,8 +119,24 @@ class DispatchStore:
             key="key",
             update=("created_at",),
         )
+        self._revoke(db, plan.revocations)
         repeated = self._stored_deliveries(db, plan.repeated_keys)
         return repeated + deliveries
+
+    def _revoke(self, db: Connection, revocations: dict[str, float]) -> None:
+        """Store each user's revocation cut-off; a later revoke never lowers it."""
+        if not revocations:
+            return
+        pg = db.dialect.name == "postgresql"
+        latest = "GREATEST" if pg else "MAX"
+        db.execute(
+            text(
+                "INSERT INTO ssehub_user (user_id, last_seq, floor_seq, revoked_before)"
+                " VALUES (:u, 0, 0, :b) ON CONFLICT (user_id) DO UPDATE SET revoked_before ="
+                f" {latest}(COALESCE(ssehub_user.revoked_before, 0), excluded.revoked_before)"
+            ),
+            [{"u": u, "b": b} for u, b in sorted(revocations.items())],
+        )
 
     def _load_members(self, db: Connection, conversations: set[str]) -> dict[str, frozenset[str]]:
         found: dict[str, set[str]] = {}
@@ -173,9 +189,12 @@ class DispatchStore:
         out: list[Delivery] = []
         for part in chunks(keys):
             rows = db.execute(
-                select(EVENT.c.user_id, EVENT.c.seq, EVENT.c.sse)
+                select(EVENT.c.user_id, EVENT.c.seq, EVENT.c.sse, EVENT.c.key, EVENT.c.receipt)
                 .where(EVENT.c.key.in_(part))
                 .order_by(EVENT.c.user_id, EVENT.c.seq)
             )
-            out.extend(Delivery(u, s, f.encode()) for u, s, f in rows)
+            out.extend(
+                Delivery(u, s, sse.encode(), "receipt" if receipt else None, key)
+                for u, s, sse, key, receipt in rows
+            )
         return out

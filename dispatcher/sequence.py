@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
 
+import orjson
 from ssehub.dispatcher.expand import Fanout
+from ssehub.schema import ControlMessage
 from ssehub.sse import render_event
 
 
@@ -16,6 +18,11 @@ class Delivery:
     user_id: str
     seq: int | None
     sse: bytes
+    # What edges must do besides writing it (ssehub.topology.notice_properties):
+    # "receipt" (publish a receipt once written; ``key`` is its id) or
+    # "control" (``sse`` is then the JSON of a control op, not an event).
+    notice: str | None = None
+    key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,10 +31,21 @@ class StoredEvent:
     seq: int
     sse: bytes
     key: str | None
+    receipt: bool = False
+
+
+def control_delivery(op: ControlMessage) -> Delivery:
+    """A control op for the edges holding the user's streams."""
+    doc: dict[str, object] = {"op": op.op}
+    if op.reason is not None:
+        doc["reason"] = op.reason
+    if op.before is not None:
+        doc["before"] = op.before
+    return Delivery(op.user, None, orjson.dumps(doc), "control")
 
 
 def assign(
-    fanouts: Sequence[Fanout], last_seq: MutableMapping[str, int]
+    fanouts: Sequence[Fanout | ControlMessage], last_seq: MutableMapping[str, int]
 ) -> tuple[list[StoredEvent], list[Delivery]]:
     """Number every non-ephemeral (event, recipient) pair with the recipient's
     next sequence number, in batch order. ``last_seq`` is advanced in place;
@@ -35,15 +53,19 @@ def assign(
     stored: list[StoredEvent] = []
     deliveries: list[Delivery] = []
     for fanout in fanouts:
+        if isinstance(fanout, ControlMessage):
+            deliveries.append(control_delivery(fanout))
+            continue
         msg = fanout.message
         if msg.ephemeral:
             sse = render_event(None, msg.event, msg.data)
             deliveries.extend(Delivery(user, None, sse) for user in fanout.recipients)
             continue
+        notice = "receipt" if msg.receipt else None
         for user in fanout.recipients:
             seq = last_seq.get(user, 0) + 1
             last_seq[user] = seq
             sse = render_event(seq, msg.event, msg.data)
-            stored.append(StoredEvent(user, seq, sse, msg.key))
-            deliveries.append(Delivery(user, seq, sse))
+            stored.append(StoredEvent(user, seq, sse, msg.key, msg.receipt))
+            deliveries.append(Delivery(user, seq, sse, notice, msg.key))
     return stored, deliveries

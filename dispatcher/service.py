@@ -24,15 +24,16 @@ from ssehub import topology
 from ssehub.amqp import AmqpSupervisor
 from ssehub.backoff import Backoff
 from ssehub.config import Settings
+from ssehub.dispatcher.intake import DeadLetter, sort_batch
 from ssehub.dispatcher.persist import DispatchStore
-from ssehub.dispatcher.presence import PresenceOp, parse_presence
+from ssehub.dispatcher.presence import PresenceOp
 from ssehub.dispatcher.retention import Retention, prune
 from ssehub.dispatcher.sequence import Delivery
-from ssehub.errors import InvalidMessage, StoreUnavailable
+from ssehub.errors import StoreUnavailable
 from ssehub.fastpath.confirms import BatchPublisher
 from ssehub.fastpath.inline import consume_inline
 from ssehub.fastpath.marshal import Publish
-from ssehub.schema import Message, parse_message
+from ssehub.schema import Message
 
 log = logging.getLogger("ssehub.dispatcher")
 
@@ -178,24 +179,11 @@ class Dispatcher:
         link = self._link
         if link is None:
             return
-        good: list[Message] = []
-        presence: list[PresenceOp] = []
-        dead: list[tuple[DeliveredMessage, str]] = []
-        for message in batch:
-            try:
-                if _is_presence(message):
-                    presence.append(parse_presence(message.body))
-                    continue
-                good.append(
-                    parse_message(
-                        message.routing_key or "",
-                        message.body,
-                        message.header.properties.message_id,
-                        self._settings.max_message_bytes,
-                    )
-                )
-            except InvalidMessage as exc:
-                dead.append((message, str(exc)))
+        settings = self._settings
+        intake = sort_batch(
+            batch, settings.max_message_bytes, settings.max_batch_bytes, time.time()
+        )
+        good, presence, dead = intake.good, intake.presence, intake.dead
         self._started += 1
         number = self._started
         self._failpoint("before_commit", number)
@@ -247,14 +235,16 @@ class Dispatcher:
                 return None
             await asyncio.sleep(backoff.next())
 
-    def _messages(
-        self, deliveries: list[Delivery], dead: list[tuple[DeliveredMessage, str]]
-    ) -> list[Publish]:
-        """A batch's deliveries and dead letters, to publish as one write (shared/wire.py)."""
+    def _messages(self, deliveries: list[Delivery], dead: list[DeadLetter]) -> list[Publish]:
+        """A batch's deliveries and dead letters, to publish as one write (ssehub.fastpath)."""
         name = topology.DELIVER.name
         props = topology.DELIVERY_PROPERTIES
-        sends = [Publish(name, d.user_id, d.sse, props) for d in deliveries]
-        for message, reason in dead:
+        sends = [
+            Publish(name, d.user_id, d.sse, props if d.notice is None else _notice(d))
+            for d in deliveries
+        ]
+        for letter in dead:
+            message, reason = letter.message, letter.reason
             log.warning("dead-lettering %r: %s", message.routing_key, reason)
             original = message.header.properties
             headers = dict(original.headers or {})
@@ -266,15 +256,14 @@ class Dispatcher:
                 message_id=original.message_id,
                 delivery_mode=2,
             )
-            sends.append(Publish("", topology.DEAD.name, message.body, dead_props))
+            sends.append(Publish("", topology.DEAD.name, letter.body, dead_props))
         return sends
 
 
-def _is_presence(message: DeliveredMessage) -> bool:
-    """Edges' presence signals come straight to the dispatch queue, not via sse.events."""
-    return message.routing_key == topology.DISPATCH.name and topology.PRESENCE_HEADER in (
-        message.header.properties.headers or {}
-    )
+def _notice(delivery: Delivery) -> aiormq.spec.Basic.Properties:
+    if delivery.notice == "control":
+        return topology.CONTROL_PROPERTIES
+    return topology.receipt_properties(delivery.key)
 
 
 def _tag(message: DeliveredMessage) -> int:

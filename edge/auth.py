@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import jwt
@@ -24,6 +25,15 @@ from ssehub.schema import check_id
 log = logging.getLogger(__name__)
 
 MAX_TOKEN_CHARS = 8192  # far above any real JWT; bounds the work done for garbage
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who a valid token names, and when it was issued and expires (unix seconds)."""
+
+    user_id: str
+    issued_at: float | None
+    expires_at: float | None
 
 
 class TokenVerifier:
@@ -47,6 +57,10 @@ class TokenVerifier:
         self._jwt = _codec(settings)
 
     def verify(self, token: str) -> str:
+        return self.identify(token).user_id
+
+    def identify(self, token: str) -> Identity:
+        """The user and the token's lifetime claims. Raises AuthError."""
         if not token or len(token) > MAX_TOKEN_CHARS or not token.isascii():
             raise AuthError("invalid_token", "The token is malformed.")
         try:
@@ -65,11 +79,16 @@ class TokenVerifier:
         if value is None:
             raise AuthError("invalid_token", f"The token has no {self._claim!r} claim.")
         try:
-            return check_id(value, self._claim)
+            user_id = check_id(value, self._claim)
         except InvalidMessage:
             raise AuthError(
                 "invalid_token", f"The token's {self._claim!r} claim is not a valid user id."
             ) from None
+        return Identity(user_id, _number(claims.get("iat")), _number(claims.get("exp")))
+
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def mint_token(

@@ -14,19 +14,27 @@ import os
 import socket
 import uuid
 
+import orjson
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractQueue
 from aiormq.abc import DeliveredMessage
 from ssehub import topology
 from ssehub.amqp import AmqpSupervisor
 from ssehub.config import Settings
 from ssehub.edge.binder import Binder
+from ssehub.edge.receipts import Receipts
 from ssehub.edge.registry import Registry
 from ssehub.errors import BrokerUnavailable
+from ssehub.fastpath.confirms import BatchPublisher
 from ssehub.fastpath.inline import consume_inline
 from ssehub.fastpath.outbox import Outbox
 from ssehub.sse import event_seq
 
 log = logging.getLogger("ssehub.edge")
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
 
 BIND_CHANNELS = 8
 
@@ -47,6 +55,7 @@ class EdgeNode:
         self._channels: list[AbstractChannel] = []
         self._turn = 0
         self._signals: Outbox | None = None  # presence → dispatcher
+        self.receipts = Receipts()
         self._bound: set[str] = set()
         # user -> (lock, number of operations using it); dropped when unused
         self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
@@ -91,6 +100,10 @@ class EdgeNode:
         raw = await channel.get_underlay_channel()
         await consume_inline(raw, queue.name, self._on_delivery, no_ack=True)
         self._queue = queue
+        receipts = await connection.channel(publisher_confirms=True)
+        self.supervisor.watch(receipts)
+        self._channels.append(receipts)
+        self.receipts.attach(BatchPublisher(await receipts.get_underlay_channel()))
         if self._presence:
             signals = await connection.channel(publisher_confirms=False)
             self.supervisor.watch(signals)
@@ -106,6 +119,7 @@ class EdgeNode:
             self.release(user)
 
     async def _on_lost(self) -> None:
+        self.receipts.attach(None)
         self._channels = []
         self._binders = []
         self._queue = None
@@ -114,7 +128,27 @@ class EdgeNode:
 
     def _on_delivery(self, message: DeliveredMessage) -> None:
         body = message.body
-        self._registry.deliver(message.routing_key or "", event_seq(body), body)
+        user = message.routing_key or ""
+        headers = message.header.properties.headers
+        if not headers:  # the hot path: an event to write, nothing else
+            self._registry.deliver(user, event_seq(body), body)
+            return
+        notice = _text(headers.get(topology.NOTICE_HEADER))
+        if notice == "receipt":
+            seq = event_seq(body)
+            if seq is not None:
+                key = headers.get(topology.NOTICE_KEY)
+                self._registry.deliver_receipted(user, seq, body, _text(key) if key else None)
+        elif notice == "control":
+            try:
+                op = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                log.warning("malformed control notice for %r", user)
+                return
+            closed = self._registry.control(user, op)
+            log.info("control %s for %r: %d streams closed", op.get("op"), user, closed)
+        else:
+            self._registry.deliver(user, event_seq(body), body)
 
     async def ensure_bound(self, user_id: str) -> None:
         """Return once live events for ``user_id`` reach this node.
@@ -125,6 +159,7 @@ class EdgeNode:
 
     def release(self, user_id: str) -> None:
         """The user's last stream closed: unbind in the background."""
+        self.receipts.forget(user_id)
         task = asyncio.create_task(self._reconcile(user_id))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

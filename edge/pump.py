@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Coroutine, Generator, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterator
 from typing import Any
 
 from ssehub.edge.metrics import EdgeMetrics
@@ -30,6 +30,9 @@ from ssehub.store import EventStore
 from starlette.types import Receive, Send
 
 log = logging.getLogger("ssehub.edge")
+
+# (user, [(seq, key, event), ...]): events that asked for a receipt were written
+OnReceipts = Callable[[str, list[tuple[int, str | None, str]]], None]
 
 
 @contextlib.contextmanager
@@ -96,6 +99,7 @@ class Pump:
         "_metrics",
         "_owner",
         "_page",
+        "_receipts",
         "_scheduled",
         "_send",
         "_store",
@@ -113,8 +117,10 @@ class Pump:
         *,
         page: int,
         timeout: float,
+        receipts: OnReceipts | None = None,
     ) -> None:
         self._stream = stream
+        self._receipts = receipts
         self._send = send
         self._store = store
         self._metrics = metrics
@@ -137,9 +143,17 @@ class Pump:
             async with asyncio.timeout(self._timeout):
                 await self._send({"type": "http.response.body", "body": data, "more_body": True})
             self._metrics.written += events
+            self._written()
 
-    async def sync(self, stored_upto: int | None = None) -> None:
-        await self._stream.sync(self._store, self._page, self.flush, stored_upto)
+    def _written(self) -> None:
+        """A write completed: report the receipts it carried."""
+        if self._receipts is not None:
+            due = self._stream.receipts_due()
+            if due:
+                self._receipts(self._stream.user_id, due)
+
+    async def sync(self, stored_upto: int | None = None, prologue: bytes | None = None) -> None:
+        await self._stream.sync(self._store, self._page, self.flush, stored_upto, prologue)
 
     async def live_until_closed(self, receive: Receive) -> None:
         """Go live, then wait until the client leaves or ``close`` is called."""
@@ -202,6 +216,8 @@ class Pump:
         self._metrics.written += events
         if rest is not None:
             self._spawn(rest)
+        else:
+            self._written()
 
     def _spawn(self, rest: Awaitable[None] | None) -> None:
         self._busy = asyncio.create_task(self._slow(rest))
@@ -213,6 +229,7 @@ class Pump:
                 if rest is not None:
                     async with asyncio.timeout(self._timeout):
                         await rest
+                    self._written()
                 # Output that arrived meanwhile, and any store reads, in this task.
                 while stream.closed is None and (stream.needs_sync or stream.has_output):
                     if stream.needs_sync:

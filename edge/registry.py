@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
-from ssehub.edge.stream import Stream
+import orjson
+from ssehub.edge.stream import CloseReason, Stream
+from ssehub.sse import render_event
 
 
 class Registry:
@@ -38,6 +41,30 @@ class Registry:
         for stream in self._by_user.get(user_id, ()):
             stream.offer(seq, sse)
 
+    def deliver_receipted(self, user_id: str, seq: int, sse: bytes, key: str | None) -> None:
+        """An event that asked for a receipt: each stream reports it once written."""
+        for stream in self._by_user.get(user_id, ()):
+            stream.want_receipt(seq, key, sse)
+            stream.offer(seq, sse)
+
+    def control(self, user_id: str, op: dict[str, Any]) -> int:
+        """A control op for the user's streams here; returns how many it closed.
+        ``disconnect``: all of them; ``revoke``: those opened with a token issued
+        before ``before`` (or with no ``iat``)."""
+        closed = 0
+        if op.get("op") == "disconnect":
+            reason = str(op.get("reason") or "disconnect")
+            for stream in list(self._by_user.get(user_id, ())):
+                stream.end(goodbye(reason), CloseReason.DISCONNECTED)
+                closed += 1
+        elif op.get("op") == "revoke":
+            before = float(op.get("before", 0))
+            for stream in list(self._by_user.get(user_id, ())):
+                if revoked(stream.issued_at, before):
+                    stream.end(goodbye("token_revoked"), CloseReason.TOKEN_REVOKED)
+                    closed += 1
+        return closed
+
     def has_user(self, user_id: str) -> bool:
         return user_id in self._by_user
 
@@ -50,3 +77,13 @@ class Registry:
 
     def __len__(self) -> int:
         return self._count
+
+
+def revoked(issued_at: float | None, before: float | None) -> bool:
+    """Whether a revocation cut-off ``before`` covers a token issued at ``issued_at``."""
+    return before is not None and (issued_at is None or issued_at < before)
+
+
+def goodbye(reason: str) -> bytes:
+    """The ``disconnected`` event a stream gets before it is closed on purpose."""
+    return render_event(None, "disconnected", orjson.dumps({"reason": reason}))

@@ -13,12 +13,15 @@ import contextlib
 import logging
 from secrets import token_hex
 
+import orjson
+from ssehub.edge.auth import Identity
 from ssehub.edge.context import EdgeContext
 from ssehub.edge.pump import Pump, closes_on_failure
-from ssehub.edge.stream import CloseReason, Stream
-from ssehub.errors import BrokerUnavailable, StoreUnavailable
-from ssehub.sse import render_connected, render_retry
-from starlette.responses import Response
+from ssehub.edge.registry import revoked
+from ssehub.edge.stream import GOODBYES, CloseReason, Stream
+from ssehub.errors import AuthError, BrokerUnavailable, StoreUnavailable
+from ssehub.sse import render_connected, render_event, render_retry
+from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 log = logging.getLogger("ssehub.edge")
@@ -29,6 +32,16 @@ HEADERS = [
     (b"x-accel-buffering", b"no"),
 ]
 RETRY_LATER_MS = 1500  # base of the short retry: answered when we cannot serve now
+TOKEN_REVOKED = AuthError("token_revoked", "The token has been revoked; sign in again.")
+
+
+def refuse(exc: AuthError) -> JSONResponse:
+    """401 with the contract's JSON body and ``WWW-Authenticate``; no stream."""
+    return JSONResponse(
+        {"error": exc.code, "message": exc.message},
+        status_code=401,
+        headers={"WWW-Authenticate": f'Bearer error="{exc.code}"'},
+    )
 
 
 class RetryLater(Response):
@@ -42,26 +55,38 @@ class RetryLater(Response):
 
 
 class StreamResponse(Response):
-    def __init__(self, ctx: EdgeContext, user_id: str, last_event_id: int | None) -> None:
+    def __init__(self, ctx: EdgeContext, identity: Identity, last_event_id: int | None) -> None:
         super().__init__()
         self.ctx = ctx
-        self.user_id = user_id
+        self.identity = identity
+        self.user_id = identity.user_id
         self.last_event_id = last_event_id
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx = self.ctx
         # token_hex: the same 32 hex digits as uuid4().hex, at a fraction of the cost
-        stream = Stream(self.user_id, f"c-{token_hex(16)}", ctx.settings.client_buffer_bytes)
+        stream = Stream(
+            self.user_id,
+            f"c-{token_hex(16)}",
+            ctx.settings.client_buffer_bytes,
+            self.identity.issued_at,
+        )
         ctx.registry.add(stream)
         ctx.metrics.connections.inc()
         try:
             try:
                 await ctx.node.ensure_bound(self.user_id)
                 position = await ctx.store.position(self.user_id)
+                snapshot = await self._presence_snapshot()
             except (BrokerUnavailable, StoreUnavailable) as exc:
                 log.warning("cannot serve %s now: %s", self.user_id, exc)
                 ctx.metrics.retry_later.inc()
                 await RetryLater()(scope, receive, send)
+                return
+            # Read after the bind: a revoke committed later reaches this stream live.
+            if revoked(self.identity.issued_at, position.revoked_before):
+                ctx.metrics.auth_failures.inc()
+                await refuse(TOKEN_REVOKED)(scope, receive, send)
                 return
             recovered = self.last_event_id is not None and position.can_resume(self.last_event_id)
             stream.cursor = self.last_event_id if recovered else position.last_seq  # type: ignore[assignment]
@@ -72,13 +97,29 @@ class StreamResponse(Response):
                 stream.cursor, self.user_id, stream.stream_id, recovered
             )
             await send({"type": "http.response.body", "body": first, "more_body": True})
-            await self._serve(stream, receive, send, position.last_seq)
+            await self._serve(stream, receive, send, position.last_seq, snapshot)
         finally:
             ctx.metrics.connections.dec()
             if ctx.registry.remove(stream):
                 ctx.node.release(self.user_id)
 
-    async def _serve(self, stream: Stream, receive: Receive, send: Send, stored_upto: int) -> None:
+    async def _presence_snapshot(self) -> bytes | None:
+        """``presence:snapshot``: the peers online now, read after the bind (so
+        any later change reaches the stream live, after the snapshot)."""
+        settings = self.ctx.settings
+        if not settings.presence:
+            return None
+        online = await self.ctx.store.online_peers(self.user_id, settings.presence_max_members)
+        return render_event(None, "presence:snapshot", orjson.dumps({"online": online}))
+
+    async def _serve(
+        self,
+        stream: Stream,
+        receive: Receive,
+        send: Send,
+        stored_upto: int,
+        snapshot: bytes | None,
+    ) -> None:
         ctx = self.ctx
         pump = Pump(
             stream,
@@ -87,14 +128,18 @@ class StreamResponse(Response):
             ctx.metrics,
             page=ctx.settings.replay_page,
             timeout=ctx.settings.write_timeout,
+            receipts=ctx.node.receipts.report,
         )
         try:
             with closes_on_failure(stream):
-                await pump.sync(stored_upto)  # the replay, in this task
+                await pump.sync(stored_upto, snapshot)  # the replay, in this task
                 await pump.live_until_closed(receive)
         finally:
             await pump.stop()
             ctx.metrics.replayed_events.inc(stream.replayed)
+        if stream.closed in GOODBYES:  # the client learns why: its last event
+            with contextlib.suppress(TimeoutError, OSError), closes_on_failure(stream):
+                await pump.flush()
         if stream.closed in (CloseReason.SLOW, CloseReason.WRITE_TIMEOUT):
             log.info("closing slow client %s (%s)", stream.stream_id, stream.closed)
             ctx.metrics.slow_closes.inc()

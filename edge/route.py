@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl
 from ssehub.edge.auth import TokenVerifier
 from ssehub.edge.context import EdgeContext
 from ssehub.edge.credentials import extract_token
-from ssehub.edge.response import RetryLater, StreamResponse
+from ssehub.edge.response import RetryLater, StreamResponse, refuse
 from ssehub.errors import AuthError
 from ssehub.sse import parse_last_event_id
 from starlette.datastructures import State
@@ -46,21 +46,17 @@ class StreamRoute:
         headers = _headers(scope, (b"authorization", b"x-auth-token", b"last-event-id"))
         try:
             raw = extract_token(query.get("token"), headers[0], headers[1])
-            user_id = self._verifier.verify(raw)
+            identity = self._verifier.identify(raw)
         except AuthError as exc:
             ctx.metrics.auth_failures.inc()
-            await JSONResponse(
-                {"error": exc.code, "message": exc.message},
-                status_code=401,
-                headers={"WWW-Authenticate": f'Bearer error="{exc.code}"'},
-            )(scope, receive, send)
+            await refuse(exc)(scope, receive, send)
             return
         if ctx.draining or not ctx.node.ready:
             ctx.metrics.retry_later.inc()
             await RetryLater()(scope, receive, send)
             return
         last_event_id = parse_last_event_id(headers[2] or query.get("lastEventId"))
-        await StreamResponse(ctx, user_id, last_event_id)(scope, receive, send)
+        await StreamResponse(ctx, identity, last_event_id)(scope, receive, send)
 
 
 def _headers(scope: Scope, names: tuple[bytes, ...]) -> list[str | None]:

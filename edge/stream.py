@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
 
-from ssehub.sse import PING
+from ssehub.sse import PING, event_name
 from ssehub.store import EventStore
 
 log = logging.getLogger("ssehub.edge")
@@ -32,6 +32,13 @@ class CloseReason(StrEnum):
     WRITE_TIMEOUT = "write-timeout"  # one write blocked too long
     DRAIN = "drain"  # the edge is shutting down
     STORE = "store"  # the store failed during a read
+    DISCONNECTED = "disconnected"  # a control disconnect of the user
+    TOKEN_REVOKED = "token-revoked"  # a control revoke covering the stream's token
+
+
+# Reasons whose last event (``disconnected``, ...) is flushed to the client before
+# the stream ends: the client must learn why it was closed.
+GOODBYES = frozenset({CloseReason.DISCONNECTED, CloseReason.TOKEN_REVOKED})
 
 
 class Stream:
@@ -41,19 +48,25 @@ class Stream:
         "_need_sync",
         "_out",
         "_out_bytes",
+        "_receipts",
         "_syncing",
+        "_taken",
         "bound",
         "closed",
         "cursor",
         "events_out",
+        "issued_at",
         "notify",
         "replayed",
         "stream_id",
         "user_id",
     )
 
-    def __init__(self, user_id: str, stream_id: str, bound: int) -> None:
+    def __init__(
+        self, user_id: str, stream_id: str, bound: int, issued_at: float | None = None
+    ) -> None:
         self.user_id = user_id
+        self.issued_at = issued_at  # the token's ``iat``: a revoke covers it or not
         self.stream_id = stream_id  # the ``connectionId`` of the contract's ``connected``
         self.bound = bound
         self.cursor = 0
@@ -69,6 +82,9 @@ class Stream:
         self._held_bytes = 0
         self._syncing = True  # live events wait until the first replay is done
         self._need_sync = False
+        # (seq, key, event) of events that asked for a receipt, until written
+        self._receipts: list[tuple[int, str | None, str]] = []
+        self._taken = 0  # the cursor when output was last taken for a write
 
     # -- live side (AMQP consumer) -----------------------------------------
     def offer(self, seq: int | None, sse: bytes) -> None:
@@ -89,8 +105,31 @@ class Stream:
         self._need_sync = True
         self.notify()
 
+    def want_receipt(self, seq: int, key: str | None, sse: bytes) -> None:
+        """The event ``seq`` asked for a receipt: report it once written."""
+        self._receipts.append((seq, key, event_name(sse)))
+
+    def receipts_due(self) -> list[tuple[int, str | None, str]]:
+        """Receipts of events in output that has been written (call after a write)."""
+        if not self._receipts:
+            return []
+        upto = self._taken
+        due = [r for r in self._receipts if r[0] <= upto]
+        if due:
+            self._receipts = [r for r in self._receipts if r[0] > upto]
+        return due
+
     def ping(self) -> None:
         self._push(PING, count=False)
+
+    def end(self, sse: bytes, reason: CloseReason) -> None:
+        """Close with a last (ephemeral) event that says why: written before the
+        stream ends, whatever the replay or held events are doing."""
+        if self.closed is None:
+            self._out.append(sse)
+            self._out_bytes += len(sse)
+            self.events_out += 1
+            self.close(reason)
 
     def close(self, reason: CloseReason) -> None:
         if self.closed is None:
@@ -112,6 +151,7 @@ class Stream:
         events, self.events_out = self.events_out, 0
         self._out.clear()
         self._out_bytes = 0
+        self._taken = self.cursor
         return data, events
 
     async def sync(
@@ -120,13 +160,15 @@ class Stream:
         page: int,
         flush: Callable[[], Awaitable[None]],
         stored_upto: int | None = None,
+        prologue: bytes | None = None,
     ) -> None:
         """Write every stored event after the cursor, then the held live ones.
         ``stored_upto``: the user's last number as read *after* binding; when the
         cursor is already there, nothing stored can be missing (anything newer is
         published after the bind, so it is held) and the first read is skipped.
-        Raises StoreUnavailable; the caller closes the stream and the client
-        resumes from its cursor."""
+        ``prologue``: written after the first replay, before the held events
+        (``presence:snapshot``). Raises StoreUnavailable; the caller closes the
+        stream and the client resumes from its cursor."""
         self._syncing = True
         reads = 0
         skip = stored_upto is not None and self.cursor >= stored_upto
@@ -135,16 +177,21 @@ class Stream:
             while not skip:
                 rows = await store.events_after(self.user_id, self.cursor, page)
                 reads += 1
-                for seq, sse in rows:
+                for seq, sse, receipt, key in rows:
                     if seq > self.cursor:
                         # Replay is paced by flush() per page, not by the live bound.
                         self._push(sse, check=False)
                         self.cursor = seq
                         self.replayed += 1
+                        if receipt:
+                            self.want_receipt(seq, key, sse)
                 await flush()
                 if len(rows) < page or self.closed:
                     break
             skip = False
+            if prologue is not None:
+                self._push(prologue, check=False)
+                prologue = None
             if self.closed or self._drain_held(force=reads >= GAP_READS):
                 break
         self._syncing = False

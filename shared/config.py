@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=500, ge=1)
     prefetch: int = Field(default=2000, ge=1)
     max_message_bytes: int = Field(default=256 * 1024, ge=1024)
+    max_batch_bytes: int = Field(default=1 << 20, ge=1024)
     dedupe_window: PositiveSeconds = 24 * 3600.0
     retention_max_age: PositiveSeconds = 7 * 24 * 3600.0
     retention_max_events: int = Field(default=10_000, ge=1)

@@ -144,7 +144,13 @@ def insert_rows(
         db.exec_driver_sql(sql, [tuple(row) for row in rows])
 
 
-_PG_TYPES = {"VARCHAR": "text", "TEXT": "text", "BIGINT": "bigint", "FLOAT": "float8"}
+_PG_TYPES = {
+    "VARCHAR": "text",
+    "TEXT": "text",
+    "BIGINT": "bigint",
+    "FLOAT": "float8",
+    "BOOLEAN": "boolean",
+}
 
 
 @functools.lru_cache(maxsize=64)

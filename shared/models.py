@@ -24,6 +24,8 @@ class EventRow(SQLModel, table=True):
     sse: str = Field(sa_column=Column(Text, nullable=False))
     key: str | None = Field(default=None, sa_column=Column(String(255), nullable=True))
     created_at: float = Field(nullable=False)
+    # The event asked for a receipt: edges publish one when they first write it.
+    receipt: bool = Field(default=False, nullable=False)
 
     __table_args__ = (
         Index("ix_ssehub_event_key", "key"),
@@ -33,12 +35,15 @@ class EventRow(SQLModel, table=True):
 
 class UserCursor(SQLModel, table=True):
     """``last_seq``: the user's latest sequence number. ``floor_seq``: the
-    highest one pruned away; a Last-Event-ID below it cannot be honoured."""
+    highest one pruned away; a Last-Event-ID below it cannot be honoured.
+    ``revoked_before``: tokens of the user issued before it are refused (a
+    ``control`` revoke); cleared by retention once no such token can be valid."""
 
     __tablename__ = "ssehub_user"
     user_id: str = Field(sa_column=Column(String(128), primary_key=True))
     last_seq: int = Field(sa_column=Column(BigInteger, nullable=False))
     floor_seq: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    revoked_before: float | None = Field(default=None, nullable=True)
 
 
 class Member(SQLModel, table=True):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -24,22 +25,30 @@ EVENT_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 LONG_NUMBER = re.compile(rb"\d{20,}")
 MAX_ID_BYTES = 128
 MAX_KEY_CHARS = 255  # AMQP message_id is a shortstr; the body "id" is capped at 128
-EVENT_FIELDS = frozenset({"event", "data", "id", "exclude", "ephemeral"})
+EVENT_FIELDS = frozenset({"event", "data", "id", "exclude", "ephemeral", "receipt"})
 MEMBER_FIELDS = frozenset({"op", "users"})
+CONTROL_FIELDS = frozenset({"op", "reason", "before"})
+MAX_USERS = 1000  # users of one ``users`` batch item
+MAX_BEFORE_AHEAD = 24 * 3600.0  # a revoke's ``before`` may be at most this far in the future
 MemberOp = Literal["set", "add", "remove"]
+ControlOp = Literal["disconnect", "revoke"]
+EventKind = Literal["user", "users", "conversation"]
 
 
 @dataclass(frozen=True, slots=True)
 class EventMessage:
-    """``user.<id>`` or ``conversation.<id>``: one event to fan out."""
+    """``user.<id>``, ``conversation.<id>`` or a ``users`` batch item: one event
+    to fan out. ``targets``: the listed users of a ``users`` item."""
 
-    kind: Literal["user", "conversation"]
+    kind: EventKind
     target: str
     event: str
     data: bytes  # compact one-line JSON, exactly as it goes on the ``data:`` line
     key: str | None
     exclude: frozenset[str]
     ephemeral: bool
+    receipt: bool = False
+    targets: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +61,19 @@ class MembershipMessage:
     key: str | None
 
 
-Message = EventMessage | MembershipMessage
+@dataclass(frozen=True, slots=True)
+class ControlMessage:
+    """``control.<userId>``: an operation on the user's open streams.
+    ``before``: a revoke's cut-off (unix seconds), resolved at parse time."""
+
+    user: str
+    op: ControlOp
+    reason: str | None
+    before: float | None
+    key: str | None
+
+
+Message = EventMessage | MembershipMessage | ControlMessage
 
 
 def check_id(value: object, what: str) -> str:
@@ -91,26 +112,56 @@ def check_users(value: object, what: str) -> tuple[str, ...]:
 def split_routing_key(routing_key: str) -> tuple[str, str]:
     """``kind.id`` where the id is everything after the first dot."""
     kind, dot, target = routing_key.partition(".")
-    if kind not in ("user", "conversation", "members") or not dot:
+    if kind not in ("user", "conversation", "members", "control") or not dot:
         raise InvalidMessage(
-            f"routing key {_short(routing_key)}: expected user.<id>, conversation.<id> "
-            "or members.<id>"
+            f"routing key {_short(routing_key)}: expected user.<id>, conversation.<id>, "
+            "members.<id>, control.<id> or batch"
         )
     return kind, check_id(target, f"routing key {kind}.<id>")
 
 
-def parse_message(routing_key: str, body: bytes, message_id: str | None, max_bytes: int) -> Message:
-    """Validate one consumed message. Raises :class:`InvalidMessage`."""
+def parse_message(
+    routing_key: str,
+    body: bytes,
+    message_id: str | None,
+    max_bytes: int,
+    now: float | None = None,
+) -> Message:
+    """Validate one consumed message (not ``batch``: ssehub.batch). Raises
+    :class:`InvalidMessage`. ``now``: the clock for a revoke's default ``before``."""
     kind, target = split_routing_key(routing_key)
     if len(body) > max_bytes:
         raise InvalidMessage(f"body: {len(body)} bytes exceeds the limit of {max_bytes}")
-    exact = LONG_NUMBER.search(body) is not None
-    doc = _loads_exact(body) if exact else _loads(body)
+    doc, exact = load_json(body)
     if not isinstance(doc, dict):
         raise InvalidMessage(f"body: must be a JSON object, got {_type(doc)}")
-    fallback = message_id if message_id and len(message_id) <= MAX_KEY_CHARS else None
+    return parse_doc(kind, target, doc, message_key(message_id), exact, now)
+
+
+def message_key(message_id: str | None) -> str | None:
+    """The AMQP ``message_id`` as an idempotency key, when it can be one."""
+    return message_id if message_id and len(message_id) <= MAX_KEY_CHARS else None
+
+
+def load_json(body: bytes) -> tuple[Any, bool]:
+    """The body's JSON, and whether it took the exact path (integers beyond 64 bits)."""
+    exact = LONG_NUMBER.search(body) is not None
+    return (_loads_exact(body) if exact else _loads(body)), exact
+
+
+def parse_doc(
+    kind: str,
+    target: str,
+    doc: dict[str, Any],
+    fallback: str | None,
+    exact: bool,
+    now: float | None = None,
+) -> Message:
+    """One message's JSON object, for a routing key's ``kind`` and ``target``."""
     if kind == "members":
         return _parse_membership(target, doc, fallback)
+    if kind == "control":
+        return _parse_control(target, doc, fallback, time.time() if now is None else now)
     return _parse_event(kind, target, doc, fallback, exact)  # type: ignore[arg-type]
 
 
@@ -153,11 +204,12 @@ def _dumps(value: Any, exact: bool) -> bytes:
 
 
 def _parse_event(
-    kind: Literal["user", "conversation"],
+    kind: EventKind,
     target: str,
     doc: dict[str, Any],
     fallback: str | None,
     exact: bool,
+    targets: tuple[str, ...] = (),
 ) -> EventMessage:
     _no_unknown(doc, EVENT_FIELDS)
     if "event" not in doc:
@@ -171,11 +223,51 @@ def _parse_event(
         if kind != "conversation":
             raise InvalidMessage("exclude: only conversation events take it")
         exclude = frozenset(check_users(doc["exclude"], "exclude"))
-    ephemeral = doc.get("ephemeral", False)
-    if not isinstance(ephemeral, bool):
-        raise InvalidMessage(f"ephemeral: must be true or false, got {_type(ephemeral)}")
+    ephemeral = _flag(doc, "ephemeral")
+    receipt = _flag(doc, "receipt")
+    if receipt and ephemeral:
+        raise InvalidMessage("receipt: ephemeral events have no receipts")
     data = _dumps(doc["data"], exact)
-    return EventMessage(kind, target, event, data, key, exclude, ephemeral)
+    return EventMessage(kind, target, event, data, key, exclude, ephemeral, receipt, targets)
+
+
+def parse_users_item(doc: dict[str, Any], fallback: str | None, exact: bool) -> EventMessage:
+    """A ``users`` batch item: one event for each listed user."""
+    users = check_users(doc.pop("users"), "users")
+    if not users:
+        raise InvalidMessage("users: must list at least one user")
+    if len(users) > MAX_USERS:
+        raise InvalidMessage(f"users: at most {MAX_USERS} users, got {len(users)}")
+    return _parse_event("users", "", doc, fallback, exact, users)
+
+
+def _flag(doc: dict[str, Any], name: str) -> bool:
+    value = doc.get(name, False)
+    if not isinstance(value, bool):
+        raise InvalidMessage(f"{name}: must be true or false, got {_type(value)}")
+    return value
+
+
+def _parse_control(user: str, doc: dict[str, Any], key: str | None, now: float) -> ControlMessage:
+    _no_unknown(doc, CONTROL_FIELDS)
+    op = doc.get("op")
+    if op == "disconnect":
+        if "before" in doc:
+            raise InvalidMessage("before: only revoke takes it")
+        reason = doc.get("reason", "disconnect")
+        if not isinstance(reason, str) or not 1 <= len(reason) <= 128:
+            raise InvalidMessage("reason: must be a string of 1-128 characters")
+        return ControlMessage(user, "disconnect", reason, None, key)
+    if op == "revoke":
+        if "reason" in doc:
+            raise InvalidMessage("reason: only disconnect takes it")
+        before = doc.get("before", now)
+        if isinstance(before, bool) or not isinstance(before, int | float) or before < 0:
+            raise InvalidMessage(f"before: must be unix seconds, got {_short(before)}")
+        if before > now + MAX_BEFORE_AHEAD:
+            raise InvalidMessage("before: more than a day in the future")
+        return ControlMessage(user, "revoke", None, float(before), key)
+    raise InvalidMessage(f'op: must be "disconnect" or "revoke", got {_short(op)}')
 
 
 def _parse_membership(target: str, doc: dict[str, Any], key: str | None) -> MembershipMessage:
@@ -188,15 +280,16 @@ def _parse_membership(target: str, doc: dict[str, Any], key: str | None) -> Memb
     return MembershipMessage(target, op, check_users(doc["users"], "users"), key)
 
 
-def event_body(
+def event_doc(
     event: str,
     data: Any,
     *,
     key: str | None = None,
     exclude: Iterable[str] = (),
     ephemeral: bool = False,
-) -> bytes:
-    """The JSON body of ``user.*`` / ``conversation.*``, validated."""
+    receipt: bool = False,
+) -> dict[str, Any]:
+    """The JSON object of an event (``user.*``, ``conversation.*``, a batch item), validated."""
     doc: dict[str, Any] = {"event": check_event_name(event), "data": data}
     if key is not None:
         doc["id"] = check_key(key)
@@ -205,6 +298,31 @@ def event_body(
         doc["exclude"] = list(users)
     if ephemeral:
         doc["ephemeral"] = True
+    if receipt:
+        if ephemeral:
+            raise InvalidMessage("receipt: ephemeral events have no receipts")
+        doc["receipt"] = True
+    return doc
+
+
+def control_doc(
+    op: ControlOp, *, reason: str | None = None, before: float | None = None
+) -> dict[str, Any]:
+    doc: dict[str, Any] = {"op": op}
+    if reason is not None:
+        doc["reason"] = reason
+    if before is not None:
+        doc["before"] = before
+    return doc
+
+
+def event_body(event: str, data: Any, **options: Any) -> bytes:
+    """The JSON body of ``user.*`` / ``conversation.*``, validated."""
+    return dump_body(event_doc(event, data, **options))
+
+
+def dump_body(doc: Any) -> bytes:
+    """JSON bytes of a message body; integers beyond 64 bits stay exact."""
     try:
         return orjson.dumps(doc)
     except TypeError as exc:

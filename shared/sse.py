@@ -34,6 +34,15 @@ def event_seq(sse: bytes) -> int | None:
         return None
 
 
+def event_name(sse: bytes) -> str:
+    """The ``event:`` name of an event's SSE bytes ("message" when it has none)."""
+    start = sse.find(b"event: ")
+    if start < 0:
+        return "message"
+    start += 7
+    return sse[start : sse.find(b"\n", start)].decode()
+
+
 def render_retry(base_ms: int, rng: random.Random | None = None) -> bytes:
     """``retry:`` jittered to 50-150 % of the base so clients do not reconnect in lockstep."""
     r = rng or random

@@ -7,9 +7,9 @@ import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import cast
+from typing import NamedTuple, cast
 
-from sqlalchemy import select, text
+from sqlalchemy import bindparam, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from ssehub.coalesce import Coalescer
 from ssehub.db import chunks, store_errors
@@ -18,6 +18,18 @@ from ssehub.models import EventRow, UserCursor
 POSITIONS_PER_QUERY = 500
 PAGES_PER_QUERY = 50
 Page = tuple[str, int, int]  # user, after, limit
+
+
+class StoredEvent(NamedTuple):
+    """One replayable event: its number, its SSE bytes, whether it asked for a
+    receipt, and its idempotency key (the receipt's ``id``)."""
+
+    seq: int
+    sse: bytes
+    receipt: bool
+    key: str | None
+
+
 EVENT = EventRow.__table__  # type: ignore[attr-defined]
 CURSOR = UserCursor.__table__  # type: ignore[attr-defined]
 
@@ -28,6 +40,7 @@ class Position:
 
     last_seq: int
     floor_seq: int
+    revoked_before: float | None = None  # tokens issued before it are refused
 
     def can_resume(self, cursor: int) -> bool:
         return self.floor_seq <= cursor <= self.last_seq
@@ -45,13 +58,19 @@ class EventStore:
         self._slots = asyncio.Semaphore(concurrency)
         # Concurrent reads are answered together (shared/coalesce.py).
         self._positions = Coalescer(self._read_positions, NOWHERE)
-        self._pages: Coalescer[Page, list[tuple[int, bytes]]] = Coalescer(self._read_pages, [])
+        self._pages: Coalescer[Page, list[StoredEvent]] = Coalescer(self._read_pages, [])
+        self._peers: Coalescer[tuple[str, int], list[str]] = Coalescer(self._read_peers, [])
 
     async def position(self, user_id: str) -> Position:
         """The user's position, read after the call (callers rely on that order)."""
         return await self._positions.get(user_id)
 
-    async def events_after(self, user_id: str, after: int, limit: int) -> list[tuple[int, bytes]]:
+    async def online_peers(self, user_id: str, cap: int) -> list[str]:
+        """Users online now who share a conversation of at most ``cap`` members
+        with ``user_id`` (the ``presence:snapshot`` of a new stream), sorted."""
+        return await self._peers.get((user_id, cap))
+
+    async def events_after(self, user_id: str, after: int, limit: int) -> list[StoredEvent]:
         """Stored events (their SSE bytes) with ``after < seq``, oldest first, at most ``limit``."""
         return await self._pages.get((user_id, after, limit))
 
@@ -59,18 +78,18 @@ class EventStore:
         found: dict[str, Position] = {}
 
         async def read(some: list[str]) -> None:
-            stmt = select(CURSOR.c.user_id, CURSOR.c.last_seq, CURSOR.c.floor_seq).where(
-                CURSOR.c.user_id.in_(some)
-            )
+            stmt = select(
+                CURSOR.c.user_id, CURSOR.c.last_seq, CURSOR.c.floor_seq, CURSOR.c.revoked_before
+            ).where(CURSOR.c.user_id.in_(some))
             async with self._connect() as db:
-                for user, last_seq, floor_seq in (await db.execute(stmt)).all():
-                    found[user] = Position(last_seq, floor_seq)
+                for user, last_seq, floor_seq, revoked in (await db.execute(stmt)).all():
+                    found[user] = Position(last_seq, floor_seq, revoked)
 
         await asyncio.gather(*(read(some) for some in chunks(users, POSITIONS_PER_QUERY)))
         return found
 
-    async def _read_pages(self, pages: list[Page]) -> dict[Page, list[tuple[int, bytes]]]:
-        found: dict[Page, list[tuple[int, bytes]]] = {}
+    async def _read_pages(self, pages: list[Page]) -> dict[Page, list[StoredEvent]]:
+        found: dict[Page, list[StoredEvent]] = {}
 
         async def read(some: list[Page]) -> None:
             params: list[object] = []
@@ -79,12 +98,26 @@ class EventStore:
             async with self._connect() as db:
                 sql = _pages_sql(len(some), db.dialect.name == "postgresql")
                 rows = await db.exec_driver_sql(sql, tuple(params))
-                for i, seq, sse in cast(list[tuple[int, int, str]], rows.all()):
-                    found.setdefault(some[i], []).append((seq, sse.encode()))
+                typed = cast(list[tuple[int, int, str, bool, str | None]], rows.all())
+                for i, seq, sse, receipt, key in typed:
+                    found.setdefault(some[i], []).append(
+                        StoredEvent(seq, sse.encode(), bool(receipt), key)
+                    )
 
         # Chunks in parallel, as many as the store's concurrency allows.
         await asyncio.gather(*(read(some) for some in chunks(pages, PAGES_PER_QUERY)))
         return found
+
+    async def _read_peers(self, asks: list[tuple[str, int]]) -> dict[tuple[str, int], list[str]]:
+        found: dict[tuple[str, int], list[str]] = {}
+        for cap in {c for _, c in asks}:
+            users = [u for u, c in asks if c == cap]
+            for some in chunks(users, POSITIONS_PER_QUERY):
+                async with self._connect() as db:
+                    rows = await db.execute(ONLINE_PEERS, {"users": some, "cap": cap})
+                    for user, peer in rows.all():
+                        found.setdefault((user, cap), []).append(peer)
+        return {ask: sorted(set(peers)) for ask, peers in found.items()}
 
     async def ping(self) -> None:
         async with self._connect() as db:
@@ -98,6 +131,18 @@ class EventStore:
                 yield db
 
 
+# Announced online and not gone past the grace (user:offline not sent yet), in a
+# conversation small enough to carry presence (SSEHUB_PRESENCE_MAX_MEMBERS).
+ONLINE_PEERS = text(
+    "SELECT DISTINCT m1.user_id, m2.user_id FROM ssehub_member m1"
+    " JOIN ssehub_member m2 ON m2.conversation_id = m1.conversation_id"
+    " JOIN ssehub_online o ON o.user_id = m2.user_id"
+    " WHERE m1.user_id IN :users AND m2.user_id <> m1.user_id"
+    " AND (SELECT COUNT(*) FROM ssehub_member m3"
+    "      WHERE m3.conversation_id = m1.conversation_id) <= :cap"
+).bindparams(bindparam("users", expanding=True))
+
+
 @functools.lru_cache(maxsize=16)
 def _pages_sql(n: int, pg: bool) -> str:
     """One replay page for each of ``n`` (user, after, limit) triples, each
@@ -106,7 +151,7 @@ def _pages_sql(n: int, pg: bool) -> str:
     for i in range(n):
         u, a, lim = (f"${3 * i + 1}", f"${3 * i + 2}", f"${3 * i + 3}") if pg else ("?", "?", "?")
         parts.append(
-            f"SELECT * FROM (SELECT {i} AS i, seq, sse FROM ssehub_event"
+            f"SELECT * FROM (SELECT {i} AS i, seq, sse, receipt, key FROM ssehub_event"
             f" WHERE user_id = {u} AND seq > {a} ORDER BY seq LIMIT {lim}) AS p{i}"
         )
     return " UNION ALL ".join(parts)

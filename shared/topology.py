@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import aiormq
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue, ExchangeType
+from pamqp.common import FieldTable
 from ssehub.fastpath.marshal import Publish
 
 ERROR_HEADER = "x-ssehub-error"  # on sse.dead messages: why it was rejected
@@ -35,6 +36,9 @@ class QueueSpec:
 
 EVENTS = ExchangeSpec("sse.events", ExchangeType.TOPIC)
 DELIVER = ExchangeSpec("sse.deliver", ExchangeType.DIRECT)
+# Edges publish a receipt here (routing key receipt.<userId>) when an event that
+# asked for one is first written to one of the user's streams.
+RECEIPTS = ExchangeSpec("sse.receipts", ExchangeType.TOPIC)
 
 # Bound with "#" so that unknown routing keys reach the dispatcher too and are
 # dead-lettered with a reason instead of vanishing unrouted.
@@ -45,7 +49,7 @@ DISPATCH = QueueSpec(
 )
 DEAD = QueueSpec("sse.dead")
 
-EXCHANGES = (EVENTS, DELIVER)
+EXCHANGES = (EVENTS, DELIVER, RECEIPTS)
 DISPATCHER_QUEUES = (DISPATCH, DEAD)
 
 
@@ -104,3 +108,17 @@ PRESENCE_PROPERTIES = aiormq.spec.Basic.Properties(headers={PRESENCE_HEADER: 1})
 # (the store holds the durable copy) and cheap to decode (shared/wire.py).
 # Shared, immutable: built once.
 DELIVERY_PROPERTIES = aiormq.spec.Basic.Properties()
+
+# Deliveries that ask more of an edge than writing them carry a header naming
+# it: "receipt" (report the event once written; NOTICE_KEY holds its id) or
+# "control" (the body is a control op's JSON, for the user's streams).
+NOTICE_HEADER = "x-ssehub-notice"
+NOTICE_KEY = "x-ssehub-key"
+CONTROL_PROPERTIES = aiormq.spec.Basic.Properties(headers={NOTICE_HEADER: "control"})
+
+
+def receipt_properties(key: str | None) -> aiormq.spec.Basic.Properties:
+    headers: FieldTable = {NOTICE_HEADER: "receipt"}
+    if key is not None:
+        headers[NOTICE_KEY] = key
+    return aiormq.spec.Basic.Properties(headers=headers)

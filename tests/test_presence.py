@@ -33,13 +33,24 @@ async def test_online_then_offline_after_grace(presence_stack: Stack) -> None:
         s = (await es.enter_async_context(open_stream(stack.edges[0], stack.token(stranger))))[1]
         await b.next()
         await s.next()
+        # nobody else online yet: empty snapshots, right after connected
+        assert (await b.next()).json == {"online": []}
+        assert (await s.next()).json == {"online": []}
         async with open_stream(stack.edges[1], stack.token(alice)) as (_, a):
             await a.next()
+            # alice, who signs in second, learns that bob is already there
+            snapshot = await a.next()
+            assert (snapshot.event, snapshot.json, snapshot.id) == (
+                "presence:snapshot",
+                {"online": [bob]},
+                None,
+            )
             ev = await b.until(lambda e: e.event == "user:online" and e.json["userId"] == alice)
             assert ev[-1].id is None  # ephemeral
             # a second stream of alice, on the other edge, announces nothing new
             async with open_stream(stack.edges[0], stack.token(alice)) as (_, a2):
                 await a2.next()
+                assert (await a2.next()).json == {"online": [bob]}
         ev = await b.until(lambda e: e.event == "user:offline", timeout=10)
         assert ev[-1].json == {"userId": alice} and ev[-1].id is None
         assert [e for e in ev if e.event == "user:online"] == []

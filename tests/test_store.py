@@ -65,10 +65,10 @@ async def test_sequences_are_per_user_and_gap_free(engine: AsyncEngine) -> None:
     assert await reader.position(a) == Position(3, 0)
     assert await reader.position(uid()) == Position(0, 0)
     assert await reader.events_after(a, 1, 10) == [
-        (2, b"id: 2\nevent: e\ndata: 2\n\n"),
-        (3, b"id: 3\nevent: e\ndata: 3\n\n"),
+        (2, b"id: 2\nevent: e\ndata: 2\n\n", False, None),
+        (3, b"id: 3\nevent: e\ndata: 3\n\n", False, None),
     ]
-    assert [s for s, _ in await reader.events_after(a, 0, 2)] == [1, 2]
+    assert [e.seq for e in await reader.events_after(a, 0, 2)] == [1, 2]
 
 
 async def test_membership_and_fanout(engine: AsyncEngine) -> None:
@@ -126,7 +126,7 @@ async def test_retention_by_count_and_age(engine: AsyncEngine) -> None:
     await store.commit_batch([ev(b, i) for i in range(3, 8)])
     await prune(engine, rule, clock.now)
     assert await reader.position(b) == Position(7, 3)
-    assert [s for s, _ in await reader.events_after(b, 0, 100)] == [4, 5, 6, 7]
+    assert [e.seq for e in await reader.events_after(b, 0, 100)] == [4, 5, 6, 7]
     # pruned dedupe keys: the same key makes a new event again
     again = await store.commit_batch([ev(a, 0, key=f"{a}-0")])
     assert [d.seq for d in again] == [11]
@@ -158,5 +158,5 @@ async def test_a_crowd_of_replay_reads_gets_each_its_own_page(engine: AsyncEngin
     pages = await asyncio.gather(*(store.events_after(*ask) for ask in asks))
     for (user, after, limit), page in zip(asks, pages, strict=True):
         want = list(range(after + 1, 6))[:limit]
-        assert [seq for seq, _ in page] == want, (user, after, limit)
-        assert all(sse.startswith(b"id: %d\n" % seq) for seq, sse in page)
+        assert [e.seq for e in page] == want, (user, after, limit)
+        assert all(e.sse.startswith(b"id: %d\n" % e.seq) for e in page)
