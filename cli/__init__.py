@@ -86,6 +86,11 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("target")
     m.add_argument("op", choices=["set", "add", "remove"])
     m.add_argument("users", nargs="*")
+    k = kinds.add_parser("control", help="disconnect a user's streams, or revoke their tokens")
+    k.add_argument("target", metavar="user")
+    k.add_argument("op", choices=["disconnect", "revoke"])
+    k.add_argument("--reason", help="disconnect: the reason the streams are told")
+    k.add_argument("--before", type=float, help="revoke: tokens issued before (unix s; now)")
     pub.set_defaults(func=tools.publish)
     return p
 

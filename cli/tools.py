@@ -43,6 +43,10 @@ async def _publish(config: Settings, args: argparse.Namespace) -> str:
                 "remove": publisher.remove_members,
             }
             return await op[args.op](args.target, args.users)
+        if args.kind == "control":
+            if args.op == "disconnect":
+                return await publisher.disconnect_user(args.target, args.reason or "disconnect")
+            return await publisher.revoke_tokens(args.target, args.before)
         try:
             data = orjson.loads(args.data)
         except orjson.JSONDecodeError as exc:

@@ -67,6 +67,8 @@ def parse_batch(
 
 def _parse_item(item: dict[str, Any], fallback: str | None, exact: bool, now: float) -> Message:
     targets = sorted(TARGET_FIELDS & item.keys())
+    if "members" in targets and "users" in targets:  # a membership item's member list
+        targets.remove("users")
     if len(targets) != 1:
         found = ", ".join(targets) or "none"
         raise InvalidMessage(

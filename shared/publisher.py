@@ -1,5 +1,7 @@
 """The Python publisher client: what a backend imports to push events.
 
+    from ssehub import Publisher
+
     publisher = Publisher("amqp://guest:guest@localhost:5672/")
 
     @app.post("/messages")
@@ -7,69 +9,85 @@
         ...
         await publisher.broadcast_to_conversation(conv_id, "message:new", {...}, exclude=[sender])
 
-The publisher connects on first use and reconnects after a loss. Every message is
-persistent, carries an idempotency key (its ``message_id``) and is confirmed
-by the broker before the awaitable returns; a failed attempt is retried with
-the same key, so a retry never produces a second event.
+The publisher connects on first use and reconnects after a loss. Every message
+is persistent, carries an idempotency key and is confirmed by the broker
+before the call returns; a failed attempt is retried with the same key, so a
+retry never produces a second event. Concurrent calls (one event-loop turn,
+or ``linger`` seconds) are sent together as one ``batch`` message
+(ssehub.sender), which is what lets the broker carry many events cheaply.
+Invalid input raises :class:`ssehub.InvalidMessage` in the caller.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import uuid
 from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
 
-import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
-from ssehub import topology
-from ssehub.amqp import describe
-from ssehub.backoff import Backoff
-from ssehub.errors import PublishError
-from ssehub.schema import MemberOp, check_id, event_body, membership_body
+from ssehub.schema import (
+    ControlOp,
+    MemberOp,
+    check_id,
+    check_users,
+    control_doc,
+    event_doc,
+)
+from ssehub.sender import Sender
 
 
 class Publisher:
-    def __init__(self, url: str, *, attempts: int = 5, timeout: float = 10.0) -> None:
-        self._url = url
-        self._attempts = attempts
-        self._timeout = timeout
-        self._lock = asyncio.Lock()
-        self._connection: AbstractConnection | None = None
-        self._channel: AbstractChannel | None = None
-        self._exchange: AbstractExchange | None = None
-
-    # -- the API -------------------------------------------------------------
-    async def send_event_to_user(
+    def __init__(
         self,
-        user_id: str,
-        event: str,
-        data: Any,
+        url: str,
         *,
-        key: str | None = None,
-        ephemeral: bool = False,
-    ) -> str:
-        """One event to every connection of one user. Returns the idempotency key."""
-        body = event_body(event, data, key=key, ephemeral=ephemeral)
-        return await self.publish(f"user.{check_id(user_id, 'user_id')}", body, key)
+        attempts: int = 5,
+        timeout: float = 10.0,
+        linger: float = 0.0,
+        max_batch_items: int = 1000,
+        max_batch_bytes: int = 1 << 20,
+    ) -> None:
+        """``linger``: seconds to wait for more calls before sending (a few ms at
+        most; 0 sends at the end of the current event-loop turn)."""
+        if not 0 <= linger <= 0.05:
+            raise ValueError("linger: 0 to 0.05 seconds")
+        self._sender = Sender(
+            url,
+            attempts=attempts,
+            timeout=timeout,
+            linger=linger,
+            max_items=max_batch_items,
+            max_bytes=max_batch_bytes,
+        )
+
+    # -- events ----------------------------------------------------------------
+    async def send_event_to_user(
+        self, user_id: str, event: str, data: Any, *, key: str | None = None,
+        ephemeral: bool = False, receipt: bool = False,
+    ) -> str:  # fmt: skip
+        """One event to every stream of one user. Returns the idempotency key."""
+        doc = event_doc(event, data, key=key, ephemeral=ephemeral, receipt=receipt)
+        return await self._sender.submit("user", check_id(user_id, "user_id"), doc)
+
+    async def send_event_to_users(
+        self, user_ids: Iterable[str], event: str, data: Any, *, key: str | None = None,
+        ephemeral: bool = False, receipt: bool = False,
+    ) -> str:  # fmt: skip
+        """The same event to each listed user (at most 1,000), as one batch item."""
+        doc = event_doc(event, data, key=key, ephemeral=ephemeral, receipt=receipt)
+        doc["users"] = list(check_users(list(user_ids), "user_ids"))
+        return await self._sender.submit("users", None, doc)
 
     async def broadcast_to_conversation(
-        self,
-        conversation_id: str,
-        event: str,
-        data: Any,
-        *,
-        exclude: Iterable[str] = (),
-        ephemeral: bool = False,
-        key: str | None = None,
-    ) -> str:
+        self, conversation_id: str, event: str, data: Any, *, exclude: Iterable[str] = (),
+        ephemeral: bool = False, key: str | None = None, receipt: bool = False,
+    ) -> str:  # fmt: skip
         """One event to every member of a conversation but ``exclude``."""
-        body = event_body(event, data, key=key, exclude=exclude, ephemeral=ephemeral)
-        rk = f"conversation.{check_id(conversation_id, 'conversation_id')}"
-        return await self.publish(rk, body, key)
+        doc = event_doc(event, data, key=key, exclude=exclude, ephemeral=ephemeral, receipt=receipt)
+        target = check_id(conversation_id, "conversation_id")
+        return await self._sender.submit("conversation", target, doc)
 
+    # -- membership --------------------------------------------------------------
     async def set_members(self, conversation_id: str, users: Iterable[str]) -> str:
         return await self._members(conversation_id, "set", users)
 
@@ -80,63 +98,33 @@ class Publisher:
         return await self._members(conversation_id, "remove", users)
 
     async def _members(self, conversation_id: str, op: MemberOp, users: Iterable[str]) -> str:
-        rk = f"members.{check_id(conversation_id, 'conversation_id')}"
-        return await self.publish(rk, membership_body(op, users), None)
-
-    # -- plumbing ------------------------------------------------------------
-    async def publish(self, routing_key: str, body: bytes, key: str | None = None) -> str:
-        """Publish a raw contract message to ``sse.events`` and await its confirm."""
-        key = key or uuid.uuid4().hex
-        last: Exception | None = None
-        backoff = Backoff(0.1, 2.0)
-        for _ in range(self._attempts):
-            try:
-                exchange = await self._ready()
-                message = aio_pika.Message(
-                    body,
-                    content_type="application/json",
-                    message_id=key,
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                )
-                await exchange.publish(message, routing_key, timeout=self._timeout)
-                return key
-            except Exception as exc:  # retry on a fresh connection, same key
-                last = exc
-                await self._reset()
-                await asyncio.sleep(backoff.next())
-        assert last is not None
-        raise PublishError(
-            f"{routing_key}: not confirmed after {self._attempts} attempts: "
-            f"{describe(last, self._url)}"
+        doc = {"op": op, "users": list(check_users(list(users), "users"))}
+        return await self._sender.submit(
+            "members", check_id(conversation_id, "conversation_id"), doc
         )
 
-    async def _ready(self) -> AbstractExchange:
-        async with self._lock:
-            if self._exchange is None or self._channel is None or self._channel.is_closed:
-                self._connection = await aio_pika.connect(self._url, timeout=self._timeout)
-                self._channel = await self._connection.channel(
-                    publisher_confirms=True, on_return_raises=True
-                )
-                # Declare the dispatcher's queue too: a message published before any
-                # dispatcher ever ran must wait in it, not vanish unrouted.
-                exchanges = await topology.declare_core(self._channel)
-                self._exchange = exchanges[topology.EVENTS.name]
-            return self._exchange
+    # -- control -----------------------------------------------------------------
+    async def disconnect_user(self, user_id: str, reason: str = "disconnect") -> str:
+        """Close every open stream of the user, on every edge (``disconnected``)."""
+        return await self._control(user_id, "disconnect", control_doc("disconnect", reason=reason))
 
-    async def _reset(self) -> None:
-        async with self._lock:
-            connection, self._connection, self._channel, self._exchange = (
-                self._connection,
-                None,
-                None,
-                None,
-            )
-            if connection is not None:
-                with contextlib.suppress(Exception):
-                    await connection.close()
+    async def revoke_tokens(self, user_id: str, before: float | None = None) -> str:
+        """Refuse the user's tokens issued before ``before`` (default: now) and
+        close the streams opened with them. Logout and bans use this."""
+        return await self._control(user_id, "revoke", control_doc("revoke", before=before))
+
+    async def _control(self, user_id: str, op: ControlOp, doc: dict[str, Any]) -> str:
+        return await self._sender.submit("control", check_id(user_id, "user_id"), doc)
+
+    # -- plumbing ----------------------------------------------------------------
+    async def publish(self, routing_key: str, body: bytes, key: str | None = None) -> str:
+        """A raw contract message to ``sse.events``, on its own, confirmed."""
+        key = key or uuid.uuid4().hex
+        await self._sender.publish(routing_key, body, key)
+        return key
 
     async def close(self) -> None:
-        await self._reset()
+        await self._sender.close()
 
     async def __aenter__(self) -> Publisher:
         return self
