@@ -18,6 +18,7 @@ class Retention:
     max_age: float  # seconds
     max_events: int  # per user
     dedupe_window: float  # seconds
+    revocation_ttl: float = 30 * 24 * 3600.0  # seconds a revoke is kept
 
 
 RAISE_FLOOR_BY_COUNT = text(
@@ -37,6 +38,12 @@ DELETE_BELOW_FLOOR = text(
     "  SELECT u.floor_seq FROM ssehub_user u WHERE u.user_id = ssehub_event.user_id)"
 )
 DELETE_OLD_KEYS = text("DELETE FROM ssehub_dedupe WHERE created_at < :cutoff")
+# A revoke covers tokens issued before its cut-off; once SSEHUB_REVOCATION_TTL has
+# passed since then, no token it covers may still be valid (tokens must not live
+# longer than that), so it is forgotten.
+FORGET_REVOCATIONS = text(
+    "UPDATE ssehub_user SET revoked_before = NULL WHERE revoked_before < :cutoff"
+)
 
 
 async def prune(engine: AsyncEngine, rule: Retention, now: float) -> int:
@@ -47,4 +54,5 @@ async def prune(engine: AsyncEngine, rule: Retention, now: float) -> int:
             await db.execute(RAISE_FLOOR_BY_AGE, {"cutoff": now - rule.max_age})
             deleted = await db.execute(DELETE_BELOW_FLOOR)
             await db.execute(DELETE_OLD_KEYS, {"cutoff": now - rule.dedupe_window})
+            await db.execute(FORGET_REVOCATIONS, {"cutoff": now - rule.revocation_ttl})
             return int(deleted.rowcount or 0)

@@ -67,7 +67,10 @@ class Dispatcher:
             max_delay=settings.reconnect_max_delay,
         )
         self._retention = Retention(
-            settings.retention_max_age, settings.retention_max_events, settings.dedupe_window
+            settings.retention_max_age,
+            settings.retention_max_events,
+            settings.dedupe_window,
+            settings.revocation_ttl,
         )
         self.batches = 0  # acked batches; for tests and metrics
         self._started = 0  # batches taken up (failpoints count these)

@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     retention_max_age: PositiveSeconds = 7 * 24 * 3600.0
     retention_max_events: int = Field(default=10_000, ge=1)
     retention_interval: PositiveSeconds = 60.0
+    # A revoke is kept this long after its cut-off: no token may live longer.
+    revocation_ttl: PositiveSeconds = 30 * 24 * 3600.0
 
     # -- presence -------------------------------------------------------------
     presence: bool = True
