@@ -1,0 +1,108 @@
+"""The ``ssehub`` command as a new user meets it: version, tokens, typos, broker errors."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import jwt
+import pytest
+from ssehub.config import DEV_JWT_SECRET
+
+from tests.sse import open_stream
+from tests.support import Stack, uid
+
+CLI = [sys.executable, "-m", "ssehub.cli"]
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SSEHUB_")}
+    return env | extra
+
+
+def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args], env=clean_env(**env), capture_output=True, text=True, timeout=60
+    )
+
+
+def test_version() -> None:
+    from ssehub import __version__
+
+    done = run("--version")
+    assert (done.returncode, done.stdout.strip()) == (0, f"ssehub {__version__}")
+
+
+def test_token_without_a_secret_uses_the_dev_servers_secret() -> None:
+    done = run("token", "alice")
+    assert done.returncode == 0, done.stderr
+    assert "development secret" in done.stderr
+    claims = jwt.decode(done.stdout.strip(), DEV_JWT_SECRET, algorithms=["HS256"])
+    assert claims["sub"] == "alice"
+
+
+def test_a_typo_in_a_setting_is_warned_about() -> None:
+    done = run("token", "alice", SSEHUB_JWT_SECRT="x" * 40)
+    assert done.returncode == 0
+    assert "SSEHUB_JWT_SECRT is not a setting of ssehub" in done.stderr
+
+
+def test_a_wrong_vhost_is_said_in_words(amqp_url: str) -> None:
+    parts = urlsplit(amqp_url)
+    wrong = urlunsplit(parts._replace(path="/no-such-vhost"))
+    done = run("publish", "user", "alice", "e", "1", SSEHUB_RABBITMQ_URL=wrong)
+    assert done.returncode == 2
+    assert "refused vhost 'no-such-vhost'" in done.stderr
+    assert "Connection.OpenOk" not in done.stderr
+
+
+async def test_a_service_logs_one_line_per_failed_connect(amqp_url: str) -> None:
+    parts = urlsplit(amqp_url)
+    wrong = urlunsplit(parts._replace(netloc=f"guest:pw-3141x@{parts.hostname}:{parts.port or 5672}"))
+    env = clean_env(
+        SSEHUB_RABBITMQ_URL=wrong,
+        SSEHUB_DATABASE_URL=f"sqlite:///{Path(os.environ.get('TMPDIR', '/tmp')) / uid()}.db",
+        SSEHUB_RECONNECT_MAX_DELAY="0.2",
+        SSEHUB_LOG_FORMAT="text",
+    )
+    proc = await asyncio.create_subprocess_exec(
+        *CLI, "dispatcher", env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    lines: list[str] = []
+    try:
+        assert proc.stderr is not None
+        async with asyncio.timeout(30):
+            while sum("refused the login" in line for line in lines) < 3:
+                lines.append((await proc.stderr.readline()).decode())
+    finally:
+        proc.kill()
+        await proc.wait()
+    retries = [line for line in lines if "RabbitMQ" in line]
+    assert all("refused the login of user 'guest' (wrong user or password)" in r for r in retries)
+    assert "pw-3141x" not in "".join(lines)  # never the password
+    assert not any("Traceback" in line or "creating transport" in line for line in lines)
+
+
+@pytest.mark.skipif(shutil.which("amqp-publish") is None, reason="amqp-tools not installed")
+async def test_the_readmes_amqp_publish_command_works_as_pasted(stack: Stack) -> None:
+    block = re.search(r"```sh\n(amqp-publish .*?)\n```", README.read_text(), re.S)
+    assert block is not None
+    command = block.group(1).replace("\\\n", " ")
+    user = uid()
+    local = "amqp://guest:guest@localhost:5672"
+    assert local + " " in command  # no trailing slash: that would name the empty vhost
+    vhost = stack.settings.rabbitmq_url.rsplit("/", 1)[1]
+    command = command.replace(local, f"{local}/{vhost}").replace("user.alice", f"user.{user}")
+    async with open_stream(stack.edge, stack.token(user)) as (_, client):
+        await client.next()
+        proc = await asyncio.create_subprocess_shell(command)
+        assert await proc.wait() == 0
+        ev = await client.next()
+    assert (ev.event, ev.json) == ("message:new", {"text": "hi"})
