@@ -74,7 +74,17 @@ def wheel(workdir: Path) -> Path:
     for directory in sorted(set(PACKAGE_DIRS.values())):
         shutil.copytree(ROOT / directory, src / directory, ignore=ignore)
     out = workdir / "dist"
-    build = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", out, src]
+    build: list[str | Path] = [
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "-q",
+        "--no-deps",
+        "-w",
+        out,
+        src,
+    ]
     if _backend_installed():  # else pip builds in an isolated env of its own (slower)
         build.append("--no-build-isolation")
     run(*build)

@@ -53,14 +53,16 @@ async def test_requests_during_a_round_wait_for_the_next() -> None:
     source.values["a"] = 10  # changed after the first round read it
     gate.set()
     assert await asyncio.wait_for(first, WAIT) == 1
-    assert await asyncio.wait_for(asyncio.gather(*later), WAIT) == [10, 2, 3]
+    assert list(await asyncio.wait_for(asyncio.gather(*later), WAIT)) == [10, 2, 3]
     assert source.rounds == [["a"], ["a", "b", "c"]]
 
 
 async def test_missing_keys_get_the_default() -> None:
     source = Source({"a": 1})
     co: Coalescer[str, int] = Coalescer(source.fetch, -1)
-    got = await asyncio.wait_for(asyncio.gather(co.get("a"), co.get("nope"), co.get("nope")), WAIT)
+    got = list(
+        await asyncio.wait_for(asyncio.gather(co.get("a"), co.get("nope"), co.get("nope")), WAIT)
+    )
     assert got == [1, -1, -1]
 
 
@@ -93,7 +95,7 @@ async def test_a_cancelled_caller_does_not_break_the_round() -> None:
     with pytest.raises(asyncio.CancelledError):
         await gone
     gate.set()
-    assert await asyncio.wait_for(asyncio.gather(same_key, other), WAIT) == [1, 2]
+    assert list(await asyncio.wait_for(asyncio.gather(same_key, other), WAIT)) == [1, 2]
     assert source.rounds == [["a", "b"]]
     assert await asyncio.wait_for(co.get("a"), WAIT) == 1
     assert source.rounds == [["a", "b"], ["a"]]

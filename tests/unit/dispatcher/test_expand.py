@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ssehub.dispatcher.expand import Fanout, conversations_of, keys_of, plan_batch
+from ssehub.schema import Message
 
 from tests.unit.dispatcher.messages import event, members
 
@@ -12,7 +13,7 @@ def who(fanouts: list[Fanout]) -> list[tuple[str, tuple[str, ...]]]:
 
 
 def test_membership_ops_change_who_gets_later_events() -> None:
-    batch = [
+    batch: list[Message] = [
         members("c", "set", ["a", "b"]),
         event("conversation.c", "e1"),
         members("c", "add", ["d"]),
@@ -34,7 +35,11 @@ def test_membership_ops_change_who_gets_later_events() -> None:
 
 
 def test_events_before_any_op_use_the_stored_members() -> None:
-    batch = [event("conversation.c", "e1"), members("c", "add", ["b"]), event("conversation.c")]
+    batch: list[Message] = [
+        event("conversation.c", "e1"),
+        members("c", "add", ["b"]),
+        event("conversation.c"),
+    ]
     plan = plan_batch(batch, {"c": frozenset({"a"})}, set())
     assert who(plan.fanouts) == [("e1", ("a",)), ("e", ("a", "b"))]
     assert plan.members_after == {"c": frozenset({"a", "b"})}
@@ -48,14 +53,14 @@ def test_unknown_conversation_has_no_members() -> None:
 
 
 def test_ops_on_one_conversation_leave_the_other_alone() -> None:
-    batch = [members("c", "add", ["x"]), event("conversation.k")]
+    batch: list[Message] = [members("c", "add", ["x"]), event("conversation.k")]
     plan = plan_batch(batch, {"c": frozenset({"a"}), "k": frozenset({"b"})}, set())
     assert who(plan.fanouts) == [("e", ("b",))]
     assert plan.members_after == {"c": frozenset({"a", "x"})}
 
 
 def test_exclude_leaves_users_out() -> None:
-    batch = [event("conversation.c", exclude=["b", "not-a-member"])]
+    batch: list[Message] = [event("conversation.c", exclude=["b", "not-a-member"])]
     plan = plan_batch(batch, {"c": frozenset({"a", "b", "c"})}, set())
     assert who(plan.fanouts) == [("e", ("a", "c"))]
 
@@ -67,7 +72,7 @@ def test_user_events_go_to_their_user() -> None:
 
 
 def test_key_seen_in_the_store_is_repeated_not_renumbered() -> None:
-    batch = [event("user.u1", "old", id="k1"), event("user.u1", "new", id="k2")]
+    batch: list[Message] = [event("user.u1", "old", id="k1"), event("user.u1", "new", id="k2")]
     plan = plan_batch(batch, {}, {"k1"})
     assert who(plan.fanouts) == [("new", ("u1",))]
     assert plan.repeated_keys == ["k1"]
@@ -75,7 +80,7 @@ def test_key_seen_in_the_store_is_repeated_not_renumbered() -> None:
 
 
 def test_seen_membership_op_is_not_applied_again() -> None:
-    batch = [members("c", "add", ["x"], key="m1"), event("conversation.c")]
+    batch: list[Message] = [members("c", "add", ["x"], key="m1"), event("conversation.c")]
     plan = plan_batch(batch, {"c": frozenset({"a"})}, {"m1"})
     assert who(plan.fanouts) == [("e", ("a",))]
     assert plan.members_after == {}
@@ -83,7 +88,7 @@ def test_seen_membership_op_is_not_applied_again() -> None:
 
 
 def test_key_repeated_within_the_batch_counts_once() -> None:
-    batch = [
+    batch: list[Message] = [
         event("user.u1", "first", id="k"),
         event("user.u1", "second", id="k"),
         event("user.u2", "third", id="k"),
@@ -95,21 +100,21 @@ def test_key_repeated_within_the_batch_counts_once() -> None:
 
 
 def test_stored_key_repeated_within_the_batch_is_listed_once() -> None:
-    batch = [event("user.u1", id="k"), event("user.u1", id="k")]
+    batch: list[Message] = [event("user.u1", id="k"), event("user.u1", id="k")]
     plan = plan_batch(batch, {}, {"k"})
     assert plan.fanouts == []
     assert plan.repeated_keys == ["k"]
 
 
 def test_messages_without_key_are_all_delivered() -> None:
-    batch = [event("user.u1", "same"), event("user.u1", "same")]
+    batch: list[Message] = [event("user.u1", "same"), event("user.u1", "same")]
     plan = plan_batch(batch, {}, set())
     assert who(plan.fanouts) == [("same", ("u1",)), ("same", ("u1",))]
     assert (plan.new_keys, plan.repeated_keys) == ([], [])
 
 
 def test_ephemeral_recipients_are_not_counted() -> None:
-    batch = [
+    batch: list[Message] = [
         event("user.u1", ephemeral=True),
         event("conversation.c", "typing", ephemeral=True),
         event("user.u2"),
@@ -120,7 +125,7 @@ def test_ephemeral_recipients_are_not_counted() -> None:
 
 
 def test_what_a_batch_reads() -> None:
-    batch = [
+    batch: list[Message] = [
         members("c1", "set", ["a"], key="m"),
         event("conversation.c2", id="k"),
         event("user.u1"),

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import cast
 
 from ssehub.edge.stream import Stream
 from ssehub.errors import StoreUnavailable
 from ssehub.sse import render_event
+from ssehub.store import EventStore
 
 
 def sse(seq: int | None, event: str = "e") -> bytes:
@@ -53,10 +55,21 @@ class Writer:
         return b"".join(d for d, _ in self.flushes)
 
 
+async def sync(
+    stream: Stream,
+    store: FakeStore,
+    page: int,
+    flush: Callable[[], Awaitable[None]],
+    stored_upto: int | None = None,
+) -> None:
+    """``stream.sync`` on the fake store (it has all of EventStore that sync uses)."""
+    await stream.sync(cast(EventStore, store), page, flush, stored_upto)
+
+
 async def live(stream: Stream, cursor: int = 0) -> None:
     """Finish a stream's first sync with nothing stored after ``cursor``."""
     stream.cursor = cursor
-    await stream.sync(FakeStore(), 10, _no_flush, stored_upto=cursor)
+    await sync(stream, FakeStore(), 10, _no_flush, stored_upto=cursor)
 
 
 async def _no_flush() -> None:

@@ -10,7 +10,7 @@ from ssehub.edge.stream import GAP_READS, CloseReason, Stream
 from ssehub.errors import StoreUnavailable
 from ssehub.sse import PING
 
-from tests.unit.edge.streams import FakeStore, Writer, live, sse
+from tests.unit.edge.streams import FakeStore, Writer, live, sse, sync
 
 
 @pytest.fixture
@@ -22,8 +22,12 @@ def stream() -> Stream:
 def errors() -> Iterator[list[logging.LogRecord]]:
     """The ssehub.edge log's error records, whatever logging set-up ran before."""
     records: list[logging.LogRecord] = []
-    handler = logging.Handler(logging.ERROR)
-    handler.emit = records.append  # type: ignore[method-assign]
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Collect(logging.ERROR)
     logger = logging.getLogger("ssehub.edge")
     logger.addHandler(handler)
     try:
@@ -37,7 +41,7 @@ def errors() -> Iterator[list[logging.LogRecord]]:
 
 async def test_replay_from_zero_writes_every_stored_event_once(stream: Stream) -> None:
     store, writer = FakeStore(range(1, 4)), Writer(stream)
-    await stream.sync(store, 10, writer.flush)
+    await sync(stream, store, 10, writer.flush)
     assert writer.flushes == [(sse(1) + sse(2) + sse(3), 3)]
     assert (stream.cursor, stream.replayed) == (3, 3)
     assert store.reads == [("u1", 0, 10)]
@@ -45,7 +49,7 @@ async def test_replay_from_zero_writes_every_stored_event_once(stream: Stream) -
 
 async def test_replay_reads_page_by_page_and_flushes_each(stream: Stream) -> None:
     store, writer = FakeStore(range(1, 6)), Writer(stream)
-    await stream.sync(store, 2, writer.flush)
+    await sync(stream, store, 2, writer.flush)
     assert writer.flushes == [(sse(1) + sse(2), 2), (sse(3) + sse(4), 2), (sse(5), 1)]
     assert store.reads == [("u1", 0, 2), ("u1", 2, 2), ("u1", 4, 2)]
     assert stream.cursor == 5
@@ -54,7 +58,7 @@ async def test_replay_reads_page_by_page_and_flushes_each(stream: Stream) -> Non
 async def test_replay_starts_after_the_cursor(stream: Stream) -> None:
     stream.cursor = 2
     store, writer = FakeStore(range(1, 5)), Writer(stream)
-    await stream.sync(store, 10, writer.flush)
+    await sync(stream, store, 10, writer.flush)
     assert writer.written() == sse(3) + sse(4)
     assert store.reads == [("u1", 2, 10)]
 
@@ -62,7 +66,7 @@ async def test_replay_starts_after_the_cursor(stream: Stream) -> None:
 async def test_cursor_at_stored_upto_skips_the_read(stream: Stream) -> None:
     stream.cursor = 4
     store, writer = FakeStore(range(1, 5)), Writer(stream)
-    await stream.sync(store, 10, writer.flush, stored_upto=4)
+    await sync(stream, store, 10, writer.flush, stored_upto=4)
     assert store.reads == []
     assert writer.written() == b""
     assert stream.cursor == 4
@@ -72,7 +76,7 @@ async def test_store_failure_propagates(stream: Stream) -> None:
     store, writer = FakeStore(), Writer(stream)
     store.fail = True
     with pytest.raises(StoreUnavailable):
-        await stream.sync(store, 10, writer.flush)
+        await sync(stream, store, 10, writer.flush)
 
 
 # -- live events during and after the replay -----------------------------------
@@ -82,7 +86,7 @@ async def test_live_event_during_replay_is_held_then_written_after_it(stream: St
     """Event 3 is published (not yet visible to the read) while 1-2 are replayed."""
     store, writer = FakeStore([1, 2]), Writer(stream)
     store.during_read = lambda: stream.offer(3, sse(3))
-    await stream.sync(store, 10, writer.flush)
+    await sync(stream, store, 10, writer.flush)
     assert writer.flushes == [(sse(1) + sse(2), 2)]  # 3 not written during the replay
     assert stream.take() == (sse(3), 1)
     assert stream.cursor == 3
@@ -92,7 +96,7 @@ async def test_live_event_also_in_the_replay_is_written_once(stream: Stream) -> 
     """Committed before published: the read may already return the held event."""
     store, writer = FakeStore([1, 2, 3]), Writer(stream)
     store.during_read = lambda: stream.offer(3, sse(3))
-    await stream.sync(store, 10, writer.flush)
+    await sync(stream, store, 10, writer.flush)
     assert writer.written() == sse(1) + sse(2) + sse(3)
     assert stream.cursor == 3
 
@@ -101,7 +105,7 @@ async def test_events_before_the_first_sync_are_held(stream: Stream) -> None:
     stream.offer(1, sse(1))
     assert not stream.has_output
     writer = Writer(stream)
-    await stream.sync(FakeStore([1]), 10, writer.flush)
+    await sync(stream, FakeStore([1]), 10, writer.flush)
     assert writer.written() == sse(1)
 
 
@@ -130,7 +134,7 @@ async def test_jump_is_held_and_filled_from_the_store(stream: Stream, stored: li
     assert stream.take() == (b"", 0)
     assert stream.needs_sync and notified  # the writer is asked to read the store
     store, writer = FakeStore(stored), Writer(stream)
-    await stream.sync(store, 10, writer.flush)
+    await sync(stream, store, 10, writer.flush)
     assert store.reads == [("u1", 5, 10)]
     assert writer.written() == sse(6) + sse(7) + sse(8)
     assert (stream.cursor, stream.needs_sync) == (8, False)
@@ -142,7 +146,7 @@ async def test_events_after_a_jump_wait_behind_it(stream: Stream) -> None:
     stream.offer(9, sse(9))  # a sync is pending: held too, in order
     assert stream.take() == (b"", 0)
     writer = Writer(stream)
-    await stream.sync(FakeStore([6, 7]), 10, writer.flush)
+    await sync(stream, FakeStore([6, 7]), 10, writer.flush)
     assert writer.written() == sse(6) + sse(7) + sse(8) + sse(9)
 
 
@@ -152,7 +156,7 @@ async def test_gap_reads_exhausted_skips_ahead_and_logs(
     await live(stream, cursor=5)
     stream.offer(8, sse(8))
     store, writer = FakeStore(), Writer(stream)  # 6 and 7 never show up
-    await stream.sync(store, 10, writer.flush)
+    await sync(stream, store, 10, writer.flush)
     assert store.reads == [("u1", 5, 10)] * GAP_READS
     assert writer.written() == sse(8)
     assert stream.cursor == 8
@@ -168,7 +172,7 @@ async def test_gap_filled_by_a_later_read_needs_no_skip(
     stream.offer(7, sse(7))
     store, writer = FakeStore(), Writer(stream)
     store.during_read = lambda: store.rows["u1"].update({6: sse(6)})  # visible from read 2 on
-    await stream.sync(store, 10, writer.flush)
+    await sync(stream, store, 10, writer.flush)
     assert store.reads == [("u1", 5, 10), ("u1", 5, 10)]
     assert writer.written() == sse(6) + sse(7)
     assert errors == []
@@ -194,7 +198,7 @@ async def test_ephemeral_during_replay_keeps_its_arrival_order(stream: Stream) -
         stream.offer(2, sse(2))
 
     store.during_read = arrive
-    await stream.sync(store, 10, writer.flush)
+    await sync(stream, store, 10, writer.flush)
     assert writer.written() == sse(1) + sse(None, "typing") + sse(2)
 
 
@@ -247,7 +251,7 @@ async def test_held_events_count_toward_the_bound() -> None:
 async def test_replay_is_not_bounded_by_the_live_bound() -> None:
     stream = Stream("u1", "c-1", bound=len(sse(1)))
     writer = Writer(stream)
-    await stream.sync(FakeStore(range(1, 4)), 10, writer.flush)
+    await sync(stream, FakeStore(range(1, 4)), 10, writer.flush)
     assert writer.flushes == [(sse(1) + sse(2) + sse(3), 3)]
     assert stream.closed is None
 

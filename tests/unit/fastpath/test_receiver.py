@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from typing import Any
 
 import aiormq
 import aiormq.connection
@@ -26,9 +27,9 @@ def _receiver(data: bytes, started: bool = True) -> tuple[asyncio.StreamReader, 
     return reader, fast
 
 
-async def _decode(data: bytes) -> list[object]:
+async def _decode(data: bytes) -> list[tuple[int, int, Any]]:
     reader, fast = _receiver(data)
-    out = []
+    out: list[tuple[int, int, Any]] = []
     while not reader.at_eof():
         out.append(await fast.get_frame())
     return out
@@ -37,7 +38,7 @@ async def _decode(data: bytes) -> list[object]:
 @pytest.mark.parametrize("routing_key", ["u-1", "ü" * 40, ""])
 async def test_delivery_frames_decode_like_pamqp(routing_key: str) -> None:
     body = b"id: 7\ndata: {}\n\n"
-    frames = [
+    frames: list[Any] = [
         spec.Basic.Deliver("ctag-1", 2**40 + 3, True, "sse.deliver", routing_key),
         ContentHeader(0, len(body), topology.DELIVERY_PROPERTIES),
         ContentBody(body),
@@ -46,13 +47,13 @@ async def test_delivery_frames_decode_like_pamqp(routing_key: str) -> None:
     ]
     data = b"".join(pamqp.frame.marshal(f, 5) for f in frames)
     fast = await _decode(data)
-    slow = []
+    slow: list[tuple[int, int, Any]] = []
     while data:
         used, channel, frame = pamqp.frame.unmarshal(data)
         slow.append((used, channel, frame))
         data = data[used:]
     assert len(fast) == len(slow)
-    for (fw, fc, ff), (sw, sc, sf) in zip(fast, slow, strict=True):  # type: ignore[misc]
+    for (fw, fc, ff), (sw, sc, sf) in zip(fast, slow, strict=True):
         assert (fw, fc, type(ff)) == (sw, sc, type(sf))
         if isinstance(sf, ContentHeader):
             assert (ff.body_size, dict(ff.properties)) == (sf.body_size, dict(sf.properties))
@@ -100,7 +101,7 @@ def restore_receiver() -> Iterator[None]:
 
 @pytest.mark.usefixtures("restore_receiver")
 def test_install_is_explicit_and_idempotent() -> None:
-    aiormq.connection.FrameReceiver = FastFrameReceiver.__mro__[1]  # type: ignore[misc]
+    aiormq.connection.FrameReceiver = FastFrameReceiver.__mro__[1]  # type: ignore[misc,assignment]
     assert not receiver.installed()
     receiver.install()
     receiver.install()
