@@ -65,7 +65,9 @@ def test_a_wrong_vhost_is_said_in_words(amqp_url: str) -> None:
 
 async def test_a_service_logs_one_line_per_failed_connect(amqp_url: str) -> None:
     parts = urlsplit(amqp_url)
-    wrong = urlunsplit(parts._replace(netloc=f"guest:pw-3141x@{parts.hostname}:{parts.port or 5672}"))
+    wrong = urlunsplit(
+        parts._replace(netloc=f"guest:pw-3141x@{parts.hostname}:{parts.port or 5672}")
+    )
     env = clean_env(
         SSEHUB_RABBITMQ_URL=wrong,
         SSEHUB_DATABASE_URL=f"sqlite:///{Path(os.environ.get('TMPDIR', '/tmp')) / uid()}.db",
