@@ -33,6 +33,8 @@
 // headers arrive) to read it: 401 → new token and reconnect, 429
 // (too_many_streams) → stop, anything else → reconnect with backoff. A token()
 // that throws or returns nothing stops the helper (e.g. the user logged out).
+// Renewal is break-then-make: the new stream replays from the last id, so no
+// numbered event is lost or doubled (an ephemeral one in flight may be lost).
 // `onStatus(state, detail)` reports 'connecting' | 'open' | 'reconnecting' |
 // 'follower' | 'closed' in every tab.
 //
@@ -48,7 +50,8 @@ export function connect({ url, token, on = {}, key, lastEventId = null, onStatus
   const streamUrl = toStreamUrl(url ?? new URL('.', import.meta.url).href);
   const name = 'ssehub:' + (key ?? streamUrl);
   const names = new Set([...BUILTIN, ...Object.keys(on)]);
-  const channel = new BroadcastChannel(name);
+  const shared = Boolean(navigator.locks);  // else this tab's stream is its own
+  const channel = shared ? new BroadcastChannel(name) : { postMessage() {}, close() {} };
   const stop = new AbortController();
   let lastId = toId(lastEventId);   // last numbered event id this tab delivered
   const askedFrom = lastId;
@@ -135,7 +138,7 @@ export function connect({ url, token, on = {}, key, lastEventId = null, onStatus
     return leader.run();
   }
 
-  if (navigator.locks) {
+  if (shared) {
     setStatus('follower');
     hello();
     navigator.locks.request(name, { signal: stop.signal }, lead).catch(() => {});
@@ -170,6 +173,8 @@ class Leader {
     this.refusals = 0;      // 401s in a row
     this.current = null;    // the token in use
     this.renewedAt = 0;
+    this.opens = 0;
+    this.warnedFor = null;  // expiresAt of the last token:expiring
     this.done = new Promise((resolve) => { this.release = resolve; });
   }
 
@@ -194,27 +199,26 @@ class Leader {
     if (detail) this.setStatus('closed', detail, true);
   }
 
-  async fetchToken(fresh) {
-    if (typeof this.token !== 'function') {
-      if (fresh && this.current !== null) return null;  // a fixed token cannot be renewed
-      return this.token;
-    }
-    return await this.token();
+  get renewable() {
+    return typeof this.token === 'function';
   }
 
-  // Open (or reopen) the stream; fresh: ask token() for a new token first.
+  // Open (or reopen) the stream; fresh: ask token() for a new token first
+  // (a fixed token string is used as it is).
   async open(fresh) {
     clearTimeout(this.timer);
     this.es?.close();
     this.es = null;
+    const gen = ++this.opens;  // a later open() wins over one still awaiting token()
     this.setStatus('connecting', null, true);
     let t;
     try {
-      t = await this.fetchToken(fresh || this.current === null);
+      if (!this.renewable) t = this.token;
+      else t = fresh || this.current === null ? await this.token() : this.current;
     } catch (err) {
       return this.halt('token: ' + (err?.message || err));
     }
-    if (this.stopped) return;
+    if (this.stopped || gen !== this.opens) return;
     if (!t) return this.halt('no_token');
     this.current = t;
     const u = new URL(this.streamUrl);
@@ -254,11 +258,17 @@ class Leader {
     }
     this.deliver(msg);
     this.channel.postMessage(msg);
-    if (n === 'token:expiring' || n === 'token:expired') {
-      this.renew();
+    if (n === 'token:expiring') {
+      // the same expiry again: token() gave back the token we had, so wait
+      // for token:expired rather than reconnect in a loop
+      const at = msg.data?.expiresAt;
+      if (at === undefined || at !== this.warnedFor) this.renew(null);
+      this.warnedFor = at;
+    } else if (n === 'token:expired') {
+      this.renew('token_expired');
     } else if (n === 'disconnected') {
       const reason = msg.data?.reason;
-      if (reason === 'token_revoked') this.renew();
+      if (reason === 'token_revoked') this.renew(reason);
       else if (reason === 'too_many_streams') this.halt(reason);
       // any other reason: EventSource reconnects by itself with its token
     }
@@ -267,7 +277,11 @@ class Leader {
   // Break-then-make: the new stream resumes from our last id, so nothing is
   // lost or doubled; at most one renewal a second (a token() that keeps
   // returning short-lived tokens must not spin).
-  renew() {
+  renew(reason) {
+    if (!this.renewable) {  // a fixed token: nothing to renew it with
+      if (reason) this.halt(reason);
+      return;
+    }
     const wait = this.renewedAt + 1000 - Date.now();
     this.renewedAt = Math.max(Date.now(), this.renewedAt + 1000);
     if (wait <= 0) this.open(true);
@@ -282,14 +296,17 @@ class Leader {
     es.close();
     this.es = null;
     this.setStatus('reconnecting', null, true);
+    const gen = this.opens;
     this.probe().then(({ status, error }) => {
-      if (this.stopped) return;
+      if (this.stopped || gen !== this.opens) return;  // reopened meanwhile
       if (status === 401) {
-        if (++this.refusals > 2) return this.halt(error || 'unauthorized');
-        return this.open(true);
+        // a new token at once, then after a pause (a token minted in the
+        // second of a revocation is still refused), then give up
+        if (!this.renewable || ++this.refusals > 3) return this.halt(error || 'unauthorized');
+        return this.refusals === 1 ? this.open(true) : this.later(true);
       }
       if (status === 429) return this.halt(error || 'too_many_streams');
-      this.later();
+      this.later(false);
     });
   }
 
@@ -315,10 +332,10 @@ class Leader {
     }
   }
 
-  later() {
+  later(fresh) {
     const delay = this.backoff * (0.5 + Math.random());
     this.backoff = Math.min(this.backoff * 2, MAX_BACKOFF_MS);
-    this.timer = setTimeout(() => this.open(false), delay);
+    this.timer = setTimeout(() => this.open(fresh), delay);
   }
 }
 

@@ -117,6 +117,7 @@ class Tab:
         self.target = target
         self.session = session
         self.console: list[str] = []  # console output and uncaught errors, for failure messages
+        self.responses: list[tuple[int, str]] = []  # (status, url) of every response
         self._loaded: asyncio.Event = asyncio.Event()
 
     async def start(self) -> None:
@@ -124,8 +125,10 @@ class Tab:
         b.on(s, "Page.loadEventFired", lambda _p: self._loaded.set())
         b.on(s, "Runtime.consoleAPICalled", self._console)
         b.on(s, "Runtime.exceptionThrown", self._exception)
+        b.on(s, "Network.responseReceived", self._response)
         await self.send("Page.enable")
         await self.send("Runtime.enable")
+        await self.send("Network.enable")
 
     async def send(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         return await self.browser.send(method, params, self.session)
@@ -135,6 +138,12 @@ class Tab:
         result = await self.send("Page.navigate", {"url": url})
         if result.get("errorText"):
             raise CDPError(f"{url}: {result['errorText']}")
+        async with asyncio.timeout(timeout):
+            await self._loaded.wait()
+
+    async def reload(self, timeout: float = 15) -> None:
+        self._loaded.clear()
+        await self.send("Page.reload")
         async with asyncio.timeout(timeout):
             await self._loaded.wait()
 
@@ -157,6 +166,9 @@ class Tab:
     def _console(self, params: dict[str, Any]) -> None:
         args = " ".join(str(a.get("value", a.get("description", ""))) for a in params["args"])
         self.console.append(f"{params['type']}: {args}")
+
+    def _response(self, params: dict[str, Any]) -> None:
+        self.responses.append((params["response"]["status"], params["response"]["url"]))
 
     def _exception(self, params: dict[str, Any]) -> None:
         details = params["exceptionDetails"]

@@ -17,25 +17,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser.cdp import Browser, Tab, find_chromium, launch
+from tests.browser.cdp import Browser, Tab
+from tests.browser.conftest import needs_chromium
 from tests.conftest import make_stack
+from tests.sse import open_stream
 from tests.support import SECRET, Stack, rabbitmq_vhost, uid
 
-CHROMIUM = find_chromium()
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None,
-    reason="chromium not installed (apt-get install chromium; scripts/bootstrap --for-tests)",
-)
+pytestmark = needs_chromium
 HARNESS = (Path(__file__).parent / "harness.js").read_text()
 EVENT = "test:event"
 WAIT_MS = 20000
-
-
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    assert CHROMIUM is not None
-    async with launch(CHROMIUM) as b:
-        yield b
 
 
 async def open_tabs(
@@ -200,18 +191,17 @@ async def test_token_callback_failure_stops_every_tab(stack: Stack, browser: Bro
 
 
 @pytest.fixture(scope="module")
-async def short_tokens(
-    broker_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Stack]:
+async def limits(broker_url: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    """An edge that warns of a token's expiry 2 s ahead and allows 2 streams a user."""
     db = f"sqlite:///{tmp_path_factory.mktemp('browser') / 'b.db'}"
     with rabbitmq_vhost(broker_url) as amqp:
-        async with make_stack(amqp, db, edges=1, token_warning=2) as stack:
+        async with make_stack(amqp, db, edges=1, token_warning=2, max_streams_per_user=2) as stack:
             yield stack
 
 
 @pytest.mark.skip(reason="needs token:expiring from the edge (issue 10 server side)")
-async def test_token_renewed_without_a_gap(short_tokens: Stack, browser: Browser) -> None:
-    stack = short_tokens
+async def test_token_renewed_without_a_gap(limits: Stack, browser: Browser) -> None:
+    stack = limits
     user = uid("renew")
     # 4 s tokens, warned 2 s before: three renewals while the events flow
     tabs = await open_tabs(browser, stack.edge, user, 2, ttl=4)
@@ -227,3 +217,21 @@ async def test_token_renewed_without_a_gap(short_tokens: Stack, browser: Browser
         assert not any(s.startswith("closed") for s in state["statuses"]), state
     finally:
         await close_tabs(tabs)
+
+
+@pytest.mark.skip(reason="needs SSEHUB_MAX_STREAMS_PER_USER on the edge (issue 10 server side)")
+async def test_too_many_streams_stops_without_retrying(limits: Stack, browser: Browser) -> None:
+    stack = limits
+    user = uid("capped")
+    token = stack.token(user)
+    async with open_stream(stack.edge, token), open_stream(stack.edge, token):
+        # the user's two streams are open elsewhere: the helper's is refused with
+        # 429 and it stops, in every tab, instead of retrying (or kicking another)
+        tabs = await open_tabs(browser, stack.edge, user, 2, connected=False)
+        try:
+            for tab in tabs:
+                await until(tab, "harness.statuses.includes('closed:too_many_streams')")
+            assert await tabs[1].evaluate("harness.tokenCalls") == 0
+            assert streams_of(stack, user) == 2
+        finally:
+            await close_tabs(tabs)
