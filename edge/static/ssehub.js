@@ -2,7 +2,9 @@
 //
 //   import { connect } from 'https://edge.example.com/ssehub.js';
 //   const hub = connect({
-//     url: 'https://edge.example.com',          // the edge's base URL (default: where this file came from)
+//     url: 'https://edge.example.com',   // the edge's base URL, default: where this file came from
+//                                        // (a URL ending in /sse/connect is used as it is)
+//     key: userId,                       // tabs with the same key share a stream (default: the URL)
 //     token: async () => (await fetch('/my/sse-token')).text(),   // or a token string
 //     on: {
 //       connected: ({ userId, connectionId, recovered }) => { if (!recovered) reloadState(); },
@@ -35,8 +37,15 @@
 // that throws or returns nothing stops the helper (e.g. the user logged out).
 // Renewal is break-then-make: the new stream replays from the last id, so no
 // numbered event is lost or doubled (an ephemeral one in flight may be lost).
-// `onStatus(state, detail)` reports 'connecting' | 'open' | 'reconnecting' |
-// 'follower' | 'closed' in every tab.
+// `disconnected {reason: too_many_streams}` stops too; any other reason is
+// left to the EventSource, which reconnects by itself. A stopped leader keeps
+// the lock, so the other tabs do not try in turn; close() and connect() again.
+//
+// More options: `lastEventId` (where this tab's state is from, e.g. kept across
+// a reload: a leader replays from there), `withCredentials` (cross-origin
+// cookies), `onStatus(state, detail)`: 'connecting' | 'open' | 'reconnecting' |
+// 'follower' | 'closed' (detail: why), in every tab. The returned object has
+// close(), `leader` (does this tab hold the stream) and `lastEventId`.
 //
 // Without Web Locks (http:// on a host other than localhost is not a secure
 // context) every tab opens its own stream.

@@ -155,6 +155,9 @@ async def test_leader_closes_and_another_tab_takes_over(stack: Stack, browser: B
             await until(tab, "harness.log.length >= 13")
         for tab in rest:
             assert_exactly_once_in_order(await log(tab), range(13))
+            # the new leader's stream resumed where it was: nobody reloads
+            connected = await tab.evaluate("harness.connected")
+            assert len(connected) >= 2 and connected[-1]["recovered"] is True, connected
         async with asyncio.timeout(10):
             while streams_of(stack, user) != 1:
                 await asyncio.sleep(0.05)  # wait-ok: the old stream ends when its socket does
