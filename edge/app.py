@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from importlib import resources
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -100,6 +101,17 @@ def create_app(settings: Settings, *, extra: Extra | None = None) -> FastAPI:
         ctx.metrics.users.set(ctx.node.bound_users)
         ctx.metrics.tasks.set(len(asyncio.all_tasks()))
         return Response(ctx.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    helper = resources.files("ssehub.edge").joinpath("static/ssehub.js").read_bytes()
+
+    @app.get("/ssehub.js", include_in_schema=False)
+    async def ssehub_js() -> Response:
+        # the browser helper (SPEC "Browser helper"); short cache: it changes with upgrades
+        return Response(
+            helper,
+            media_type="text/javascript; charset=utf-8",
+            headers={"Cache-Control": "public, max-age=300"},
+        )
 
     return app
 

@@ -33,7 +33,7 @@ class Typing(BaseModel):
 
 def add_demo_routes(app: FastAPI, settings: Settings, publisher: Publisher) -> None:
     verifier = TokenVerifier(settings)
-    page = resources.files("edge").joinpath("static/index.html").read_text()
+    page = resources.files("ssehub.edge").joinpath("static/index.html").read_text()
 
     def sender(request: Request) -> str:
         return verifier.verify(extract_token(None, request.headers.get("authorization"), None))
