@@ -61,11 +61,11 @@ def assign(
             sse = render_event(None, msg.event, msg.data)
             deliveries.extend(Delivery(user, None, sse) for user in fanout.recipients)
             continue
-        notice = "receipt" if msg.receipt else None
+        notice, key = ("receipt", msg.key) if msg.receipt else (None, None)
         for user in fanout.recipients:
             seq = last_seq.get(user, 0) + 1
             last_seq[user] = seq
             sse = render_event(seq, msg.event, msg.data)
             stored.append(StoredEvent(user, seq, sse, msg.key, msg.receipt))
-            deliveries.append(Delivery(user, seq, sse, notice, msg.key))
+            deliveries.append(Delivery(user, seq, sse, notice, key))
     return stored, deliveries

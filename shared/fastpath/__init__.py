@@ -17,7 +17,7 @@ replaces one of them:
   (``aiormq.connection.FrameReceiver``).
 
 aiormq is pinned to ``PINNED`` in pyproject.toml;
-``tests/unit/test_fastpath_internals.py`` fails loudly when an upgrade moves
+``tests/unit/fastpath/test_internals.py`` fails loudly when an upgrade moves
 one of these attributes. The only
 process-wide patch, ``receiver.install``, is applied explicitly at start by
 the entry points (the CLI, and tests that want it); nothing installs it as a

@@ -131,7 +131,6 @@ async def test_first_user_sees_the_second_come_online(demo: str, browser: Browse
             await tab.close()
 
 
-@pytest.mark.skip(reason="needs presence:snapshot from the edge (issue 8/10 server side)")
 async def test_second_user_sees_who_is_already_online(demo: str, browser: Browser) -> None:
     first_user = uid("first")
     first = await sign_in(browser, demo, first_user)

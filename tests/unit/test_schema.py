@@ -92,7 +92,7 @@ def test_line_separators_are_escaped_on_the_data_line() -> None:
         (
             "queue.x",
             b"{}",
-            "routing key 'queue.x': expected user.<id>, conversation.<id> or members.<id>",
+            "routing key 'queue.x': expected user.<id>, conversation.<id>, members.<id>, control.<id> or batch",
         ),
         ("user.", b"{}", "routing key user.<id>: must be 1-128 bytes, got 0"),
         (
@@ -111,7 +111,7 @@ def test_line_separators_are_escaped_on_the_data_line() -> None:
         (
             "user.u",
             b'{"event":"e","data":1,"x":2}',
-            "x: unknown field (allowed: data, ephemeral, event, exclude, id)",
+            "x: unknown field (allowed: data, ephemeral, event, exclude, id, receipt)",
         ),
         (
             "user.u",

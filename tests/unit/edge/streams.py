@@ -8,7 +8,7 @@ from typing import cast
 from ssehub.edge.stream import Stream
 from ssehub.errors import StoreUnavailable
 from ssehub.sse import render_event
-from ssehub.store import EventStore
+from ssehub.store import EventStore, StoredEvent
 
 
 def sse(seq: int | None, event: str = "e") -> bytes:
@@ -26,11 +26,12 @@ class FakeStore:
         self.during_read: Callable[[], None] | None = None
         self.fail = False
 
-    async def events_after(self, user: str, after: int, limit: int) -> list[tuple[int, bytes]]:
+    async def events_after(self, user: str, after: int, limit: int) -> list[StoredEvent]:
         self.reads.append((user, after, limit))
         if self.fail:
             raise StoreUnavailable("store down")
-        rows = sorted((s, b) for s, b in self.rows.get(user, {}).items() if s > after)[:limit]
+        stored = sorted((s, b) for s, b in self.rows.get(user, {}).items() if s > after)[:limit]
+        rows = [StoredEvent(s, b, False, None) for s, b in stored]
         if self.during_read is not None:
             hook, self.during_read = self.during_read, None
             hook()
