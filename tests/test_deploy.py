@@ -18,6 +18,7 @@ and a real nginx in front of a stub edge (skipped without nginx).
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import tomllib
 from pathlib import Path
@@ -364,3 +365,25 @@ def test_image_installs_the_locked_dependencies() -> None:
             req = re.split(r"[^\w.-]", requirement, maxsplit=1)[0].lower()
             assert req == "ssehub" or req in pinned, f"{req} missing from {lock}"
         assert text.count("==") <= text.count("--hash=sha256:")
+
+
+def test_image_copies_every_package_and_its_context_has_them() -> None:
+    """The runtime build copies each package directory by name: a new one in
+    pyproject.toml must be added to the Dockerfile, and none may be ignored."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    build = dockerfile.split(" AS test", 1)[0]
+    copied = {
+        src for line in re.findall(r"^COPY (?!--)(.+)$", build, re.M) for src in line.split()[:-1]
+    }
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert set(setuptools["package-dir"].values()) | {"pyproject.toml", "README.md"} <= copied
+    ignored = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    for src in copied:
+        assert (ROOT / src).exists(), src
+        assert not any(fnmatch.fnmatch(src, pattern) for pattern in ignored), src
+    # Secrets never enter the build context.
+    assert {".env", ".env.*", "**/*.env"} <= set(ignored)
