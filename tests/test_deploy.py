@@ -301,6 +301,7 @@ def test_no_secret_value_is_rendered_or_committed(rendered: tuple[str, list[Obj]
     assert "secret.example.yaml" not in kustomizations
     example = yaml.safe_load((K8S / "secret.example.yaml").read_text())
     assert all("REPLACE" in value for value in example["stringData"].values())
+    kubernetes_validate.validate(example, KUBE_VERSIONS[0], strict=True)
 
 
 def test_settings_are_real_settings(rendered: tuple[str, list[Obj]]) -> None:
