@@ -1,29 +1,51 @@
 # syntax=docker/dockerfile:1
-# One image for every role: `edge` (default), `dispatcher`, `dev`, `token`, `publish`.
-# No HEALTHCHECK here: the dispatcher has no HTTP port, so health checks live in
-# docker-compose.yml / the Kubernetes probes, per role.
+# One image for every role: `edge` (default), `dispatcher`, `dev`, `token`,
+# `publish`. No HEALTHCHECK here: health checks are per role, in
+# docker-compose.yml and the Kubernetes probes.
+#
+# Targets: `runtime` (the default, last stage) and `test` (the test suite,
+# for `docker compose run --rm tests`).
 
-# ---- build: install the project and its dependencies into a virtualenv ------
-FROM python:3.11-slim AS build
+ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
+
+# ---- build: the locked dependencies and the project, in a virtualenv --------
+FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 
-# Dependencies first, from pyproject.toml alone, so code changes reuse this layer.
-COPY pyproject.toml ./
-RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['server']))" \
-        > /tmp/requirements.txt \
- && pip install -r /tmp/requirements.txt
+# Dependencies first, exactly as locked (versions and hashes), so code
+# changes reuse this layer. Regenerate the lock: see requirements/README.md.
+COPY requirements/docker.txt requirements/docker.txt
+RUN pip install --require-hashes --no-deps -r requirements/docker.txt
 
-# Then the project itself (the console script `ssehub`).
-COPY . .
+# Then the project itself (the console script `ssehub`), nothing else.
+COPY pyproject.toml README.md ./
+COPY shared shared
+COPY edge edge
+COPY dispatcher dispatcher
+COPY cli cli
 RUN pip install --no-deps . \
- && ssehub --help > /dev/null
+ && pip check \
+ && ssehub --version
+
+# ---- test: `docker compose run --rm tests` -----------------------------------
+FROM build AS test
+COPY requirements/test.txt requirements/test.txt
+RUN pip install --require-hashes --no-deps -r requirements/test.txt
+RUN groupadd --system --gid 10001 ssehub \
+ && useradd --system --uid 10001 --gid ssehub --home-dir /src --shell /usr/sbin/nologin ssehub
+COPY --chown=10001:10001 . /src
+# pytest and hypothesis write next to the tests.
+RUN chown 10001:10001 /src
+USER 10001:10001
+ENTRYPOINT ["python", "-m", "pytest", "-m", "not faults"]
+CMD ["-q"]
 
 # ---- runtime ----------------------------------------------------------------
-FROM python:3.11-slim
+FROM ${PYTHON_IMAGE} AS runtime
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
@@ -31,6 +53,7 @@ RUN groupadd --system --gid 10001 ssehub \
  && useradd --system --uid 10001 --gid ssehub --home-dir /app --create-home --shell /usr/sbin/nologin ssehub
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
+# Numeric, so Kubernetes' runAsNonRoot can check it.
 USER 10001:10001
 EXPOSE 8000
 ENTRYPOINT ["ssehub"]
