@@ -21,6 +21,7 @@ PREFIX = "SSEHUB_"
 DEV_JWT_SECRET = "ssehub-dev-secret-do-not-use-in-production"
 # Variables of the test and benchmark suites, not settings of a service.
 NOT_SETTINGS = frozenset({"SSEHUB_TEST_RABBITMQ_URL", "SSEHUB_TEST_DATABASE_URL"})
+LogFormat = Literal["json", "text"]
 
 
 class Settings(BaseSettings):
@@ -71,6 +72,7 @@ class Settings(BaseSettings):
 
     # -- misc ---------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: LogFormat = "json"  # `ssehub dev` defaults to text
     reconnect_max_delay: PositiveSeconds = 10.0
     # Testing only: crash the dispatcher (SIGKILL) at a point of its Nth batch,
     # "before_commit:N", "after_commit:N" or "after_publish:N".
@@ -82,6 +84,11 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [o.strip() for o in value.split(",") if o.strip()]
         return value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("rabbitmq_url")
     @classmethod
