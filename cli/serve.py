@@ -49,7 +49,7 @@ def dev(args: argparse.Namespace) -> None:
             file=sys.stderr,
             flush=True,
         )
-    publisher = Publisher(config.rabbitmq_url)
+    publisher = Publisher(config.rabbitmq_url, queue_type=config.queue_type)
 
     @asynccontextmanager
     async def with_dispatcher(_app: FastAPI) -> AsyncIterator[None]:

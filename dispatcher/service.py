@@ -83,7 +83,7 @@ class Dispatcher:
         publish = await connection.channel(publisher_confirms=True)
         for ch in (consume, publish):
             self.supervisor.watch(ch)
-        await topology.declare_core(publish)
+        await topology.declare_core(publish, self._settings.queue_type)
         publisher = BatchPublisher(await publish.get_underlay_channel())
         await consume.set_qos(prefetch_count=self._settings.prefetch)
         raw_consume = await consume.get_underlay_channel()

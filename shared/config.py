@@ -20,8 +20,11 @@ PREFIX = "SSEHUB_"
 # `ssehub token` signs with it then, so the two work together out of the box.
 DEV_JWT_SECRET = "ssehub-dev-secret-do-not-use-in-production"
 # Variables of the test and benchmark suites, not settings of a service.
-NOT_SETTINGS = frozenset({"SSEHUB_TEST_RABBITMQ_URL", "SSEHUB_TEST_DATABASE_URL"})
+NOT_SETTINGS = frozenset(
+    {"SSEHUB_TEST_RABBITMQ_URL", "SSEHUB_TEST_DATABASE_URL", "SSEHUB_TEST_QUEUE_TYPE"}
+)
 LogFormat = Literal["json", "text"]
+QueueType = Literal["classic", "quorum"]
 
 
 class Settings(BaseSettings):
@@ -35,6 +38,9 @@ class Settings(BaseSettings):
 
     # -- connections --------------------------------------------------------
     rabbitmq_url: str = "amqp://guest:guest@localhost:5672/"
+    # of ssehub's durable queues (ssehub.dispatch, sse.dead); a queue's type is
+    # fixed when it is first declared
+    queue_type: QueueType = "classic"
     database_url: str = "sqlite+aiosqlite:///./ssehub.db"
 
     # -- authentication -----------------------------------------------------
@@ -85,7 +91,7 @@ class Settings(BaseSettings):
             return [o.strip() for o in value.split(",") if o.strip()]
         return value
 
-    @field_validator("log_format", mode="before")
+    @field_validator("queue_type", "log_format", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value

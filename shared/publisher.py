@@ -10,7 +10,8 @@
 The publisher connects on first use and reconnects after a loss. Every message is
 persistent, carries an idempotency key (its ``message_id``) and is confirmed
 by the broker before the awaitable returns; a failed attempt is retried with
-the same key, so a retry never produces a second event.
+the same key, so a retry never produces a second event. Where the deployment
+runs with ``SSEHUB_QUEUE_TYPE=quorum``, pass ``queue_type="quorum"`` too.
 """
 
 from __future__ import annotations
@@ -27,13 +28,22 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 from ssehub import topology
 from ssehub.amqp import describe
 from ssehub.backoff import Backoff
-from ssehub.errors import PublishError
+from ssehub.config import QueueType
+from ssehub.errors import ConfigError, PublishError
 from ssehub.schema import MemberOp, check_id, event_body, membership_body
 
 
 class Publisher:
-    def __init__(self, url: str, *, attempts: int = 5, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        attempts: int = 5,
+        timeout: float = 10.0,
+        queue_type: QueueType = "classic",
+    ) -> None:
         self._url = url
+        self._queue_type = queue_type  # the deployment's SSEHUB_QUEUE_TYPE
         self._attempts = attempts
         self._timeout = timeout
         self._lock = asyncio.Lock()
@@ -100,6 +110,9 @@ class Publisher:
                 )
                 await exchange.publish(message, routing_key, timeout=self._timeout)
                 return key
+            except ConfigError:  # e.g. the wrong queue type: no retry can help
+                await self._reset()
+                raise
             except Exception as exc:  # retry on a fresh connection, same key
                 last = exc
                 await self._reset()
@@ -119,7 +132,7 @@ class Publisher:
                 )
                 # Declare the dispatcher's queue too: a message published before any
                 # dispatcher ever ran must wait in it, not vanish unrouted.
-                exchanges = await topology.declare_core(self._channel)
+                exchanges = await topology.declare_core(self._channel, self._queue_type)
                 self._exchange = exchanges[topology.EVENTS.name]
             return self._exchange
 
