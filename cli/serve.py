@@ -18,7 +18,7 @@ from ssehub.logs import configure_logging
 
 
 def _start(config: Settings) -> None:
-    configure_logging(config.log_level)
+    configure_logging(config.log_level, config.log_format)
     receiver.install()
 
 
@@ -37,6 +37,8 @@ def dev(args: argparse.Namespace) -> None:
             "jwt_secret": base.jwt_secret or DEV_JWT_SECRET,
             "cors_origins": base.cors_origins or ["*"],
             "drain_seconds": min(base.drain_seconds, 1.0),  # Ctrl+C should be quick
+            # for a terminal, unless SSEHUB_LOG_FORMAT says otherwise
+            "log_format": base.log_format if "log_format" in base.model_fields_set else "text",
         }
     )
     _start(config)
@@ -47,7 +49,7 @@ def dev(args: argparse.Namespace) -> None:
             file=sys.stderr,
             flush=True,
         )
-    publisher = Publisher(config.rabbitmq_url)
+    publisher = Publisher(config.rabbitmq_url, queue_type=config.queue_type)
 
     @asynccontextmanager
     async def with_dispatcher(_app: FastAPI) -> AsyncIterator[None]:

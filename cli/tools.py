@@ -35,7 +35,7 @@ def publish(args: argparse.Namespace) -> None:
 
 
 async def _publish(config: Settings, args: argparse.Namespace) -> str:
-    async with Publisher(config.rabbitmq_url) as publisher:
+    async with Publisher(config.rabbitmq_url, queue_type=config.queue_type) as publisher:
         if args.kind == "members":
             op = {
                 "set": publisher.set_members,

@@ -87,7 +87,7 @@ class Dispatcher:
         publish = await connection.channel(publisher_confirms=True)
         for ch in (consume, publish):
             self.supervisor.watch(ch)
-        await topology.declare_core(publish)
+        await topology.declare_core(publish, self._settings.queue_type)
         publisher = BatchPublisher(await publish.get_underlay_channel())
         await consume.set_qos(prefetch_count=self._settings.prefetch)
         raw_consume = await consume.get_underlay_channel()
@@ -190,7 +190,7 @@ class Dispatcher:
         self._started += 1
         number = self._started
         self._failpoint("before_commit", number)
-        deliveries = await self._commit(good, presence, link)
+        deliveries = await self._commit(good, presence, link, number)
         if deliveries is None:
             return  # connection lost while the store was down: the broker redelivers
         self._failpoint("after_commit", number)
@@ -212,7 +212,11 @@ class Dispatcher:
             self._failpoint("after_publish", number)
             await link.consume.basic_ack(tag, multiple=True)
         except Exception as exc:  # nothing acked: everything comes back after the reconnect
-            log.warning("publish/ack failed (%s); the batch will be redelivered", exc)
+            log.warning(
+                "publish/ack failed (%s); the batch will be redelivered",
+                exc,
+                extra={"batch": number, "reason": str(exc)},
+            )
             self._broken = link
             self.supervisor.fail()
             return
@@ -226,14 +230,19 @@ class Dispatcher:
             os.kill(os.getpid(), signal.SIGKILL)
 
     async def _commit(
-        self, good: list[Message], presence: list[PresenceOp], link: _Link
+        self, good: list[Message], presence: list[PresenceOp], link: _Link, number: int
     ) -> list[Delivery] | None:
         backoff = Backoff(0.05, 5.0)
         while True:
             try:
                 return await self._store.commit_batch(good, presence)
             except StoreUnavailable as exc:
-                log.warning("store unavailable (%s); retrying batch in %.2fs", exc, backoff.nominal)
+                log.warning(
+                    "store unavailable (%s); retrying batch in %.2fs",
+                    exc,
+                    backoff.nominal,
+                    extra={"batch": number, "reason": str(exc)},
+                )
             if self._link is not link:
                 return None
             await asyncio.sleep(backoff.next())
@@ -248,7 +257,12 @@ class Dispatcher:
         ]
         for letter in dead:
             message, reason = letter.message, letter.reason
-            log.warning("dead-lettering %r: %s", message.routing_key, reason)
+            log.warning(
+                "dead-lettering %r: %s",
+                message.routing_key,
+                reason,
+                extra={"routing_key": message.routing_key, "reason": reason},
+            )
             original = message.header.properties
             headers = dict(original.headers or {})
             headers[topology.ERROR_HEADER] = reason

@@ -44,6 +44,7 @@ class EdgeNode:
         self.node_id = f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
         self._registry = registry
         self._presence = settings.presence
+        self._queue_type = settings.queue_type
         self._heartbeat = settings.presence_heartbeat
         self._queue: AbstractQueue | None = None
         # Binds go out in rounds per channel (edge/binder.py), on a few channels
@@ -80,7 +81,7 @@ class EdgeNode:
         channel = await connection.channel(publisher_confirms=False)
         self.supervisor.watch(channel)
         # the dispatch queue too: presence signals go straight into it
-        await topology.declare_core(channel)
+        await topology.declare_core(channel, self._queue_type)
         queue = await topology.declare_queue(channel, topology.edge_queue(self.node_id))
         self._channels = [channel]
         self._binders = []

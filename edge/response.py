@@ -79,7 +79,9 @@ class StreamResponse(Response):
                 position = await ctx.store.position(self.user_id)
                 snapshot = await self._presence_snapshot()
             except (BrokerUnavailable, StoreUnavailable) as exc:
-                log.warning("cannot serve %s now: %s", self.user_id, exc)
+                log.warning(
+                    "cannot serve %s now: %s", self.user_id, exc, extra={"user": self.user_id}
+                )
                 ctx.metrics.retry_later.inc()
                 await RetryLater()(scope, receive, send)
                 return
@@ -97,6 +99,13 @@ class StreamResponse(Response):
                 stream.cursor, self.user_id, stream.stream_id, recovered
             )
             await send({"type": "http.response.body", "body": first, "more_body": True})
+            if log.isEnabledFor(logging.DEBUG):  # a storm opens thousands a second
+                log.debug(
+                    "stream %s opened for %s",
+                    stream.stream_id,
+                    self.user_id,
+                    extra={"user": self.user_id, "stream": stream.stream_id, "resumed": recovered},
+                )
             await self._serve(stream, receive, send, position.last_seq, snapshot)
         finally:
             ctx.metrics.connections.dec()
@@ -140,8 +149,11 @@ class StreamResponse(Response):
         if stream.closed in GOODBYES:  # the client learns why: its last event
             with contextlib.suppress(TimeoutError, OSError), closes_on_failure(stream):
                 await pump.flush()
+        fields = {"user": stream.user_id, "stream": stream.stream_id, "reason": stream.closed}
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("stream %s closed (%s)", stream.stream_id, stream.closed, extra=fields)
         if stream.closed in (CloseReason.SLOW, CloseReason.WRITE_TIMEOUT):
-            log.info("closing slow client %s (%s)", stream.stream_id, stream.closed)
+            log.info("closing slow client %s (%s)", stream.stream_id, stream.closed, extra=fields)
             ctx.metrics.slow_closes.inc()
         if stream.closed is not CloseReason.DISCONNECT:
             # End the chunked body; a frozen client may never take it.

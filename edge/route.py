@@ -11,6 +11,7 @@ CORS, so cross-origin ``EventSource`` works the same).
 
 from __future__ import annotations
 
+import logging
 from urllib.parse import parse_qsl
 
 from ssehub.edge.auth import TokenVerifier
@@ -24,6 +25,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 PATH = "/sse/connect"
+log = logging.getLogger("ssehub.edge")
 
 
 class StreamRoute:
@@ -49,6 +51,12 @@ class StreamRoute:
             identity = self._verifier.identify(raw)
         except AuthError as exc:
             ctx.metrics.auth_failures.inc()
+            # why, never the token: the code names the cause (token_expired, ...)
+            log.info(
+                "refused a stream: 401 %s",
+                exc.code,
+                extra={"reason": exc.code, "status": 401},
+            )
             await refuse(exc)(scope, receive, send)
             return
         if ctx.draining or not ctx.node.ready:

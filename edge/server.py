@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from ssehub.config import Settings
 from ssehub.edge.context import EdgeContext
 from ssehub.edge.lifecycle import close_all, drain
-from ssehub.logs import UVICORN_LOG_CONFIG
+from ssehub.logs import uvicorn_log_config
 
 
 class EdgeServer(uvicorn.Server):
@@ -32,7 +32,7 @@ class EdgeServer(uvicorn.Server):
             port=port,
             loop="uvloop" if has("uvloop") else "asyncio",
             http="httptools" if has("httptools") else "h11",
-            log_config=UVICORN_LOG_CONFIG,
+            log_config=uvicorn_log_config(settings.log_format, settings.log_level),
             log_level=settings.log_level.lower(),
             timeout_graceful_shutdown=5,
             # A reconnect storm is thousands of SYNs at once; uvicorn's default

@@ -20,7 +20,11 @@ PREFIX = "SSEHUB_"
 # `ssehub token` signs with it then, so the two work together out of the box.
 DEV_JWT_SECRET = "ssehub-dev-secret-do-not-use-in-production"
 # Variables of the test and benchmark suites, not settings of a service.
-NOT_SETTINGS = frozenset({"SSEHUB_TEST_RABBITMQ_URL", "SSEHUB_TEST_DATABASE_URL"})
+NOT_SETTINGS = frozenset(
+    {"SSEHUB_TEST_RABBITMQ_URL", "SSEHUB_TEST_DATABASE_URL", "SSEHUB_TEST_QUEUE_TYPE"}
+)
+LogFormat = Literal["json", "text"]
+QueueType = Literal["classic", "quorum"]
 
 
 class Settings(BaseSettings):
@@ -34,6 +38,9 @@ class Settings(BaseSettings):
 
     # -- connections --------------------------------------------------------
     rabbitmq_url: str = "amqp://guest:guest@localhost:5672/"
+    # of ssehub's durable queues (ssehub.dispatch, sse.dead); a queue's type is
+    # fixed when it is first declared
+    queue_type: QueueType = "classic"
     database_url: str = "sqlite+aiosqlite:///./ssehub.db"
 
     # -- authentication -----------------------------------------------------
@@ -74,6 +81,7 @@ class Settings(BaseSettings):
 
     # -- misc ---------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: LogFormat = "json"  # `ssehub dev` defaults to text
     reconnect_max_delay: PositiveSeconds = 10.0
     # Testing only: crash the dispatcher (SIGKILL) at a point of its Nth batch,
     # "before_commit:N", "after_commit:N" or "after_publish:N".
@@ -85,6 +93,11 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [o.strip() for o in value.split(",") if o.strip()]
         return value
+
+    @field_validator("queue_type", "log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("rabbitmq_url")
     @classmethod

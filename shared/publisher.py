@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
 
+from ssehub.config import QueueType
 from ssehub.schema import (
     ControlOp,
     MemberOp,
@@ -46,9 +47,12 @@ class Publisher:
         linger: float = 0.0,
         max_batch_items: int = 1000,
         max_batch_bytes: int = 1 << 20,
+        queue_type: QueueType = "classic",
     ) -> None:
         """``linger``: seconds to wait for more calls before sending (a few ms at
-        most; 0 sends at the end of the current event-loop turn)."""
+        most; 0 sends at the end of the current event-loop turn). ``queue_type``:
+        the deployment's SSEHUB_QUEUE_TYPE (the publisher declares the dispatch
+        queue too, so that nothing published before a dispatcher ran is lost)."""
         if not 0 <= linger <= 0.05:
             raise ValueError("linger: 0 to 0.05 seconds")
         self._sender = Sender(
@@ -58,6 +62,7 @@ class Publisher:
             linger=linger,
             max_items=max_batch_items,
             max_bytes=max_batch_bytes,
+            queue_type=queue_type,
         )
 
     # -- events ----------------------------------------------------------------

@@ -24,7 +24,8 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 from ssehub import batch, topology
 from ssehub.amqp import describe
 from ssehub.backoff import Backoff
-from ssehub.errors import PublishError
+from ssehub.config import QueueType
+from ssehub.errors import ConfigError, PublishError
 from ssehub.schema import dump_body
 
 
@@ -51,8 +52,10 @@ class Sender:
         linger: float,
         max_items: int,
         max_bytes: int,
+        queue_type: QueueType = "classic",
     ) -> None:
         self._url = url
+        self._queue_type = queue_type
         self._attempts = attempts
         self._timeout = timeout
         self._linger = linger
@@ -111,7 +114,7 @@ class Sender:
             routing_key, body = batch.ROUTING_KEY, dump_body(items)
         try:
             await self.publish(routing_key, body, message_id)
-        except PublishError as exc:
+        except (PublishError, ConfigError) as exc:
             for call in calls:
                 if not call.done.done():
                     call.done.set_exception(exc)
@@ -136,6 +139,9 @@ class Sender:
                 )
                 await exchange.publish(message, routing_key, timeout=self._timeout)
                 return
+            except ConfigError:  # e.g. the wrong queue type: no retry can help
+                await self._reset()
+                raise
             except Exception as exc:  # retry on a fresh connection, same message id
                 last = exc
                 await self._reset()
@@ -155,7 +161,7 @@ class Sender:
                 )
                 # Declare the dispatcher's queue too: a message published before any
                 # dispatcher ever ran must wait in it, not vanish unrouted.
-                exchanges = await topology.declare_core(self._channel)
+                exchanges = await topology.declare_core(self._channel, self._queue_type)
                 self._exchange = exchanges[topology.EVENTS.name]
             return self._exchange
 

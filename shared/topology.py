@@ -2,16 +2,23 @@
 
 Contract names (``sse.events``, ``sse.deliver``, ``sse.dead``) are fixed by
 the contract (docs/contract.md); the dispatcher's work queue and the edges' node queues are ours.
+
+The durable queues are classic or quorum (``SSEHUB_QUEUE_TYPE``): ssehub asks
+for nothing quorum queues lack (priorities, global QoS, transient or exclusive
+durable queues). The edges' node queues are exclusive, so always classic.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 
 import aiormq
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue, ExchangeType
 from pamqp.common import FieldTable
+from ssehub.config import QueueType
+from ssehub.errors import ConfigError
 from ssehub.fastpath.marshal import Publish
 
 ERROR_HEADER = "x-ssehub-error"  # on sse.dead messages: why it was rejected
@@ -50,14 +57,30 @@ DISPATCH = QueueSpec(
 DEAD = QueueSpec("sse.dead")
 
 EXCHANGES = (EVENTS, DELIVER, RECEIPTS)
-DISPATCHER_QUEUES = (DISPATCH, DEAD)
+
+
+def dispatcher_queues(queue_type: QueueType = "classic") -> tuple[QueueSpec, ...]:
+    """The dispatch queue and ``sse.dead`` as ``queue_type`` queues. Classic ones
+    carry no ``x-queue-type``: declared exactly as before the setting existed."""
+    if queue_type == "classic":
+        return (DISPATCH, DEAD)
+    return tuple(
+        replace(spec, arguments={**spec.arguments, "x-queue-type": queue_type})
+        for spec in (DISPATCH, DEAD)
+    )
 
 
 def edge_queue(node_id: str) -> QueueSpec:
     """One queue per edge process. Exclusive: RabbitMQ deletes it, with all its
     bindings, the moment the process's connection goes away, so a killed edge
-    leaves no orphan behind."""
-    return QueueSpec(f"ssehub.edge.{node_id}", durable=False, exclusive=True)
+    leaves no orphan behind. Classic whatever the vhost's default queue type:
+    quorum queues cannot be exclusive."""
+    return QueueSpec(
+        f"ssehub.edge.{node_id}",
+        durable=False,
+        exclusive=True,
+        arguments={"x-queue-type": "classic"},
+    )
 
 
 async def declare_exchanges(channel: AbstractChannel) -> dict[str, AbstractExchange]:
@@ -68,22 +91,45 @@ async def declare_exchanges(channel: AbstractChannel) -> dict[str, AbstractExcha
 
 
 async def declare_queue(channel: AbstractChannel, spec: QueueSpec) -> AbstractQueue:
-    queue = await channel.declare_queue(
-        spec.name,
-        durable=spec.durable,
-        exclusive=spec.exclusive,
-        arguments=dict(spec.arguments) or None,  # type: ignore[arg-type]
-    )
+    try:
+        queue = await channel.declare_queue(
+            spec.name,
+            durable=spec.durable,
+            exclusive=spec.exclusive,
+            arguments=dict(spec.arguments) or None,  # type: ignore[arg-type]
+        )
+    except aiormq.exceptions.ChannelPreconditionFailed as exc:
+        if "x-queue-type" not in str(exc):
+            raise
+        raise type_mismatch(spec, str(exc)) from None
     for exchange, routing_key in spec.bindings:
         await queue.bind(exchange.name, routing_key)
     return queue
 
 
-async def declare_core(channel: AbstractChannel) -> dict[str, AbstractExchange]:
+_CURRENT = re.compile(r"current is (?:the value )?'(\w+)'")  # RabbitMQ's own words
+
+
+def type_mismatch(spec: QueueSpec, broker_said: str) -> ConfigError:
+    """PRECONDITION_FAILED on ``x-queue-type``, in words: what the queue is, what
+    was asked for, and the way out."""
+    wanted = spec.arguments.get("x-queue-type", "classic")
+    found = _CURRENT.search(broker_said)
+    current = found.group(1) if found else "classic"  # "current is none": no argument
+    return ConfigError(
+        f"queue {spec.name!r} is a {current} queue but SSEHUB_QUEUE_TYPE={wanted}; a "
+        f"queue's type cannot change: set SSEHUB_QUEUE_TYPE={current} in every process, "
+        f"or drain and delete the queue so that it is declared again as {wanted}"
+    )
+
+
+async def declare_core(
+    channel: AbstractChannel, queue_type: QueueType = "classic"
+) -> dict[str, AbstractExchange]:
     """The contract's exchanges plus the dispatcher's queues (publishers declare
     them too, so that nothing published before a dispatcher ever ran is lost)."""
     exchanges = await declare_exchanges(channel)
-    for spec in DISPATCHER_QUEUES:
+    for spec in dispatcher_queues(queue_type):
         await declare_queue(channel, spec)
     return exchanges
 

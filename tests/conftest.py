@@ -94,7 +94,7 @@ async def make_stack(
     async with contextlib.AsyncExitStack() as stack:
         await stack.enter_async_context(running_dispatcher(settings))
         served = [await stack.enter_async_context(running_edge(settings)) for _ in range(edges)]
-        publisher = Publisher(amqp)
+        publisher = Publisher(amqp, queue_type=settings.queue_type)
         stack.push_async_callback(publisher.close)
         yield Stack(settings, [u for u, _ in served], [a for _, a in served], publisher)
 

@@ -96,6 +96,8 @@ def make_settings(amqp_url: str, database_url: str, **overrides: object) -> Sett
         # presence events would interleave with what most tests assert exactly;
         # tests/test_presence.py turns it on
         "presence": False,
+        # SSEHUB_TEST_QUEUE_TYPE=quorum runs a suite on quorum queues
+        "queue_type": env("SSEHUB_TEST_QUEUE_TYPE", "classic"),
         "_env_file": None,
     }
     values.update(overrides)

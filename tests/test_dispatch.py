@@ -210,7 +210,11 @@ async def test_non_python_amqp_client_delivers(stack: Stack) -> None:
 
 async def test_ssehub_publish_cli_delivers(stack: Stack) -> None:
     conv, user = uid("conv"), uid()
-    env = {"SSEHUB_RABBITMQ_URL": stack.settings.rabbitmq_url, "PATH": "/usr/bin:/bin"}
+    env = {
+        "SSEHUB_RABBITMQ_URL": stack.settings.rabbitmq_url,
+        "SSEHUB_QUEUE_TYPE": stack.settings.queue_type,
+        "PATH": "/usr/bin:/bin",
+    }
     cli = [sys.executable, "-m", "ssehub.cli"]
 
     async def run(*args: str) -> str:

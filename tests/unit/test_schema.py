@@ -92,7 +92,8 @@ def test_line_separators_are_escaped_on_the_data_line() -> None:
         (
             "queue.x",
             b"{}",
-            "routing key 'queue.x': expected user.<id>, conversation.<id>, members.<id>, control.<id> or batch",
+            "routing key 'queue.x': expected user.<id>, conversation.<id>, members.<id>, "
+            "control.<id> or batch",
         ),
         ("user.", b"{}", "routing key user.<id>: must be 1-128 bytes, got 0"),
         (
