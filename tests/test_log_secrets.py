@@ -178,7 +178,8 @@ async def test_no_token_material_in_any_log_line(services: Services) -> None:
                     await publisher.send_event_to_user(user, "note", {"i": i, "token": "no"})
             await publisher.publish(f"user.{users[0]}", b"{not json")  # a dead letter
         for client in clients:
-            assert [e.json["i"] for e in await client.take(3, timeout=30)] == [0, 1, 2]
+            got = await client.take(3, timeout=30, events="note")
+            assert [e.json["i"] for e in got] == [0, 1, 2]
     await services.dispatcher.wait_log("dead-lettering")
     await services.edge.wait_log("closed (disconnect)", count=len(users))
     # uvicorn re-raises the SIGTERM it caught once it has shut down
