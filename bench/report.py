@@ -171,6 +171,46 @@ def _cpu_table(figures: Sequence[Figure]) -> str:
     return "\n".join(out)
 
 
+def floor_table(figures: Sequence[Figure]) -> str:
+    """The steady-rate ladders: each max rate, as a fraction of the floor's, with
+    the broker's CPU per event next to the floor's at the same rate."""
+    out = [
+        "| scenario | events per message | max rate (p99 ≤ bound, nothing lost) | of the floor "
+        "| p50 / p99 at that rate | broker µs per event (floor's at that rate) "
+        "| publisher CPU | load client CPU | edge + dispatcher CPU | broker CPU |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for f in figures:
+        steps = f.details.get("ladder")
+        if f.scenario == "latency-2000" and "sent" in f.details:  # (the p50 figure)
+            steps = [f.details]
+        elif not steps:
+            continue
+        top = next((s for s in steps if s.get("rate") == f.value), steps[-1])
+        per_msg = round(top["sent"] / max(top.get("messages") or 1, 1), 1)
+        frac = f.details.get("fraction_of_floor")
+        floor_us = top.get("floor_broker_us_per_event")
+        c = f.cpu
+        out.append(
+            f"| {f.scenario} | {per_msg:g} | "
+            + ("–" if f.scenario == "latency-2000" else fmt(f.value, "/s"))
+            + f" | {f'{frac:.2f}×' if frac is not None else ''}"
+            + f" | {fmt(top.get('p50_ms'))} / {fmt(top.get('p99_ms'))} ms at {fmt(top['rate'])}/s"
+            + f" | {fmt(top.get('broker_us_per_event'))}"
+            + (f" ({fmt(floor_us)})" if floor_us is not None else "")
+            + f" | {_pct(top.get('publisher_cpu'))} | "
+            + _pct(c.get("client", top.get("consumer_cpu")))
+            + " | "
+            + (_pct(c["edge"] + c["dispatcher"]) if "edge" in c and "dispatcher" in c else "")
+            + f" | {_pct(c.get('rabbitmq'))} |"
+        )
+    return "\n".join(out) if len(out) > 2 else ""
+
+
+def _pct(v: float | None) -> str:
+    return "" if v is None else f"{v:.0f} %"
+
+
 def markdown(meta: dict[str, Any], figures: Sequence[Figure], png: str) -> str:
     m = meta.get("machine", {})
     notes = NOTES.read_text() if NOTES.exists() else ""
@@ -214,6 +254,21 @@ figure whose scenario ran out of time before every stream was done.
 "other" is what the named processes do not account for (PostgreSQL, publishers, other work).
 
 {_cpu_table(figures)}
+
+### Floor and ratios
+
+The broker alone (`floor`: bench/floor/publish.c, persistent, pipelined
+confirms → `sse.events` → a durable queue → bench/floor/consume.c, acks every
+500; no ssehub code) and the pipeline (dispatcher + one edge, SQLite, the load
+client's streams) at the same steady rates, one ladder step after another
+until p99 passes the bound or an event is missing. "of the floor" is the
+pipeline's max rate ÷ the one-event floor's, both from this run. For the
+floor, "load client" is the C consumer. Broker µs
+per event: RabbitMQ's CPU during the step (its idle CPU subtracted) ÷ events
+delivered; in brackets the floor's at the same rate (the batched floor for
+batch messages). CPU in % of one core.
+
+{floor_table(figures) or "(not measured in this run)"}
 
 ### Details
 
