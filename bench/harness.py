@@ -42,8 +42,10 @@ class Scale:
     storm_users: int = 10_000
     storm_behind: int = 20
     publishers: int = 2  # publisher processes for backlogs
-    floor_rates: str = "2000,5000,10000,15000,20000"  # events/s, the floor's ladder
-    steady_rates: str = "1000,2000,3000,5000,8000,12000,15000"  # the pipeline's ladder
+    # events/s; the same steps for both, so each pipeline step has the floor's
+    # broker CPU at its rate
+    floor_rates: str = "1000,2000,3000,5000,8000,10000,12000,15000,20000"
+    steady_rates: str = "1000,2000,3000,5000,8000,10000,12000,15000,20000"
     step_duration: float = 10.0  # seconds per ladder step
     steady_users: int = 2_000  # streams held during the steady-rate scenarios
     batch_items: int = 50  # events per batch message (the batched scenarios)

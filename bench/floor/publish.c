@@ -112,10 +112,11 @@ int main(int argc, char **argv) {
             messages++;
             sent += k;
         }
-        /* read confirms until the next message is due (at most 5 ms) */
+        /* read confirms until the next message is due: ticks of 1 to 5 ms, so
+         * at high rates a tick's messages go out back to back */
         int64_t next = t0 + (int64_t)((sent + per) * 1e6 / rate) - mono_us();
         if (messages - confirmed >= window || next > 5000) next = 5000;
-        drain(conn, next < 100 ? 100 : next);
+        drain(conn, next < 1000 ? 1000 : next);
     }
     int64_t deadline = mono_us() + 60 * 1000000LL;
     while (confirmed < messages && mono_us() < deadline) drain(conn, 100000);
