@@ -42,6 +42,15 @@ class Scale:
     storm_users: int = 10_000
     storm_behind: int = 20
     publishers: int = 2  # publisher processes for backlogs
+    # events/s; the same steps for both, so each pipeline step has the floor's
+    # broker CPU at its rate
+    floor_rates: str = "1000,2000,3000,5000,8000,10000,12000,15000,20000"
+    steady_rates: str = "1000,2000,3000,5000,8000,10000,12000,15000,20000"
+    step_duration: float = 10.0  # seconds per ladder step
+    steady_users: int = 2_000  # streams held during the steady-rate scenarios
+    batch_items: int = 50  # events per batch message (the batched scenarios)
+    fixed_latency_rate: float = 2_000.0  # latency-2000
+    p99_bound_ms: float = 100.0  # a ladder step passes with p99 within this
     timeout: float = 120.0  # bound on any one wait
     settle: float = 2.0  # seconds for a server to settle before/after a step
 
@@ -66,6 +75,13 @@ SMOKE = Scale(
     storm_users=200,
     storm_behind=5,
     publishers=1,
+    floor_rates="300",
+    steady_rates="300",
+    step_duration=1.0,
+    steady_users=50,
+    batch_items=10,
+    fixed_latency_rate=200.0,
+    p99_bound_ms=2_000.0,  # smoke checks that it runs and nothing is lost, not speed
     timeout=30.0,
     settle=0.3,
 )
@@ -80,8 +96,12 @@ class Ctx:
     profile: bool = False
     results_dir: Path = Path("bench/results")
     measured: dict[str, float] = field(default_factory=dict)  # figures later scenarios use
+    ladders: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # the floor's steps
     pool: ClientPool | None = None  # the load client, shared by all scenarios of a run
     quiet_wait: float = 0.0  # seconds to wait for other people's test runs to end
+    # one stack and its streams for consecutive steady-rate scenarios (shared())
+    _shared: tuple[Stack, ClientPool, int, int] | None = None
+    _shared_exit: contextlib.AsyncExitStack | None = None
 
     @contextlib.asynccontextmanager
     async def stack(
@@ -124,6 +144,32 @@ class Ctx:
             else:
                 await self.pool.all("close")
                 await self.pool.all("reset")
+
+    async def shared(self, names: list[str]) -> tuple[Stack, ClientPool, int, int]:
+        """A SQLite stack with one stream per name open, kept for the next scenario
+        that asks (the steady-rate ones: opening 2,000 streams and starting the
+        processes once). Returns (stack, pool, streams open, failed connects)."""
+        if self._shared is None:
+            exit_stack = contextlib.AsyncExitStack()
+            try:
+                s = await exit_stack.enter_async_context(self.stack("sqlite"))
+                pool = await exit_stack.enter_async_context(self.clients())
+                got, failed = 0, 0
+                for r in await pool.open(
+                    "127.0.0.1", s.port, names, concurrency=100, timeout=self.scale.timeout
+                ):
+                    got += r["opened"]
+                    failed += r["failed"]
+            except BaseException:
+                await exit_stack.aclose()
+                raise
+            self._shared, self._shared_exit = (s, pool, got, failed), exit_stack
+        return self._shared
+
+    async def close_shared(self) -> None:
+        exit_stack, self._shared, self._shared_exit = self._shared_exit, None, None
+        if exit_stack is not None:
+            await exit_stack.aclose()
 
     def close(self) -> None:
         if self.pool is not None:

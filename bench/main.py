@@ -21,22 +21,37 @@ from bench import report, stack
 from bench.figure import Figure, fmt
 from bench.harness import SMOKE, Ctx, Scale
 from bench.scenarios_edge import connect, edge_unicast, idle, reconnect
+from bench.scenarios_floor import floor, latency_fixed, pipeline_steady
 from bench.scenarios_pipeline import dispatcher, fanout, latency, pipeline
 
 Scenario = Callable[[Ctx], Awaitable[list[Figure]]]
 
-# In running order: latency uses the pipeline (SQLite) figure.
+# In running order: latency uses the pipeline (SQLite) figure, the steady
+# pipelines the floor's.
 SCENARIOS: dict[str, Scenario] = {
     "dispatcher-sqlite": lambda ctx: dispatcher(ctx, "sqlite"),
     "dispatcher-postgres": lambda ctx: dispatcher(ctx, "postgres"),
     "pipeline-sqlite": lambda ctx: pipeline(ctx, "sqlite"),
     "pipeline-postgres": lambda ctx: pipeline(ctx, "postgres"),
     "latency": latency,
+    "floor": lambda ctx: floor(ctx, batched=False),
+    "floor-batched": lambda ctx: floor(ctx, batched=True),
+    "pipeline-steady": lambda ctx: pipeline_steady(ctx, "c"),
+    "pipeline-steady-batched": lambda ctx: pipeline_steady(ctx, "c-batched"),
+    "pipeline-steady-publisher": lambda ctx: pipeline_steady(ctx, "py"),
+    "latency-2000": latency_fixed,
     "edge-unicast": edge_unicast,
     "fanout": fanout,
     "connect": connect,
     "reconnect": reconnect,
     "idle": idle,
+}
+# consecutive scenarios of these share one stack and its streams (Ctx.shared)
+SHARED_STACK = {
+    "pipeline-steady",
+    "pipeline-steady-batched",
+    "pipeline-steady-publisher",
+    "latency-2000",
 }
 ROOT = stack.ROOT
 RESULTS = ROOT / "bench" / "results"
@@ -140,6 +155,8 @@ async def run(args: argparse.Namespace) -> int:
         ctx.quiet_wait = default_wait if args.quiet_wait is None else args.quiet_wait
         try:
             for name in names:
+                if name not in SHARED_STACK:
+                    await ctx.close_shared()
                 print(f"== {name}", flush=True)
                 t0 = time.monotonic()
                 got = await run_one(ctx, name)
@@ -158,6 +175,7 @@ async def run(args: argparse.Namespace) -> int:
                 print(f"   ({time.monotonic() - t0:.1f} s)", flush=True)
                 figures.extend(got)
         finally:
+            await ctx.close_shared()
             ctx.close()
             keep_logs(Path(wd))
     meta["duration_s"] = round(time.monotonic() - started, 1)
@@ -234,6 +252,7 @@ async def run_one(ctx: Ctx, name: str) -> list[Figure]:
             f.details["key"] = name
         if _broker_pid() == broker or attempt == 3:
             return got
+        await ctx.close_shared()  # its connections went with the broker
         print("   RabbitMQ was restarted during the scenario (not by us): again", flush=True)
     return got
 

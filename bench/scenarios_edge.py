@@ -301,7 +301,8 @@ async def _fill_store(db_url: str, names: list[str], behind: int) -> None:
                         "seq": n,
                         "key": None,
                         "created_at": now,
-                        "frame": render_event(n, "bench", data_json(n, "x" * 64)).decode(),
+                        "sse": render_event(n, "bench", data_json(n, "x" * 64)).decode(),
+                        "receipt": False,
                     }
                     for u in part
                     for n in range(1, behind + 1)
