@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from secrets import token_hex
 
 from ssehub.edge.context import EdgeContext
 from ssehub.edge.pump import Pump, closes_on_failure
-from ssehub.edge.stream import CloseReason, Stream
+from ssehub.edge.stream import FAREWELLS, CloseReason, Stream
 from ssehub.errors import BrokerUnavailable, StoreUnavailable
 from ssehub.sse import render_connected, render_retry
 from starlette.responses import Response
@@ -42,21 +43,35 @@ class RetryLater(Response):
 
 
 class StreamResponse(Response):
-    def __init__(self, ctx: EdgeContext, user_id: str, last_event_id: int | None) -> None:
+    def __init__(
+        self,
+        ctx: EdgeContext,
+        user_id: str,
+        last_event_id: int | None,
+        expires_at: float | None = None,
+    ) -> None:
         super().__init__()
         self.ctx = ctx
         self.user_id = user_id
         self.last_event_id = last_event_id
+        self.expires_at = expires_at  # the token's exp
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx = self.ctx
         # token_hex: the same 32 hex digits as uuid4().hex, at a fraction of the cost
-        stream = Stream(self.user_id, f"c-{token_hex(16)}", ctx.settings.client_buffer_bytes)
+        now = time.time()
+        stream = Stream(
+            self.user_id, f"c-{token_hex(16)}", ctx.settings.client_buffer_bytes, opened_at=now
+        )
         ctx.registry.add(stream)
+        ctx.caps.add(stream)  # in the same step as the route's caps.full check
+        if self.expires_at is not None:
+            ctx.tokens.add(stream, self.expires_at, now)
         ctx.metrics.connections.inc()
         try:
             try:
                 await ctx.node.ensure_bound(self.user_id)
+                ctx.caps.announce(self.user_id, time.monotonic())
                 position = await ctx.store.position(self.user_id)
             except (BrokerUnavailable, StoreUnavailable) as exc:
                 log.warning("cannot serve %s now: %s", self.user_id, exc)
@@ -75,6 +90,8 @@ class StreamResponse(Response):
             await self._serve(stream, receive, send, position.last_seq)
         finally:
             ctx.metrics.connections.dec()
+            ctx.tokens.discard(stream)
+            ctx.caps.remove(stream)
             if ctx.registry.remove(stream):
                 ctx.node.release(self.user_id)
 
@@ -99,7 +116,9 @@ class StreamResponse(Response):
             log.info("closing slow client %s (%s)", stream.stream_id, stream.closed)
             ctx.metrics.slow_closes.inc()
         if stream.closed is not CloseReason.DISCONNECT:
-            # End the chunked body; a frozen client may never take it.
+            # The output left, with a farewell event last; then the end of the
+            # chunked body. A frozen client may never take it.
+            last = stream.take()[0] if stream.closed in FAREWELLS else b""
             with contextlib.suppress(TimeoutError, OSError):
                 async with asyncio.timeout(1.0):
-                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    await send({"type": "http.response.body", "body": last, "more_body": False})

@@ -32,6 +32,13 @@ class CloseReason(StrEnum):
     WRITE_TIMEOUT = "write-timeout"  # one write blocked too long
     DRAIN = "drain"  # the edge is shutting down
     STORE = "store"  # the store failed during a read
+    TOKEN_EXPIRED = "token-expired"  # the token's exp passed (edge/expiry.py)
+    TOO_MANY_STREAMS = "too-many-streams"  # over the per-user cap (edge/caps.py)
+
+
+# Closes that end with a last event of ours (``Stream.farewell``): the response
+# writes the remaining output with the end of the body.
+FAREWELLS = frozenset({CloseReason.TOKEN_EXPIRED, CloseReason.TOO_MANY_STREAMS})
 
 
 class Stream:
@@ -46,16 +53,22 @@ class Stream:
         "closed",
         "cursor",
         "events_out",
+        "expires_at",
         "notify",
+        "opened_at",
         "replayed",
         "stream_id",
+        "token_due",
         "user_id",
     )
 
-    def __init__(self, user_id: str, stream_id: str, bound: int) -> None:
+    def __init__(self, user_id: str, stream_id: str, bound: int, opened_at: float = 0.0) -> None:
         self.user_id = user_id
         self.stream_id = stream_id  # the ``connectionId`` of the contract's ``connected``
         self.bound = bound
+        self.opened_at = opened_at  # unix seconds: ranks the user's streams (edge/caps.py)
+        self.expires_at: float | None = None  # the token's exp (edge/expiry.py)
+        self.token_due = 0  # the second of the expiry wheel's bucket holding it
         self.cursor = 0
         self.closed: CloseReason | None = None
         # Called when there is output, a store read to do, or a close; the
@@ -96,6 +109,15 @@ class Stream:
         if self.closed is None:
             self.closed = reason
             self.notify()
+
+    def farewell(self, sse: bytes, reason: CloseReason) -> None:
+        """A last ephemeral event, then close (``reason`` in FAREWELLS): the event
+        goes after any unsent output, replay or not, and the response writes
+        both as it ends the body."""
+        if self.closed is None:
+            self._out.append(sse)
+            self._out_bytes += len(sse)
+            self.close(reason)
 
     # -- writer side ---------------------------------------------------------
     @property

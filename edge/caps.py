@@ -1,0 +1,166 @@
+"""At most ``SSEHUB_MAX_STREAMS_PER_USER`` open streams per user, across all edges.
+
+The rule. A user's streams are ranked by open time (unix seconds, stamped by
+the edge that holds the stream), ties by stream id. The first ``cap`` may
+stay open; every stream ranked beyond the cap receives the ephemeral
+``disconnected`` ``{"reason": "too_many_streams"}`` and is closed
+(``CloseReason.TOO_MANY_STREAMS``). So the newest streams go, and every edge
+that knows the same streams reaches the same verdict on its own: an edge
+only ever closes its own streams.
+
+At once, on this edge: when the edge alone already holds ``cap`` streams of
+the user, one more is refused before it opens (429, edge/route.py).
+
+Across edges, through RabbitMQ and not the dispatcher: an edge publishes a
+*notice* ``{"node", "user", "hello", "streams": [[opened_at, stream_id], ...]}``
+to ``sse.deliver`` with the user id as routing key and the header
+``x-ssehub-notice``, so it reaches exactly the edges bound for that user,
+which are the edges holding streams of the user (edge/node.py hands such
+messages here instead of to the streams). Notices are sent
+
+- when a stream of the user opens here (a *hello*, once the node is bound for
+  the user, so the answers reach it); every edge holding streams of the user
+  answers a hello with its own list (answers are not answered);
+- when a stream closes here (the list without it; an empty list: "none
+  left"), while other edges with streams of the user are known;
+- every ``SSEHUB_PRESENCE_HEARTBEAT`` for users that other edges hold too.
+
+A node's list counts for ``3 × SSEHUB_PRESENCE_HEARTBEAT`` after its last
+notice: a node that died stops re-sending, and its streams stop counting.
+The node's own notices come back to it (it is bound too) and are ignored.
+Users held by one edge only cost one notice per stream opened, nothing while
+idle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import aiormq
+import orjson
+from ssehub.edge.stream import CloseReason, Stream
+from ssehub.fastpath.marshal import Publish
+from ssehub.sse import render_event
+from ssehub.topology import DELIVER
+
+NOTICE_HEADER = "x-ssehub-notice"
+NOTICE_PROPERTIES = aiormq.spec.Basic.Properties(headers={NOTICE_HEADER: 1})
+TOO_MANY = render_event(None, "disconnected", b'{"reason":"too_many_streams"}')
+EXPIRY_BEATS = 3  # a node's notice counts for this many heartbeats
+
+Entry = tuple[float, str]  # (opened_at, stream_id): the ranking key
+
+
+class StreamCaps:
+    def __init__(
+        self,
+        node_id: str,
+        cap: int,
+        heartbeat: float,
+        publish: Callable[[Publish], None],
+        now: float,
+    ) -> None:
+        self._node_id = node_id
+        self.cap = cap
+        self._heartbeat = heartbeat
+        self._publish = publish
+        self._local: dict[str, dict[Stream, None]] = {}  # user -> streams here, in open order
+        # user -> node -> (its streams of the user, when we last heard, monotonic)
+        self._remote: dict[str, dict[str, tuple[list[Entry], float]]] = {}
+        self._next_refresh = now + heartbeat
+
+    # -- this edge's streams ------------------------------------------------
+    def full(self, user_id: str) -> bool:
+        """This edge alone holds the cap for ``user_id``: refuse one more at once."""
+        streams = self._local.get(user_id)
+        return streams is not None and len(streams) >= self.cap
+
+    def add(self, stream: Stream) -> None:
+        """Count ``stream`` here (synchronously with the ``full`` check)."""
+        self._local.setdefault(stream.user_id, {})[stream] = None
+
+    def announce(self, user_id: str, now: float) -> None:
+        """The node is bound for ``user_id``: tell the other edges (a hello),
+        and apply what is already known of them."""
+        if user_id in self._local:
+            self._send(user_id, hello=True)
+            self._judge(user_id, now)
+
+    def remove(self, stream: Stream) -> None:
+        user = stream.user_id
+        streams = self._local.get(user)
+        if streams is None or stream not in streams:
+            return
+        del streams[stream]
+        if not streams:
+            del self._local[user]
+        if user in self._remote:
+            self._send(user, hello=False)
+            if user not in self._local:
+                del self._remote[user]  # we are no longer bound: we would not hear more
+
+    # -- other edges --------------------------------------------------------
+    def receive(self, body: bytes, now: float) -> None:
+        """A notice from RabbitMQ (edge/node.py); malformed ones are ignored."""
+        try:
+            doc = orjson.loads(body)
+            node, user, hello = str(doc["node"]), str(doc["user"]), bool(doc["hello"])
+            entries = [(float(at), str(sid)) for at, sid in doc["streams"]]
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return
+        if node == self._node_id or user not in self._local:
+            return
+        nodes = self._remote.setdefault(user, {})
+        if entries:
+            nodes[node] = (entries, now)
+        else:
+            nodes.pop(node, None)
+            if not nodes:
+                del self._remote[user]
+        if hello:
+            self._send(user, hello=False)
+        self._judge(user, now)
+
+    def tick(self, now: float) -> None:
+        """About once a second (the pinger): re-send and expire, per heartbeat."""
+        if now < self._next_refresh:
+            return
+        self._next_refresh = now + self._heartbeat
+        stale = now - EXPIRY_BEATS * self._heartbeat
+        for user in list(self._remote):
+            nodes = self._remote[user]
+            for node in [n for n, (_, heard) in nodes.items() if heard < stale]:
+                del nodes[node]
+            if not nodes:
+                del self._remote[user]
+            elif user in self._local:
+                self._send(user, hello=False)
+
+    # -- the rule -------------------------------------------------------------
+    def _judge(self, user_id: str, now: float) -> None:
+        """Close this edge's streams of ``user_id`` that rank beyond the cap."""
+        local = self._local.get(user_id)
+        nodes = self._remote.get(user_id)
+        if not local or not nodes:
+            return
+        stale = now - EXPIRY_BEATS * self._heartbeat
+        ranked = [(s.opened_at, s.stream_id) for s in local if s.closed is None]
+        for entries, heard in nodes.values():
+            if heard >= stale:
+                ranked.extend(entries)
+        if len(ranked) <= self.cap:
+            return
+        ranked.sort()
+        over = set(ranked[self.cap :])
+        for stream in [s for s in local if (s.opened_at, s.stream_id) in over]:
+            stream.farewell(TOO_MANY, CloseReason.TOO_MANY_STREAMS)
+
+    def _send(self, user_id: str, *, hello: bool) -> None:
+        streams = self._local.get(user_id, {})
+        doc = {
+            "node": self._node_id,
+            "user": user_id,
+            "hello": hello,
+            "streams": [[s.opened_at, s.stream_id] for s in streams if s.closed is None],
+        }
+        self._publish(Publish(DELIVER.name, user_id, orjson.dumps(doc), NOTICE_PROPERTIES))
