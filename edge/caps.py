@@ -1,19 +1,22 @@
 """At most ``SSEHUB_MAX_STREAMS_PER_USER`` open streams per user, across all edges.
 
-The rule. A user's streams are ranked by open time (unix seconds, stamped by
-the edge that holds the stream), ties by stream id. The first ``cap`` may
-stay open; every stream ranked beyond the cap receives the ephemeral
-``disconnected`` ``{"reason": "too_many_streams"}`` and is closed
+The rule. A user's open streams are ranked by stream id, which begins with
+the stream's open time (``c-<µs since the epoch, 13 hex digits><random>``,
+stamped by the edge that holds it; edge/response.py), so the rank is the open
+order, ties broken by the random rest. The first ``cap`` may stay open;
+every stream ranked beyond the cap receives the ephemeral ``disconnected``
+``{"reason": "too_many_streams"}`` and is closed
 (``CloseReason.TOO_MANY_STREAMS``). So the newest streams go, and every edge
-that knows the same streams reaches the same verdict on its own: an edge
-only ever closes its own streams.
+that knows the same streams reaches the same verdict on its own: an edge only
+ever closes its own streams.
 
 At once, on this edge: when the edge alone already holds ``cap`` streams of
-the user, one more is refused before it opens (429, edge/route.py).
+the user, one more is refused before it opens (429, edge/route.py; the check
+and the registration of a stream happen in one step of the event loop).
 
 Across edges, through RabbitMQ and not the dispatcher: an edge publishes a
-*notice* ``{"node", "user", "hello", "streams": [[opened_at, stream_id], ...]}``
-to ``sse.deliver`` with the user id as routing key and the header
+*notice* ``{"node", "user", "hello", "streams": [stream ids]}`` to
+``sse.deliver`` with the user id as routing key and the header
 ``x-ssehub-notice``, so it reaches exactly the edges bound for that user,
 which are the edges holding streams of the user (edge/node.py hands such
 messages here instead of to the streams). Notices are sent
@@ -28,13 +31,13 @@ messages here instead of to the streams). Notices are sent
 A node's list counts for ``3 × SSEHUB_PRESENCE_HEARTBEAT`` after its last
 notice: a node that died stops re-sending, and its streams stop counting.
 The node's own notices come back to it (it is bound too) and are ignored.
-Users held by one edge only cost one notice per stream opened, nothing while
-idle.
+Users held by one edge only cost one notice per stream opened, and nothing
+while idle; the books hold nothing per stream (the registry has the streams).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import aiormq
 import orjson
@@ -48,8 +51,6 @@ NOTICE_PROPERTIES = aiormq.spec.Basic.Properties(headers={NOTICE_HEADER: 1})
 TOO_MANY = render_event(None, "disconnected", b'{"reason":"too_many_streams"}')
 EXPIRY_BEATS = 3  # a node's notice counts for this many heartbeats
 
-Entry = tuple[float, str]  # (opened_at, stream_id): the ranking key
-
 
 class StreamCaps:
     def __init__(
@@ -57,47 +58,37 @@ class StreamCaps:
         node_id: str,
         cap: int,
         heartbeat: float,
+        streams_of: Callable[[str], Collection[Stream]],
         publish: Callable[[Publish], None],
         now: float,
     ) -> None:
         self._node_id = node_id
         self.cap = cap
         self._heartbeat = heartbeat
+        self._streams_of = streams_of  # this edge's streams of a user (the registry)
         self._publish = publish
-        self._local: dict[str, dict[Stream, None]] = {}  # user -> streams here, in open order
-        # user -> node -> (its streams of the user, when we last heard, monotonic)
-        self._remote: dict[str, dict[str, tuple[list[Entry], float]]] = {}
+        # user -> node -> (its stream ids of the user, when we last heard, monotonic)
+        self._remote: dict[str, dict[str, tuple[list[str], float]]] = {}
         self._next_refresh = now + heartbeat
 
     # -- this edge's streams ------------------------------------------------
     def full(self, user_id: str) -> bool:
         """This edge alone holds the cap for ``user_id``: refuse one more at once."""
-        streams = self._local.get(user_id)
-        return streams is not None and len(streams) >= self.cap
-
-    def add(self, stream: Stream) -> None:
-        """Count ``stream`` here (synchronously with the ``full`` check)."""
-        self._local.setdefault(stream.user_id, {})[stream] = None
+        return len(self._streams_of(user_id)) >= self.cap
 
     def announce(self, user_id: str, now: float) -> None:
         """The node is bound for ``user_id``: tell the other edges (a hello),
         and apply what is already known of them."""
-        if user_id in self._local:
+        if self._streams_of(user_id):
             self._send(user_id, hello=True)
             self._judge(user_id, now)
 
-    def remove(self, stream: Stream) -> None:
-        user = stream.user_id
-        streams = self._local.get(user)
-        if streams is None or stream not in streams:
-            return
-        del streams[stream]
-        if not streams:
-            del self._local[user]
-        if user in self._remote:
-            self._send(user, hello=False)
-            if user not in self._local:
-                del self._remote[user]  # we are no longer bound: we would not hear more
+    def closed(self, user_id: str) -> None:
+        """A stream of ``user_id`` left this edge's registry."""
+        if user_id in self._remote:
+            self._send(user_id, hello=False)
+            if not self._streams_of(user_id):
+                del self._remote[user_id]  # we are no longer bound: we would not hear more
 
     # -- other edges --------------------------------------------------------
     def receive(self, body: bytes, now: float) -> None:
@@ -105,14 +96,16 @@ class StreamCaps:
         try:
             doc = orjson.loads(body)
             node, user, hello = str(doc["node"]), str(doc["user"]), bool(doc["hello"])
-            entries = [(float(at), str(sid)) for at, sid in doc["streams"]]
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            ids = doc["streams"]
+            if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+                return
+        except (orjson.JSONDecodeError, KeyError, TypeError):
             return
-        if node == self._node_id or user not in self._local:
+        if node == self._node_id or not self._streams_of(user):
             return
         nodes = self._remote.setdefault(user, {})
-        if entries:
-            nodes[node] = (entries, now)
+        if ids:
+            nodes[node] = (ids, now)
         else:
             nodes.pop(node, None)
             if not nodes:
@@ -133,34 +126,30 @@ class StreamCaps:
                 del nodes[node]
             if not nodes:
                 del self._remote[user]
-            elif user in self._local:
+            elif self._streams_of(user):
                 self._send(user, hello=False)
 
     # -- the rule -------------------------------------------------------------
     def _judge(self, user_id: str, now: float) -> None:
         """Close this edge's streams of ``user_id`` that rank beyond the cap."""
-        local = self._local.get(user_id)
         nodes = self._remote.get(user_id)
-        if not local or not nodes:
+        if not nodes:
             return
+        local = {s.stream_id: s for s in self._streams_of(user_id) if s.closed is None}
         stale = now - EXPIRY_BEATS * self._heartbeat
-        ranked = [(s.opened_at, s.stream_id) for s in local if s.closed is None]
-        for entries, heard in nodes.values():
+        ranked = list(local)
+        for ids, heard in nodes.values():
             if heard >= stale:
-                ranked.extend(entries)
+                ranked.extend(ids)
         if len(ranked) <= self.cap:
             return
         ranked.sort()
-        over = set(ranked[self.cap :])
-        for stream in [s for s in local if (s.opened_at, s.stream_id) in over]:
-            stream.farewell(TOO_MANY, CloseReason.TOO_MANY_STREAMS)
+        for stream_id in ranked[self.cap :]:
+            stream = local.get(stream_id)
+            if stream is not None:
+                stream.farewell(TOO_MANY, CloseReason.TOO_MANY_STREAMS)
 
     def _send(self, user_id: str, *, hello: bool) -> None:
-        streams = self._local.get(user_id, {})
-        doc = {
-            "node": self._node_id,
-            "user": user_id,
-            "hello": hello,
-            "streams": [[s.opened_at, s.stream_id] for s in streams if s.closed is None],
-        }
+        ids = [s.stream_id for s in self._streams_of(user_id) if s.closed is None]
+        doc = {"node": self._node_id, "user": user_id, "hello": hello, "streams": ids}
         self._publish(Publish(DELIVER.name, user_id, orjson.dumps(doc), NOTICE_PROPERTIES))

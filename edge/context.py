@@ -31,6 +31,7 @@ class EdgeContext:
             self.node.node_id,
             self.settings.max_streams_per_user,
             self.settings.presence_heartbeat,
+            self.registry.streams_of,
             self.node.publish_notice,
             time.monotonic(),
         )

@@ -57,18 +57,13 @@ class TokenClock:
             self._file(stream, warn_at)  # past exp (leeway): fires at the next tick
 
     def discard(self, stream: Stream) -> None:
-        if stream.expires_at is None:
-            return
-        sec = stream.token_due
-        for table, key in ((self._near, sec), (self._far, sec // SLOT)):
-            bucket = table.get(key)
-            if bucket is not None and stream in bucket:
-                bucket.discard(stream)
-                self._count -= 1
-                if not bucket:
-                    del table[key]
-                break
-        stream.expires_at = None
+        """``stream`` closed. An emptied bucket stays until its second or slot
+        comes (at most a day's worth of sets, reused by later streams)."""
+        bucket = stream.token_bucket
+        if bucket is not None:
+            bucket.discard(stream)
+            self._count -= 1
+        stream.token_bucket = stream.expires_at = None
 
     def tick(self, now: float) -> None:
         """Fire every bucket due by ``now``."""
@@ -82,6 +77,7 @@ class TokenClock:
                 continue
             self._count -= len(bucket)
             for stream in bucket:
+                stream.token_bucket = None
                 self._fire(stream, now)
         self._last = sec
 
@@ -99,11 +95,12 @@ class TokenClock:
     def _file(self, stream: Stream, at: float) -> None:
         # ceil: a bucket fires at or after its deadline, never before it
         sec = max(math.ceil(at), self._last + 1)
-        stream.token_due = sec
         if sec // SLOT <= self._horizon:
-            self._near.setdefault(sec, set()).add(stream)
+            bucket = self._near.setdefault(sec, set())
         else:
-            self._far.setdefault(sec // SLOT, set()).add(stream)
+            bucket = self._far.setdefault(sec // SLOT, set())
+        bucket.add(stream)
+        stream.token_bucket = bucket
         self._count += 1
 
     def _cascade(self, sec: int) -> None:
@@ -111,5 +108,14 @@ class TokenClock:
         horizon = sec // SLOT + 1
         for slot in range(self._horizon + 1, horizon + 1):
             for stream in self._far.pop(slot, ()):
-                self._near.setdefault(stream.token_due, set()).add(stream)
+                exp = stream.expires_at
+                assert exp is not None  # a filed stream has a token deadline
+                # Filed at its warning, which lies in this slot, ahead; or, warned
+                # already (the warning is behind us), at exp.
+                due = math.ceil(exp - self._warning)
+                if due <= sec:
+                    due = math.ceil(exp)
+                bucket = self._near.setdefault(max(due, self._last + 1), set())
+                bucket.add(stream)
+                stream.token_bucket = bucket
         self._horizon = max(self._horizon, horizon)

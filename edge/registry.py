@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 
 from ssehub.edge.stream import Stream
 
@@ -37,6 +37,9 @@ class Registry:
     def deliver(self, user_id: str, seq: int | None, sse: bytes) -> None:
         for stream in self._by_user.get(user_id, ()):
             stream.offer(seq, sse)
+
+    def streams_of(self, user_id: str) -> Collection[Stream]:
+        return self._by_user.get(user_id, ())
 
     def has_user(self, user_id: str) -> bool:
         return user_id in self._by_user

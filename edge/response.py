@@ -32,6 +32,12 @@ HEADERS = [
 RETRY_LATER_MS = 1500  # base of the short retry: answered when we cannot serve now
 
 
+def stream_id(now: float) -> str:
+    """``c-`` + the open time (µs, 13 hex digits: sorts as it happened) + 20 random
+    hex digits: the user's streams rank by it (edge/caps.py)."""
+    return f"c-{int(now * 1e6):013x}{token_hex(10)}"
+
+
 class RetryLater(Response):
     """200 with a short jittered ``retry:`` and an immediate close. A browser's
     EventSource gives up for good on any non-200, so this is how an edge that
@@ -58,13 +64,9 @@ class StreamResponse(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx = self.ctx
-        # token_hex: the same 32 hex digits as uuid4().hex, at a fraction of the cost
         now = time.time()
-        stream = Stream(
-            self.user_id, f"c-{token_hex(16)}", ctx.settings.client_buffer_bytes, opened_at=now
-        )
-        ctx.registry.add(stream)
-        ctx.caps.add(stream)  # in the same step as the route's caps.full check
+        stream = Stream(self.user_id, stream_id(now), ctx.settings.client_buffer_bytes)
+        ctx.registry.add(stream)  # in the same step as the route's caps.full check
         if self.expires_at is not None:
             ctx.tokens.add(stream, self.expires_at, now)
         ctx.metrics.connections.inc()
@@ -91,9 +93,9 @@ class StreamResponse(Response):
         finally:
             ctx.metrics.connections.dec()
             ctx.tokens.discard(stream)
-            ctx.caps.remove(stream)
             if ctx.registry.remove(stream):
                 ctx.node.release(self.user_id)
+            ctx.caps.closed(self.user_id)
 
     async def _serve(self, stream: Stream, receive: Receive, send: Send, stored_upto: int) -> None:
         ctx = self.ctx

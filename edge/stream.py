@@ -55,20 +55,20 @@ class Stream:
         "events_out",
         "expires_at",
         "notify",
-        "opened_at",
         "replayed",
         "stream_id",
-        "token_due",
+        "token_bucket",
         "user_id",
     )
 
-    def __init__(self, user_id: str, stream_id: str, bound: int, opened_at: float = 0.0) -> None:
+    def __init__(self, user_id: str, stream_id: str, bound: int) -> None:
         self.user_id = user_id
-        self.stream_id = stream_id  # the ``connectionId`` of the contract's ``connected``
+        # the ``connectionId`` of the contract's ``connected``; its order is the
+        # streams' open order (edge/caps.py)
+        self.stream_id = stream_id
         self.bound = bound
-        self.opened_at = opened_at  # unix seconds: ranks the user's streams (edge/caps.py)
         self.expires_at: float | None = None  # the token's exp (edge/expiry.py)
-        self.token_due = 0  # the second of the expiry wheel's bucket holding it
+        self.token_bucket: set[Stream] | None = None  # the expiry wheel's bucket holding it
         self.cursor = 0
         self.closed: CloseReason | None = None
         # Called when there is output, a store read to do, or a close; the

@@ -31,7 +31,7 @@ async def edges_with(stack: Stack, n: int, **overrides: object) -> AsyncIterator
 
 
 def open_here(app: FastAPI, user: str) -> int:
-    streams = app.state.edge.caps._local.get(user, {})
+    streams = app.state.edge.registry.streams_of(user)
     return sum(1 for s in streams if s.closed is None)
 
 

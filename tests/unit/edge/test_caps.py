@@ -1,9 +1,13 @@
-"""ssehub.edge.caps: the per-user stream cap, decided alike on every edge."""
+"""ssehub.edge.caps: the per-user stream cap, decided alike on every edge.
+
+Stream ids sort in open order (s1 < s2 < s3), as real ones do."""
 
 from __future__ import annotations
 
 import orjson
 from ssehub.edge.caps import NOTICE_HEADER, TOO_MANY, StreamCaps
+from ssehub.edge.registry import Registry
+from ssehub.edge.response import stream_id
 from ssehub.edge.stream import CloseReason, Stream
 from ssehub.fastpath.marshal import Publish
 
@@ -13,15 +17,22 @@ class Edge:
 
     def __init__(self, node: str, cap: int = 2, heartbeat: float = 10) -> None:
         self.sent: list[Publish] = []
-        self.caps = StreamCaps(node, cap, heartbeat, self.sent.append, 0.0)
+        self.registry = Registry()
+        self.caps = StreamCaps(
+            node, cap, heartbeat, self.registry.streams_of, self.sent.append, 0.0
+        )
 
-    def open(self, user: str, sid: str, at: float, now: float = 0.0) -> Stream:
-        stream = Stream(user, sid, 1 << 20, opened_at=at)
+    def open(self, user: str, sid: str, now: float = 0.0) -> Stream:
+        stream = Stream(user, sid, 1 << 20)
         stream._syncing = False
         assert not self.caps.full(user)
-        self.caps.add(stream)
+        self.registry.add(stream)
         self.caps.announce(user, now)
         return stream
+
+    def close(self, stream: Stream) -> None:
+        self.registry.remove(stream)
+        self.caps.closed(stream.user_id)
 
     def docs(self) -> list[dict[str, object]]:
         out = [orjson.loads(p.body) for p in self.sent]
@@ -41,23 +52,23 @@ def relay(src: Edge, *dst: Edge, now: float = 0.0) -> None:
 
 def test_local_cap() -> None:
     a = Edge("a", cap=2)
-    a.open("u", "s1", 1.0)
+    a.open("u", "s1")
     assert not a.caps.full("u")
-    s2 = a.open("u", "s2", 2.0)
+    s2 = a.open("u", "s2")
     assert a.caps.full("u")
     assert not a.caps.full("other")
-    a.caps.remove(s2)
+    a.close(s2)
     assert not a.caps.full("u")
 
 
 def test_hello_is_answered_and_the_newest_goes_on_both_edges() -> None:
     a, b = Edge("a"), Edge("b")
-    s1 = a.open("u", "s1", 1.0)
-    s2 = a.open("u", "s2", 2.0)
+    s1 = a.open("u", "s1")
+    s2 = a.open("u", "s2")
     relay(a, b)  # b holds nothing of u yet: ignored
-    s3 = b.open("u", "s3", 3.0)
+    s3 = b.open("u", "s3")
     (hello,) = b.docs() or [None]
-    assert hello == {"node": "b", "user": "u", "hello": True, "streams": [[3.0, "s3"]]}
+    assert hello == {"node": "b", "user": "u", "hello": True, "streams": ["s3"]}
     b.caps.receive(orjson.dumps(hello), 0.0)  # its own notice comes back: ignored
     a.caps.receive(orjson.dumps(hello), 0.0)
     assert s1.closed is None and s2.closed is None  # a's are the oldest
@@ -69,8 +80,8 @@ def test_hello_is_answered_and_the_newest_goes_on_both_edges() -> None:
 
 def test_ties_rank_by_stream_id() -> None:
     a, b = Edge("a", cap=1), Edge("b", cap=1)
-    sa = a.open("u", "s-b", 5.0)
-    sb = b.open("u", "s-a", 5.0)
+    sa = a.open("u", "c-1-b")  # opened in the same microsecond
+    sb = b.open("u", "c-1-a")
     relay(a, b)
     relay(b, a)
     relay(a, b)
@@ -80,9 +91,9 @@ def test_ties_rank_by_stream_id() -> None:
 
 def test_a_close_is_told_and_a_dead_node_stops_counting() -> None:
     a, b = Edge("a", cap=1, heartbeat=10), Edge("b", cap=1, heartbeat=10)
-    a.open("u", "s1", 1.0)
+    a.open("u", "s1")
     relay(a, b)
-    b.open("u", "s2", 2.0)
+    b.open("u", "s2")
     relay(b, a)
     relay(a, b)  # answer: b's s2 goes
     a.docs()
@@ -101,12 +112,12 @@ def test_a_close_is_told_and_a_dead_node_stops_counting() -> None:
 
 def test_closing_tells_the_others() -> None:
     a, b = Edge("a", cap=2), Edge("b", cap=2)
-    s1 = a.open("u", "s1", 1.0)
+    s1 = a.open("u", "s1")
     relay(a, b)
-    b.open("u", "s2", 2.0)
+    b.open("u", "s2")
     relay(b, a)
     relay(a, b)
-    a.caps.remove(s1)
+    a.close(s1)
     (doc,) = a.docs()
     assert doc["streams"] == [] and doc["hello"] is False
     assert "u" not in a.caps._remote  # a is no longer bound for u
@@ -114,16 +125,16 @@ def test_closing_tells_the_others() -> None:
 
 def test_single_edge_users_send_nothing_but_their_hellos() -> None:
     a = Edge("a")
-    s = a.open("u", "s1", 1.0)
+    s = a.open("u", "s1")
     assert len(a.docs()) == 1
     a.caps.tick(100.0)
-    a.caps.remove(s)
+    a.close(s)
     assert a.docs() == []
 
 
 def test_malformed_notices_are_ignored() -> None:
     a = Edge("a")
-    s = a.open("u", "s1", 1.0)
+    s = a.open("u", "s1")
     for body in [
         b"",
         b"{",
@@ -135,3 +146,9 @@ def test_malformed_notices_are_ignored() -> None:
         a.caps.receive(body, 0.0)
     assert s.closed is None
     assert "u" not in a.caps._remote
+
+
+def test_stream_ids_sort_in_open_order() -> None:
+    ids = [stream_id(t) for t in (1_700_000_000.0, 1_700_000_000.000001, 1_800_000_000.5)]
+    assert ids == sorted(ids)
+    assert all(len(i) == 35 and i.startswith("c-") for i in ids)
