@@ -43,12 +43,10 @@ import aiormq
 import orjson
 from ssehub.edge.stream import CloseReason, Stream
 from ssehub.fastpath.marshal import Publish
-from ssehub.sse import render_event
 from ssehub.topology import DELIVER
 
 NOTICE_HEADER = "x-ssehub-notice"
 NOTICE_PROPERTIES = aiormq.spec.Basic.Properties(headers={NOTICE_HEADER: 1})
-TOO_MANY = render_event(None, "disconnected", b'{"reason":"too_many_streams"}')
 EXPIRY_BEATS = 3  # a node's notice counts for this many heartbeats
 
 
@@ -147,7 +145,7 @@ class StreamCaps:
         for stream_id in ranked[self.cap :]:
             stream = local.get(stream_id)
             if stream is not None:
-                stream.farewell(TOO_MANY, CloseReason.TOO_MANY_STREAMS)
+                stream.close(CloseReason.TOO_MANY_STREAMS)  # the response says why
 
     def _send(self, user_id: str, *, hello: bool) -> None:
         ids = [s.stream_id for s in self._streams_of(user_id) if s.closed is None]

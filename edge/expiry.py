@@ -24,7 +24,6 @@ from ssehub.edge.stream import CloseReason, Stream
 from ssehub.sse import render_event
 
 SLOT = 64  # seconds per coarse slot
-EXPIRED = render_event(None, "token:expired", b"{}")
 
 
 def render_expiring(exp: float) -> bytes:
@@ -87,7 +86,7 @@ class TokenClock:
             return
         if now >= exp:
             stream.expires_at = None
-            stream.farewell(EXPIRED, CloseReason.TOKEN_EXPIRED)
+            stream.close(CloseReason.TOKEN_EXPIRED)  # the response writes token:expired
         else:
             stream.offer(None, render_expiring(exp))
             self._file(stream, exp)

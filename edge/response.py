@@ -120,7 +120,8 @@ class StreamResponse(Response):
         if stream.closed is not CloseReason.DISCONNECT:
             # The output left, with a farewell event last; then the end of the
             # chunked body. A frozen client may never take it.
-            last = stream.take()[0] if stream.closed in FAREWELLS else b""
+            farewell = FAREWELLS.get(stream.closed) if stream.closed else None
+            last = b"" if farewell is None else stream.take()[0] + farewell
             with contextlib.suppress(TimeoutError, OSError):
                 async with asyncio.timeout(1.0):
                     await send({"type": "http.response.body", "body": last, "more_body": False})

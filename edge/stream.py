@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
 
-from ssehub.sse import PING
+from ssehub.sse import PING, render_event
 from ssehub.store import EventStore
 
 log = logging.getLogger("ssehub.edge")
@@ -36,9 +36,14 @@ class CloseReason(StrEnum):
     TOO_MANY_STREAMS = "too-many-streams"  # over the per-user cap (edge/caps.py)
 
 
-# Closes that end with a last event of ours (``Stream.farewell``): the response
-# writes the remaining output with the end of the body.
-FAREWELLS = frozenset({CloseReason.TOKEN_EXPIRED, CloseReason.TOO_MANY_STREAMS})
+# Closes that end with a last ephemeral event of ours: the response writes the
+# unsent output (a replay page, live events), then this, with the end of the body.
+FAREWELLS = {
+    CloseReason.TOKEN_EXPIRED: render_event(None, "token:expired", b"{}"),
+    CloseReason.TOO_MANY_STREAMS: render_event(
+        None, "disconnected", b'{"reason":"too_many_streams"}'
+    ),
+}
 
 
 class Stream:
@@ -109,15 +114,6 @@ class Stream:
         if self.closed is None:
             self.closed = reason
             self.notify()
-
-    def farewell(self, sse: bytes, reason: CloseReason) -> None:
-        """A last ephemeral event, then close (``reason`` in FAREWELLS): the event
-        goes after any unsent output, replay or not, and the response writes
-        both as it ends the body."""
-        if self.closed is None:
-            self._out.append(sse)
-            self._out_bytes += len(sse)
-            self.close(reason)
 
     # -- writer side ---------------------------------------------------------
     @property

@@ -163,12 +163,19 @@ async def test_across_edges_the_new_stream_goes_on_the_edge_that_knows(stack: St
         assert (await a1.next()).event == "connected"
         b1 = (await es.enter_async_context(open_stream(b.state.url, token)))[1]
         assert (await b1.next()).event == "connected"
-        a2 = (await es.enter_async_context(open_stream(a.state.url, token)))[1]
-        assert (await a2.next()).event == "connected"
-        await disconnected_within(a2, 1.0)
         await stack.publisher.send_event_to_user(user, "message:new", {"n": 1})
         for c in (a1, b1):
-            assert (await c.next()).event == "message:new"
+            assert (await c.next()).seq == 1
+        # the new one replays first: its farewell comes after the replay
+        a2 = (await es.enter_async_context(open_stream(a.state.url, token, last_event_id="0")))[1]
+        assert [(e.event, e.id) for e in await a2.take(2)] == [
+            ("connected", "0"),
+            ("message:new", "1"),
+        ]
+        await disconnected_within(a2, 1.0)
+        await stack.publisher.send_event_to_user(user, "message:new", {"n": 2})
+        for c in (a1, b1):
+            assert (await c.next()).seq == 2
         # once B's stream closes, A may hold two again
         await b1.close()
         async with asyncio.timeout(10):
