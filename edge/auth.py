@@ -54,7 +54,7 @@ class TokenVerifier:
             "verify_sub": False,
             "verify_jti": False,
         }
-        self._jwt = _codec(settings)
+        self._jwt, self._key = _codec(settings)
 
     def verify(self, token: str) -> Identity:
         if not token or len(token) > MAX_TOKEN_CHARS or not token.isascii():
@@ -62,7 +62,7 @@ class TokenVerifier:
         try:
             claims = self._jwt.decode(
                 token,
-                "",  # the key is bound to the algorithm in _codec
+                self._key,  # "" when bound to the algorithm in _codec
                 algorithms=self._algorithms,
                 options=self._options,
                 audience=self._audience,
@@ -116,7 +116,7 @@ def mint_token(
     if settings.jwt_issuer is not None:
         claims["iss"] = settings.jwt_issuer
     claims.update(extra or {})
-    return _codec(settings).encode(claims, "", algorithm=alg)
+    return _codec(settings)[0].encode(claims, "", algorithm=alg)
 
 
 def _auth_error(exc: jwt.PyJWTError) -> AuthError:
@@ -162,8 +162,16 @@ class _BoundKey(Algorithm):
         raise NotImplementedError
 
 
-def _codec(settings: Settings) -> jwt.PyJWT:
-    """A PyJWT that knows exactly one algorithm, bound to the configured key."""
+def _codec(settings: Settings) -> tuple[jwt.PyJWT, Any]:
+    """A PyJWT for the configured algorithm and the key to pass it, parsed once.
+
+    Public API where it is as fast: ``decode(token, key=<prepared public key>)``
+    costs an isinstance check more than RSA/EC verification (measured within
+    1 % for RS256, issue 8). For HMAC, PyJWT re-prepares the secret on every
+    call (PEM and SSH-key pattern checks: 2.1x the whole decode of HS256), and
+    for a weak key it would warn on every call; so there, and for weak
+    asymmetric keys, the key is bound to the algorithm instead (key: "").
+    """
     alg = settings.jwt_algorithm
     inner = get_default_algorithms()[alg]
     hmac = alg.startswith("HS")
@@ -181,12 +189,10 @@ def _codec(settings: Settings) -> jwt.PyJWT:
     weak = inner.check_key_length(key)
     if weak:
         log.warning("%s: %s", name, weak)
+    elif not hmac:
+        return jwt.PyJWT(), key
     jws = jwt.PyJWS(algorithms=[])
     jws.register_algorithm(alg, _BoundKey(inner, key))
     codec = jwt.PyJWT()
-    # PyJWT's JWS layer; jwt/api_jwt.py swaps it the same way. The public
-    # ``jwt.decode(token, key=<prepared key or PyJWK>)`` re-prepares and
-    # re-checks the key on every call (and warns each time for a short one):
-    # measured 3-5x slower for HS256 and 1.2-1.5x for RS256 (issue 8), so not yet.
-    codec._jws = jws
-    return codec
+    codec._jws = jws  # PyJWT's JWS layer; jwt/api_jwt.py swaps it the same way
+    return codec, ""

@@ -271,6 +271,22 @@ def test_short_secret_warns_once_in_the_log(caplog: pytest.LogCaptureFixture) ->
     assert verifier.verify(mint_token(settings_, "u2")).user_id == "u2"
 
 
+def test_short_rsa_key_warns_once_in_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    # the public decode path would warn on every call for it (filterwarnings=error)
+    private = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    pem = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    settings_ = make_settings(jwt_algorithm="RS256", jwt_public_key=pem.decode())
+    with caplog.at_level(logging.WARNING, logger="ssehub.edge.auth"):
+        verifier = TokenVerifier(settings_)
+    assert any("SSEHUB_JWT_PUBLIC_KEY" in r.getMessage() for r in caplog.records)
+    with pytest.warns(jwt.InsecureKeyLengthWarning):  # signing it here, in the test
+        token = jwt.encode({"sub": "u1", "exp": int(time.time()) + 60}, private, "RS256")
+    for _ in range(3):
+        assert verifier.verify(token).user_id == "u1"
+
+
 # -- mint_token ---------------------------------------------------------------
 
 
