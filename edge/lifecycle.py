@@ -27,8 +27,11 @@ async def pinger(ctx: EdgeContext) -> None:
     next_ping = loop.time() + interval
     while True:
         await asyncio.sleep(max(0.0, min(TICK, next_ping - loop.time())))
-        ctx.tokens.tick(time.time())
-        ctx.caps.tick(time.monotonic())
+        try:  # a bug in one wheel must not stop the pings
+            ctx.tokens.tick(time.time())
+            ctx.caps.tick(time.monotonic())
+        except Exception:
+            log.exception("node tick failed")
         if loop.time() >= next_ping:
             next_ping = loop.time() + interval
             for stream in ctx.registry.streams():
