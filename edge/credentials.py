@@ -37,7 +37,7 @@ def extract_token(
     raise AuthError(
         "missing_token",
         "No token: send ?token=, an 'Authorization: Bearer' header, an X-Auth-Token header"
-        " or the token cookie.",
+        " or, where configured, the token cookie.",
     )
 
 
