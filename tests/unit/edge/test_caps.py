@@ -67,7 +67,7 @@ def test_hello_is_answered_and_the_newest_goes_on_both_edges() -> None:
     s2 = a.open("u", "s2")
     relay(a, b)  # b holds nothing of u yet: ignored
     s3 = b.open("u", "s3")
-    (hello,) = b.docs() or [None]
+    (hello,) = b.docs()
     assert hello == {"node": "b", "user": "u", "hello": True, "streams": ["s3"]}
     b.caps.receive(orjson.dumps(hello), 0.0)  # its own notice comes back: ignored
     a.caps.receive(orjson.dumps(hello), 0.0)
