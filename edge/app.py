@@ -69,6 +69,7 @@ def create_app(settings: Settings, *, extra: Extra | None = None) -> FastAPI:
     app = EdgeApp(
         verifier,
         _cors(settings),
+        cookie=settings.jwt_cookie,
         title="ssehub edge",
         lifespan=lifespan,
         docs_url=None,
@@ -120,14 +121,24 @@ class EdgeApp(FastAPI):
     """FastAPI, with ``GET /sse/connect`` answered in front of its whole
     middleware stack (edge/route.py) and CORS around both."""
 
-    def __init__(self, verifier: TokenVerifier, cors: dict[str, Any] | None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        verifier: TokenVerifier,
+        cors: dict[str, Any] | None,
+        cookie: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self._verifier = verifier
         self._cors = cors
+        self._cookie = cookie
 
     def build_middleware_stack(self) -> ASGIApp:
         app: ASGIApp = StreamRoute(
-            super().build_middleware_stack(), state=self.state, verifier=self._verifier
+            super().build_middleware_stack(),
+            state=self.state,
+            verifier=self._verifier,
+            cookie=self._cookie,
         )
         if self._cors is not None:
             app = CORSMiddleware(app, **self._cors)
@@ -139,7 +150,8 @@ def _cors(settings: Settings) -> dict[str, Any] | None:
     if not origins:
         return None
     # "*" is answered by echoing the caller's origin: EventSource(withCredentials)
-    # refuses a literal "*" in Access-Control-Allow-Origin.
+    # refuses a literal "*" in Access-Control-Allow-Origin, and a cookie token
+    # needs credentials. Starlette adds "Vary: Origin" to every echoed origin.
     any_origin = "*" in origins
     return {
         "allow_origins": [] if any_origin else origins,

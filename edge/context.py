@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 from ssehub.config import Settings
+from ssehub.edge.caps import StreamCaps
+from ssehub.edge.expiry import TokenClock
 from ssehub.edge.metrics import EdgeMetrics
 from ssehub.edge.node import EdgeNode
 from ssehub.edge.registry import Registry
@@ -19,3 +22,18 @@ class EdgeContext:
     node: EdgeNode
     metrics: EdgeMetrics
     draining: bool = False
+    tokens: TokenClock = field(init=False)  # token lifetimes (edge/expiry.py)
+    caps: StreamCaps = field(init=False)  # streams per user (edge/caps.py)
+
+    def __post_init__(self) -> None:
+        self.tokens = TokenClock(self.settings.token_warning, time.time())
+        self.caps = StreamCaps(
+            self.node.node_id,
+            self.settings.max_streams_per_user,
+            self.settings.presence_heartbeat,
+            self.registry.streams_of,
+            self.node.publish_notice,
+            time.monotonic(),
+        )
+        caps = self.caps
+        self.node.on_notice = lambda body: caps.receive(body, time.monotonic())

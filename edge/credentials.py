@@ -1,21 +1,27 @@
 """Where a request's token comes from: ``?token=``, ``Authorization: Bearer``,
-``X-Auth-Token``, in that order. Pure: the route hands over the raw values."""
+``X-Auth-Token``, the configured cookie, in that order. Pure: the route hands
+over the raw values."""
 
 from __future__ import annotations
 
 from ssehub.errors import AuthError
+from starlette.requests import cookie_parser
 
 
 def extract_token(
-    query_token: str | None, authorization: str | None, x_auth_token: str | None
+    query_token: str | None,
+    authorization: str | None,
+    x_auth_token: str | None,
+    cookie: str | None = None,
 ) -> str:
-    """The request's token: ``?token=``, then ``Authorization: Bearer``, then ``X-Auth-Token``.
+    """The request's token: ``?token=``, then ``Authorization: Bearer``, then
+    ``X-Auth-Token``, then ``cookie`` (the value of the ``SSEHUB_JWT_COOKIE`` cookie).
 
     A non-Bearer ``Authorization`` header (say, Basic added by a proxy) is an
     error only when no other method supplies a token.
     """
-    query, header, x_auth = (
-        v.strip() if v else "" for v in (query_token, authorization, x_auth_token)
+    query, header, x_auth, from_cookie = (
+        v.strip() if v else "" for v in (query_token, authorization, x_auth_token, cookie)
     )
     if query:
         return query
@@ -24,9 +30,24 @@ def extract_token(
         return credentials.strip()
     if x_auth:
         return x_auth
+    if from_cookie:
+        return from_cookie
     if header:
         raise AuthError("invalid_request", "The Authorization header must be 'Bearer <token>'.")
     raise AuthError(
         "missing_token",
-        "No token: send ?token=, an 'Authorization: Bearer' header or an X-Auth-Token header.",
+        "No token: send ?token=, an 'Authorization: Bearer' header, an X-Auth-Token header"
+        " or, where configured, the token cookie.",
     )
+
+
+def cookie_value(header: str | None, name: str | None) -> str | None:
+    """The value of cookie ``name`` in a ``Cookie`` header, or None.
+
+    Parsed the way browsers send it (``a=1; b=2``), leniently: one malformed
+    cookie of some other app on the domain does not hide ours (unlike
+    ``http.cookies.SimpleCookie``, which gives up on the whole header).
+    """
+    if not header or not name:
+        return None
+    return cookie_parser(header).get(name)

@@ -36,7 +36,8 @@ def add_demo_routes(app: FastAPI, settings: Settings, publisher: Publisher) -> N
     page = resources.files("ssehub.edge").joinpath("static/index.html").read_text()
 
     def sender(request: Request) -> str:
-        return verifier.verify(extract_token(None, request.headers.get("authorization"), None))
+        token = extract_token(None, request.headers.get("authorization"), None)
+        return verifier.verify(token).user_id
 
     @app.exception_handler(SsehubError)
     async def _refuse(_request: Request, exc: SsehubError) -> JSONResponse:

@@ -1,4 +1,5 @@
-"""Node-wide timers: pings for every stream, and the drain of a stopping edge."""
+"""Node-wide timers: pings for every stream, token lifetimes and stream-cap
+notices (a ~1 s tick), and the drain of a stopping edge."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 
 from ssehub.edge.context import EdgeContext
 from ssehub.edge.stream import CloseReason
@@ -13,14 +15,27 @@ from ssehub.edge.stream import CloseReason
 log = logging.getLogger("ssehub.edge")
 
 DRAIN_STEPS = 10
+TICK = 1.0  # seconds: the precision of token lifetimes (edge/expiry.py)
 
 
 async def pinger(ctx: EdgeContext) -> None:
-    """One timer for all streams instead of one per stream."""
+    """One timer for all streams instead of one per stream: a ping every
+    ``ping_interval``, and a tick about every second for the node's wheels
+    (an empty tick costs a few attribute reads)."""
+    loop = asyncio.get_running_loop()
+    interval = ctx.settings.ping_interval
+    next_ping = loop.time() + interval
     while True:
-        await asyncio.sleep(ctx.settings.ping_interval)
-        for stream in ctx.registry.streams():
-            stream.ping()
+        await asyncio.sleep(max(0.0, min(TICK, next_ping - loop.time())))
+        try:  # a bug in one wheel must not stop the pings
+            ctx.tokens.tick(time.time())
+            ctx.caps.tick(time.monotonic())
+        except Exception:
+            log.exception("node tick failed")
+        if loop.time() >= next_ping:
+            next_ping = loop.time() + interval
+            for stream in ctx.registry.streams():
+                stream.ping()
 
 
 async def drain(ctx: EdgeContext, period: float) -> None:

@@ -9,10 +9,12 @@ a disconnect always ends bound if a stream is open.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
 import uuid
+from collections.abc import Callable
 
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractQueue
@@ -26,6 +28,7 @@ from ssehub.edge.registry import Registry
 from ssehub.errors import BrokerUnavailable
 from ssehub.fastpath.confirms import BatchPublisher
 from ssehub.fastpath.inline import consume_inline
+from ssehub.fastpath.marshal import Publish
 from ssehub.fastpath.outbox import Outbox
 from ssehub.sse import event_seq
 
@@ -57,6 +60,9 @@ class EdgeNode:
         self._turn = 0
         self._signals: Outbox | None = None  # presence → dispatcher
         self.receipts = Receipts()
+        # stream-cap notices between edges (edge/caps.py): out, and in
+        self._notices: Outbox | None = None
+        self.on_notice: Callable[[bytes], None] = _ignore
         self._bound: set[str] = set()
         # user -> (lock, number of operations using it); dropped when unused
         self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
@@ -100,6 +106,7 @@ class EdgeNode:
         # message we only forward.
         raw = await channel.get_underlay_channel()
         await consume_inline(raw, queue.name, self._on_delivery, no_ack=True)
+        self._notices = Outbox(raw)
         self._queue = queue
         receipts = await connection.channel(publisher_confirms=True)
         self.supervisor.watch(receipts)
@@ -125,6 +132,7 @@ class EdgeNode:
         self._binders = []
         self._queue = None
         self._signals = None
+        self._notices = None
         self._bound.clear()
 
     def _on_delivery(self, message: DeliveredMessage) -> None:
@@ -135,7 +143,9 @@ class EdgeNode:
             self._registry.deliver(user, event_seq(body), body)
             return
         notice = _text(headers.get(topology.NOTICE_HEADER))
-        if notice == "receipt":
+        if notice == "caps":  # another edge's streams of the user (edge/caps.py)
+            self.on_notice(body)
+        elif notice == "receipt":
             seq = event_seq(body)
             if seq is not None:
                 key = headers.get(topology.NOTICE_KEY)
@@ -195,6 +205,12 @@ class EdgeNode:
         self._turn = (self._turn + 1) % len(self._binders)
         await self._binders[self._turn].apply(user_id, bind)
 
+    def publish_notice(self, notice: Publish) -> None:
+        """Best effort: a notice lost with the link is re-sent with the next change."""
+        if self._notices is not None:
+            with contextlib.suppress(BrokerUnavailable):
+                self._notices.publish([notice])
+
     def _announce(self, user_id: str | None, online: bool) -> None:
         if self._signals is not None:
             self._signals.publish([topology.presence_message(self.node_id, user_id, online)])
@@ -214,3 +230,7 @@ class EdgeNode:
         """Wait for background unbinds (tests and shutdown)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+def _ignore(_body: bytes) -> None:
+    pass

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Any
 
 import orjson
@@ -64,6 +64,9 @@ class Registry:
                     stream.end(goodbye("token_revoked"), CloseReason.TOKEN_REVOKED)
                     closed += 1
         return closed
+
+    def streams_of(self, user_id: str) -> Collection[Stream]:
+        return self._by_user.get(user_id, ())
 
     def has_user(self, user_id: str) -> bool:
         return user_id in self._by_user

@@ -2,8 +2,9 @@
 
 Sequence for a new stream (the order is what makes the replay/live seam exact):
 register the stream (live events are held from here on) → bind the user
-on this node → read the user's position → answer 200 → ``retry:`` and
-``connected`` → replay from the store → held live events → live.
+on this node → read the user's position (and revocation) and the presence
+snapshot → answer 200 → ``retry:`` and ``connected`` → replay from the store
+→ ``presence:snapshot`` → held live events → live.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from secrets import token_hex
 
 import orjson
@@ -18,7 +20,7 @@ from ssehub.edge.auth import Identity
 from ssehub.edge.context import EdgeContext
 from ssehub.edge.pump import Pump, closes_on_failure
 from ssehub.edge.registry import revoked
-from ssehub.edge.stream import GOODBYES, CloseReason, Stream
+from ssehub.edge.stream import FAREWELLS, GOODBYES, CloseReason, Stream
 from ssehub.errors import AuthError, BrokerUnavailable, StoreUnavailable
 from ssehub.sse import render_connected, render_event, render_retry
 from starlette.responses import JSONResponse, Response
@@ -33,6 +35,12 @@ HEADERS = [
 ]
 RETRY_LATER_MS = 1500  # base of the short retry: answered when we cannot serve now
 TOKEN_REVOKED = AuthError("token_revoked", "The token has been revoked; sign in again.")
+
+
+def stream_id(now: float) -> str:
+    """``c-`` + the open time (µs, 13 hex digits: sorts as it happened) + 20 random
+    hex digits: the user's streams rank by it (edge/caps.py)."""
+    return f"c-{int(now * 1e6):013x}{token_hex(10)}"
 
 
 def refuse(exc: AuthError) -> JSONResponse:
@@ -64,18 +72,18 @@ class StreamResponse(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx = self.ctx
-        # token_hex: the same 32 hex digits as uuid4().hex, at a fraction of the cost
+        now = time.time()
         stream = Stream(
-            self.user_id,
-            f"c-{token_hex(16)}",
-            ctx.settings.client_buffer_bytes,
-            self.identity.issued_at,
+            self.user_id, stream_id(now), ctx.settings.client_buffer_bytes, self.identity.iat
         )
-        ctx.registry.add(stream)
+        ctx.registry.add(stream)  # in the same step as the route's caps.full check
+        if self.identity.exp is not None:
+            ctx.tokens.add(stream, self.identity.exp, now)
         ctx.metrics.connections.inc()
         try:
             try:
                 await ctx.node.ensure_bound(self.user_id)
+                ctx.caps.announce(self.user_id, time.monotonic())
                 position = await ctx.store.position(self.user_id)
                 snapshot = await self._presence_snapshot()
             except (BrokerUnavailable, StoreUnavailable) as exc:
@@ -86,8 +94,12 @@ class StreamResponse(Response):
                 await RetryLater()(scope, receive, send)
                 return
             # Read after the bind: a revoke committed later reaches this stream live.
-            if revoked(self.identity.issued_at, position.revoked_before):
+            if revoked(self.identity.iat, position.revoked_before):
                 ctx.metrics.auth_failures.inc()
+                log.info(
+                    "refused a stream: 401 token_revoked",
+                    extra={"reason": "token_revoked", "status": 401, "user": self.user_id},
+                )
                 await refuse(TOKEN_REVOKED)(scope, receive, send)
                 return
             recovered = self.last_event_id is not None and position.can_resume(self.last_event_id)
@@ -109,8 +121,10 @@ class StreamResponse(Response):
             await self._serve(stream, receive, send, position.last_seq, snapshot)
         finally:
             ctx.metrics.connections.dec()
+            ctx.tokens.discard(stream)
             if ctx.registry.remove(stream):
                 ctx.node.release(self.user_id)
+            ctx.caps.closed(self.user_id)
 
     async def _presence_snapshot(self) -> bytes | None:
         """``presence:snapshot``: the peers online now, read after the bind (so
@@ -146,9 +160,6 @@ class StreamResponse(Response):
         finally:
             await pump.stop()
             ctx.metrics.replayed_events.inc(stream.replayed)
-        if stream.closed in GOODBYES:  # the client learns why: its last event
-            with contextlib.suppress(TimeoutError, OSError), closes_on_failure(stream):
-                await pump.flush()
         fields = {"user": stream.user_id, "stream": stream.stream_id, "reason": stream.closed}
         if log.isEnabledFor(logging.DEBUG):
             log.debug("stream %s closed (%s)", stream.stream_id, stream.closed, extra=fields)
@@ -156,7 +167,11 @@ class StreamResponse(Response):
             log.info("closing slow client %s (%s)", stream.stream_id, stream.closed, extra=fields)
             ctx.metrics.slow_closes.inc()
         if stream.closed is not CloseReason.DISCONNECT:
-            # End the chunked body; a frozen client may never take it.
+            # The output left, with a farewell event last (the client learns why);
+            # then the end of the chunked body. A frozen client may never take it.
+            last = b""
+            if stream.closed in GOODBYES:
+                last = stream.take()[0] + FAREWELLS.get(stream.closed, b"")
             with contextlib.suppress(TimeoutError, OSError):
                 async with asyncio.timeout(1.0):
-                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    await send({"type": "http.response.body", "body": last, "more_body": False})

@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl
 
 from ssehub.edge.auth import TokenVerifier
 from ssehub.edge.context import EdgeContext
-from ssehub.edge.credentials import extract_token
+from ssehub.edge.credentials import cookie_value, extract_token
 from ssehub.edge.response import RetryLater, StreamResponse, refuse
 from ssehub.errors import AuthError
 from ssehub.sse import parse_last_event_id
@@ -26,13 +26,20 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 PATH = "/sse/connect"
 log = logging.getLogger("ssehub.edge")
+TOO_MANY_STREAMS = {
+    "error": "too_many_streams",
+    "message": "This user has the most streams open that are allowed; close one first.",
+}
 
 
 class StreamRoute:
-    def __init__(self, app: ASGIApp, *, state: State, verifier: TokenVerifier) -> None:
+    def __init__(
+        self, app: ASGIApp, *, state: State, verifier: TokenVerifier, cookie: str | None = None
+    ) -> None:
         self._app = app
         self._state = state  # the app's: the lifespan puts the EdgeContext there
         self._verifier = verifier
+        self._cookie = cookie  # SSEHUB_JWT_COOKIE: the cookie holding a token, if any
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != PATH:
@@ -45,10 +52,12 @@ class StreamRoute:
             return
         ctx: EdgeContext = self._state.edge
         query = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
-        headers = _headers(scope, (b"authorization", b"x-auth-token", b"last-event-id"))
+        headers = _headers(scope, (b"authorization", b"x-auth-token", b"last-event-id", b"cookie"))
         try:
-            raw = extract_token(query.get("token"), headers[0], headers[1])
-            identity = self._verifier.identify(raw)
+            raw = extract_token(
+                query.get("token"), headers[0], headers[1], cookie_value(headers[3], self._cookie)
+            )
+            identity = self._verifier.verify(raw)
         except AuthError as exc:
             ctx.metrics.auth_failures.inc()
             # why, never the token: the code names the cause (token_expired, ...)
@@ -62,6 +71,13 @@ class StreamRoute:
         if ctx.draining or not ctx.node.ready:
             ctx.metrics.retry_later.inc()
             await RetryLater()(scope, receive, send)
+            return
+        if ctx.caps.full(identity.user_id):
+            log.info(
+                "refused a stream: 429 too_many_streams",
+                extra={"reason": "too_many_streams", "status": 429, "user": identity.user_id},
+            )
+            await JSONResponse(TOO_MANY_STREAMS, status_code=429)(scope, receive, send)
             return
         last_event_id = parse_last_event_id(headers[2] or query.get("lastEventId"))
         await StreamResponse(ctx, identity, last_event_id)(scope, receive, send)

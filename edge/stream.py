@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
 
-from ssehub.sse import PING, event_name
+from ssehub.sse import PING, event_name, render_event
 from ssehub.store import EventStore
 
 log = logging.getLogger("ssehub.edge")
@@ -34,11 +34,21 @@ class CloseReason(StrEnum):
     STORE = "store"  # the store failed during a read
     DISCONNECTED = "disconnected"  # a control disconnect of the user
     TOKEN_REVOKED = "token-revoked"  # a control revoke covering the stream's token
+    TOKEN_EXPIRED = "token-expired"  # the token's exp passed (edge/expiry.py)
+    TOO_MANY_STREAMS = "too-many-streams"  # over the per-user cap (edge/caps.py)
 
 
-# Reasons whose last event (``disconnected``, ...) is flushed to the client before
-# the stream ends: the client must learn why it was closed.
-GOODBYES = frozenset({CloseReason.DISCONNECTED, CloseReason.TOKEN_REVOKED})
+# Closes that end with a last ephemeral event of ours: the response writes the
+# unsent output (a replay page, live events), then this, with the end of the body.
+FAREWELLS = {
+    CloseReason.TOKEN_EXPIRED: render_event(None, "token:expired", b"{}"),
+    CloseReason.TOO_MANY_STREAMS: render_event(
+        None, "disconnected", b'{"reason":"too_many_streams"}'
+    ),
+}
+# Closes whose last event (a control's ``disconnected``, with its reason) was put
+# into the output by ``Stream.end``: the response writes the output out too.
+GOODBYES = frozenset({CloseReason.DISCONNECTED, CloseReason.TOKEN_REVOKED, *FAREWELLS})
 
 
 class Stream:
@@ -55,10 +65,12 @@ class Stream:
         "closed",
         "cursor",
         "events_out",
+        "expires_at",
         "issued_at",
         "notify",
         "replayed",
         "stream_id",
+        "token_bucket",
         "user_id",
     )
 
@@ -67,8 +79,12 @@ class Stream:
     ) -> None:
         self.user_id = user_id
         self.issued_at = issued_at  # the token's ``iat``: a revoke covers it or not
-        self.stream_id = stream_id  # the ``connectionId`` of the contract's ``connected``
+        # the ``connectionId`` of the contract's ``connected``; its order is the
+        # streams' open order (edge/caps.py)
+        self.stream_id = stream_id
         self.bound = bound
+        self.expires_at: float | None = None  # the token's exp (edge/expiry.py)
+        self.token_bucket: set[Stream] | None = None  # the expiry wheel's bucket holding it
         self.cursor = 0
         self.closed: CloseReason | None = None
         # Called when there is output, a store read to do, or a close; the

@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
     jwt_leeway: float = Field(default=0.0, ge=0)
+    # the name of a cookie that carries the token (a fourth source; off when None)
+    jwt_cookie: str | None = None
+    # how long before a token's exp its stream gets ``token:expiring``
+    token_warning: float = Field(default=60.0, ge=0)
 
     # -- edge ---------------------------------------------------------------
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -60,6 +64,7 @@ class Settings(BaseSettings):
     write_timeout: PositiveSeconds = 30.0
     replay_page: int = Field(default=500, ge=1)
     drain_seconds: float = Field(default=10.0, ge=0)
+    max_streams_per_user: int = Field(default=10, ge=1)
 
     # -- dispatcher ---------------------------------------------------------
     batch_size: int = Field(default=500, ge=1)

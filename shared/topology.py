@@ -156,11 +156,13 @@ PRESENCE_PROPERTIES = aiormq.spec.Basic.Properties(headers={PRESENCE_HEADER: 1})
 DELIVERY_PROPERTIES = aiormq.spec.Basic.Properties()
 
 # Deliveries that ask more of an edge than writing them carry a header naming
-# it: "receipt" (report the event once written; NOTICE_KEY holds its id) or
-# "control" (the body is a control op's JSON, for the user's streams).
+# it: "receipt" (report the event once written; NOTICE_KEY holds its id),
+# "control" (the body is a control op's JSON, for the user's streams) or "caps".
 NOTICE_HEADER = "x-ssehub-notice"
 NOTICE_KEY = "x-ssehub-key"
 CONTROL_PROPERTIES = aiormq.spec.Basic.Properties(headers={NOTICE_HEADER: "control"})
+# "caps": an edge's streams of the user, for the per-user stream cap (edge/caps.py)
+CAPS_PROPERTIES = aiormq.spec.Basic.Properties(headers={NOTICE_HEADER: "caps"})
 
 
 def receipt_properties(key: str | None) -> aiormq.spec.Basic.Properties:

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from ssehub.edge.auth import TokenVerifier, mint_token
+from ssehub.edge.auth import Identity, TokenVerifier, mint_token
 from ssehub.errors import AuthError, ConfigError
 
 from tests.unit.edge.tokens import (
@@ -32,14 +32,30 @@ from tests.unit.edge.tokens import (
 
 
 def test_valid_token(verifier: TokenVerifier) -> None:
-    assert verifier.verify(hs({"sub": "u1", "exp": time.time() + 60})) == "u1"
+    assert verifier.verify(hs({"sub": "u1", "exp": time.time() + 60})).user_id == "u1"
+
+
+def test_identity_carries_exp_and_iat(verifier: TokenVerifier) -> None:
+    now = int(time.time())
+    identity = verifier.verify(hs({"sub": "u1", "exp": now + 60, "iat": now}))
+    assert identity == Identity("u1", float(now + 60), float(now))
+    assert verifier.verify(hs({"sub": "u1"})) == Identity("u1", None, None)
+    # iat is informational: a non-number is ignored, not an error
+    assert verifier.verify(hs({"sub": "u1", "iat": "yesterday"})).iat is None
+    assert verifier.verify(hs({"sub": "u1", "exp": now + 60.5})).exp == now + 60.5
+
+
+def test_identity_is_frozen(verifier: TokenVerifier) -> None:
+    identity = verifier.verify(hs({"sub": "u1"}))
+    with pytest.raises(AttributeError):
+        identity.user_id = "admin"  # type: ignore[misc]
 
 
 @pytest.mark.parametrize("alg", ["HS384", "HS512"])
 def test_other_hmac_algorithms(alg: str) -> None:
     secret = SECRET + SECRET  # 98 bytes: long enough for HS512
     verifier = TokenVerifier(make_settings(jwt_secret=secret, jwt_algorithm=alg))
-    assert verifier.verify(hs({"sub": "u1"}, secret, alg)) == "u1"
+    assert verifier.verify(hs({"sub": "u1"}, secret, alg)).user_id == "u1"
     assert auth_error(verifier, hs({"sub": "u1"}, secret, "HS256")).code == "invalid_token"
 
 
@@ -60,8 +76,8 @@ def test_expired(verifier: TokenVerifier) -> None:
 
 def test_leeway() -> None:
     verifier = TokenVerifier(make_settings(jwt_leeway=60))
-    assert verifier.verify(hs({"sub": "u1", "exp": int(time.time()) - 10})) == "u1"
-    assert verifier.verify(hs({"sub": "u1", "nbf": int(time.time()) + 10})) == "u1"
+    assert verifier.verify(hs({"sub": "u1", "exp": int(time.time()) - 10})).user_id == "u1"
+    assert verifier.verify(hs({"sub": "u1", "nbf": int(time.time()) + 10})).user_id == "u1"
 
 
 def test_not_yet_valid(verifier: TokenVerifier) -> None:
@@ -71,30 +87,30 @@ def test_not_yet_valid(verifier: TokenVerifier) -> None:
 
 def test_iat_in_the_future_is_accepted(verifier: TokenVerifier) -> None:
     # iat is informational; a clock a few seconds ahead must not lock users out.
-    assert verifier.verify(hs({"sub": "u1", "iat": int(time.time()) + 5})) == "u1"
+    assert verifier.verify(hs({"sub": "u1", "iat": int(time.time()) + 5})).user_id == "u1"
 
 
 def test_audience() -> None:
     verifier = TokenVerifier(make_settings(jwt_audience="ssehub"))
-    assert verifier.verify(hs({"sub": "u1", "aud": "ssehub"})) == "u1"
-    assert verifier.verify(hs({"sub": "u1", "aud": ["other", "ssehub"]})) == "u1"
+    assert verifier.verify(hs({"sub": "u1", "aud": "ssehub"})).user_id == "u1"
+    assert verifier.verify(hs({"sub": "u1", "aud": ["other", "ssehub"]})).user_id == "u1"
     assert auth_error(verifier, hs({"sub": "u1", "aud": "other"})).code == "invalid_audience"
     assert auth_error(verifier, hs({"sub": "u1"})).code == "invalid_audience"
 
 
 def test_audience_present_but_not_configured(verifier: TokenVerifier) -> None:
-    assert verifier.verify(hs({"sub": "u1", "aud": "somebody"})) == "u1"
+    assert verifier.verify(hs({"sub": "u1", "aud": "somebody"})).user_id == "u1"
 
 
 def test_issuer() -> None:
     verifier = TokenVerifier(make_settings(jwt_issuer="https://idp.example"))
-    assert verifier.verify(hs({"sub": "u1", "iss": "https://idp.example"})) == "u1"
+    assert verifier.verify(hs({"sub": "u1", "iss": "https://idp.example"})).user_id == "u1"
     assert auth_error(verifier, hs({"sub": "u1", "iss": "https://evil"})).code == "invalid_issuer"
     assert auth_error(verifier, hs({"sub": "u1"})).code == "invalid_issuer"
 
 
 def test_issuer_not_configured(verifier: TokenVerifier) -> None:
-    assert verifier.verify(hs({"sub": "u1", "iss": "anyone"})) == "u1"
+    assert verifier.verify(hs({"sub": "u1", "iss": "anyone"})).user_id == "u1"
 
 
 @pytest.mark.parametrize("alg", ["none", "None", "NONE", ""])
@@ -112,7 +128,7 @@ def test_no_alg_header_rejected(verifier: TokenVerifier) -> None:
 def test_hand_built_hs256_is_accepted(verifier: TokenVerifier) -> None:
     # The helper used by the confusion test builds tokens PyJWT accepts.
     token = hand_token({"alg": "HS256", "typ": "JWT"}, {"sub": "u1"}, SECRET.encode())
-    assert verifier.verify(token) == "u1"
+    assert verifier.verify(token).user_id == "u1"
 
 
 @pytest.mark.parametrize("sub", [None, "", 42, ["u1"], {"id": "u1"}, "a b", "x" * 129, "tab\tx"])
@@ -125,7 +141,7 @@ def test_bad_user_claim(verifier: TokenVerifier, sub: object) -> None:
 
 def test_custom_user_claim() -> None:
     verifier = TokenVerifier(make_settings(jwt_user_claim="uid"))
-    assert verifier.verify(hs({"uid": "alice", "sub": 12})) == "alice"
+    assert verifier.verify(hs({"uid": "alice", "sub": 12})).user_id == "alice"
     error = auth_error(verifier, hs({"sub": "alice"}))
     assert error.code == "invalid_token"
     assert "uid" in error.message
@@ -185,7 +201,7 @@ def test_rs256_valid(rsa_keys: tuple[rsa.RSAPrivateKey, str]) -> None:
     private, public_pem = rsa_keys
     verifier = TokenVerifier(make_settings(jwt_algorithm="RS256", jwt_public_key=public_pem))
     token = jwt.encode({"sub": "u1", "exp": time.time() + 60}, private, algorithm="RS256")
-    assert verifier.verify(token) == "u1"
+    assert verifier.verify(token).user_id == "u1"
 
 
 def test_rs256_wrong_key(rsa_keys: tuple[rsa.RSAPrivateKey, str]) -> None:
@@ -217,7 +233,7 @@ def test_es256_valid(ec_keys: tuple[ec.EllipticCurvePrivateKey, str]) -> None:
     private, public_pem = ec_keys
     verifier = TokenVerifier(make_settings(jwt_algorithm="ES256", jwt_public_key=public_pem))
     token = jwt.encode({"sub": "u1", "exp": time.time() + 60}, private, algorithm="ES256")
-    assert verifier.verify(token) == "u1"
+    assert verifier.verify(token).user_id == "u1"
     header, payload, _ = token.split(".")
     assert auth_error(verifier, f"{header}.{payload}.{b64url(b'x' * 64)}").code == "invalid_token"
     assert auth_error(verifier, f"{header}.{payload}.").code == "invalid_token"
@@ -251,8 +267,24 @@ def test_short_secret_warns_once_in_the_log(caplog: pytest.LogCaptureFixture) ->
         verifier = TokenVerifier(settings_)
     assert any("SSEHUB_JWT_SECRET" in r.getMessage() for r in caplog.records)
     token = hand_token({"alg": "HS256"}, {"sub": "u1"}, b"short")
-    assert verifier.verify(token) == "u1"
-    assert verifier.verify(mint_token(settings_, "u2")) == "u2"
+    assert verifier.verify(token).user_id == "u1"
+    assert verifier.verify(mint_token(settings_, "u2")).user_id == "u2"
+
+
+def test_short_rsa_key_warns_once_in_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    # the public decode path would warn on every call for it (filterwarnings=error)
+    private = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    pem = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    settings_ = make_settings(jwt_algorithm="RS256", jwt_public_key=pem.decode())
+    with caplog.at_level(logging.WARNING, logger="ssehub.edge.auth"):
+        verifier = TokenVerifier(settings_)
+    assert any("SSEHUB_JWT_PUBLIC_KEY" in r.getMessage() for r in caplog.records)
+    with pytest.warns(jwt.InsecureKeyLengthWarning):  # signing it here, in the test
+        token = jwt.encode({"sub": "u1", "exp": int(time.time()) + 60}, private, "RS256")
+    for _ in range(3):
+        assert verifier.verify(token).user_id == "u1"
 
 
 # -- mint_token ---------------------------------------------------------------
@@ -261,7 +293,7 @@ def test_short_secret_warns_once_in_the_log(caplog: pytest.LogCaptureFixture) ->
 def test_mint_round_trip() -> None:
     settings_ = make_settings(jwt_audience="ssehub", jwt_issuer="dev", jwt_user_claim="uid")
     token = mint_token(settings_, "alice", ttl_seconds=60, extra={"role": "tester"})
-    assert TokenVerifier(settings_).verify(token) == "alice"
+    assert TokenVerifier(settings_).verify(token).user_id == "alice"
     claims = jwt.decode(token, SECRET, algorithms=["HS256"], audience="ssehub")
     assert claims["uid"] == "alice"
     assert claims["iss"] == "dev"
@@ -306,7 +338,8 @@ def _verify_returns_user_or_auth_error(token: str) -> None:
             "invalid_issuer",
         }
     else:
-        assert isinstance(user, str) and user
+        assert isinstance(user.user_id, str) and user.user_id
+        assert user.exp is None or isinstance(user.exp, float)
 
 
 @settings(max_examples=300, deadline=None)
@@ -338,4 +371,4 @@ def test_private_pem_configured_as_public_key_uses_its_public_half(
         serialization.NoEncryption(),
     ).decode()
     verifier = TokenVerifier(make_settings(jwt_algorithm="RS256", jwt_public_key=private_pem))
-    assert verifier.verify(jwt.encode({"sub": "u1"}, private, algorithm="RS256")) == "u1"
+    assert verifier.verify(jwt.encode({"sub": "u1"}, private, algorithm="RS256")).user_id == "u1"

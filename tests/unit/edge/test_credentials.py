@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from ssehub.edge.credentials import extract_token
+from ssehub.edge.credentials import cookie_value, extract_token
 from ssehub.errors import AuthError
 
 
@@ -48,3 +48,42 @@ def test_non_bearer_authorization_yields_to_other_methods() -> None:
     # A proxy's Basic credentials must not hide a token sent another way.
     assert extract_token("q", "Basic dXNlcjpwYXNz", None) == "q"
     assert extract_token(None, "Basic dXNlcjpwYXNz", "x") == "x"
+
+
+def test_cookie_is_the_last_source() -> None:
+    assert extract_token(None, None, None, "c") == "c"
+    assert extract_token(None, None, "x", "c") == "x"
+    assert extract_token(None, "Bearer h", None, "c") == "h"
+    assert extract_token("q", None, None, "c") == "q"
+    # a proxy's Basic credentials do not hide the cookie either
+    assert extract_token(None, "Basic dXNlcjpwYXNz", None, "c") == "c"
+
+
+@pytest.mark.parametrize("cookie", [None, "", "  "])
+def test_empty_cookie_is_no_token(cookie: str | None) -> None:
+    with pytest.raises(AuthError) as info:
+        extract_token(None, None, None, cookie)
+    assert info.value.code == "missing_token"
+
+
+@pytest.mark.parametrize(
+    ("header", "value"),
+    [
+        ("sse_token=abc", "abc"),
+        ("theme=dark; sse_token=abc; lang=en", "abc"),
+        ("theme=dark;sse_token=abc", "abc"),
+        ('sse_token="abc"', "abc"),
+        # someone else's malformed cookie on the domain does not hide ours
+        ('bad"cookie; =x; sse_token=abc', "abc"),
+        ("theme=dark", None),
+        ("xsse_token=abc", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_cookie_value(header: str | None, value: str | None) -> None:
+    assert cookie_value(header, "sse_token") == value
+
+
+def test_cookie_value_when_off() -> None:
+    assert cookie_value("sse_token=abc", None) is None
