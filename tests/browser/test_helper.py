@@ -202,7 +202,6 @@ async def limits(broker_url: str, tmp_path_factory: pytest.TempPathFactory) -> A
             yield stack
 
 
-@pytest.mark.skip(reason="needs token:expiring from the edge (issue 10 server side)")
 async def test_token_renewed_without_a_gap(limits: Stack, browser: Browser) -> None:
     stack = limits
     user = uid("renew")
@@ -222,7 +221,6 @@ async def test_token_renewed_without_a_gap(limits: Stack, browser: Browser) -> N
         await close_tabs(tabs)
 
 
-@pytest.mark.skip(reason="needs SSEHUB_MAX_STREAMS_PER_USER on the edge (issue 10 server side)")
 async def test_too_many_streams_stops_without_retrying(limits: Stack, browser: Browser) -> None:
     stack = limits
     user = uid("capped")
