@@ -70,7 +70,6 @@ class Chaos:
         self, cluster: Cluster, broker: PrivateBroker, postgres: PrivateDatabase | None
     ) -> None:
         self.cluster = cluster
-        self.broker = broker
         self.postgres = postgres
         self.faults: dict[str, Fault] = {
             "dispatcher SIGKILL": lambda: self._dispatcher(signal.SIGKILL),
