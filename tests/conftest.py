@@ -3,7 +3,9 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import psutil
 import pytest
 from ssehub.dispatcher.main import running_dispatcher
 from ssehub.publisher import Publisher
@@ -50,6 +52,58 @@ def _postgres_container() -> Iterator[str]:  # pragma: no cover - needs Docker
 
     with PostgresContainer("postgres:16", driver=None) as pg:
         yield pg.get_connection_url()
+
+
+def _listeners(services: dict[str, tuple[str, int]]) -> dict[str, psutil.Process]:
+    """The local process listening on each service's port (the oldest one, i.e.
+    the postmaster rather than a backend); services not local or not visible to
+    us are left out."""
+    ports: dict[int, str] = {}
+    for name, (url, default_port) in services.items():
+        parts = urlsplit(url)
+        if parts.hostname in ("127.0.0.1", "localhost", "::1"):
+            ports[parts.port or default_port] = name
+    try:
+        conns = psutil.net_connections("tcp")
+    except psutil.Error:
+        return {}
+    found: dict[str, psutil.Process] = {}
+    for c in conns:
+        name = ports.get(c.laddr.port) if c.status == psutil.CONN_LISTEN else None
+        if name is None or c.pid is None:
+            continue
+        try:
+            proc = psutil.Process(c.pid)
+            if name not in found or proc.create_time() < found[name].create_time():
+                found[name] = proc
+        except psutil.Error:
+            continue
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def machine_services_untouched() -> Iterator[None]:
+    """Fails the session when the machine's own RabbitMQ or PostgreSQL is not the
+    same process at the end as at the start: tests restart only private ones."""
+    services = {
+        "RabbitMQ": (env("SSEHUB_TEST_RABBITMQ_URL", DEFAULT_AMQP), 5672),
+        "PostgreSQL": (env("SSEHUB_TEST_DATABASE_URL", DEFAULT_PG), 5432),
+    }
+    before = _listeners(services)
+    yield
+    after = _listeners(services)
+    changed = [
+        f"{name} on port {urlsplit(url).port or port} was pid {before[name].pid}, is now "
+        + (f"pid {after[name].pid}" if name in after else "not running")
+        for name, (url, port) in services.items()
+        if name in before and after.get(name) != before[name]  # psutil: pid and start time
+    ]
+    if changed:
+        pytest.fail(
+            "the machine's own services were restarted or killed during this test session "
+            "(tests that fault a service must use tests/faults/services.py): " + "; ".join(changed),
+            pytrace=False,
+        )
 
 
 @pytest.fixture(scope="session")

@@ -1,3 +1,12 @@
+"""Fixtures of the fault tests.
+
+A test that restarts, stops or administers RabbitMQ or PostgreSQL uses the
+session's private instances (``private_broker``/``private_vhost``,
+``private_database``/``private_pg_db``; tests/faults/services.py); tests that
+only kill ssehub processes run on the machine's broker in a throwaway vhost
+(``fault_vhost``), which no test here restarts.
+"""
+
 from __future__ import annotations
 
 import json
@@ -7,13 +16,8 @@ from pathlib import Path
 import pytest
 from ssehub.publisher import Publisher
 
-from tests.faults.procs import (
-    Cluster,
-    can_control_services,
-    postgres_ensure_running,
-    process_env,
-    rabbitmq_ensure_running,
-)
+from tests.faults.procs import Cluster, process_env
+from tests.faults.services import PrivateBroker, PrivateDatabase
 from tests.support import postgres_database, rabbitmq_vhost
 
 MEASUREMENTS: dict[str, float] = {}
@@ -24,10 +28,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/faults/" in str(item.fspath):
             item.add_marker(pytest.mark.faults)
-            if not can_control_services():
-                item.add_marker(
-                    pytest.mark.skip(reason="needs local rabbitmqctl and pg_ctlcluster")
-                )
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -43,16 +43,54 @@ def measure() -> dict[str, float]:
     return MEASUREMENTS
 
 
-@pytest.fixture(autouse=True)
-def services_left_running() -> Iterator[None]:
-    """Whatever a test did to RabbitMQ or PostgreSQL, both run again afterwards."""
-    yield
-    rabbitmq_ensure_running()
-    postgres_ensure_running()
+# -- services: a test that restarts, stops or administers one uses a private one
+@pytest.fixture(scope="session")
+def private_broker() -> Iterator[PrivateBroker]:
+    """A RabbitMQ node of this session's own (tests/faults/services.py)."""
+    try:
+        broker = PrivateBroker.create()
+    except FileNotFoundError as e:
+        pytest.skip(f"private RabbitMQ: {e}")
+    try:
+        yield broker
+    finally:
+        broker.close()
+
+
+@pytest.fixture
+def private_vhost(private_broker: PrivateBroker) -> Iterator[str]:
+    """A fresh vhost of the private broker, which is running when the test starts."""
+    private_broker.ensure_running()
+    with private_broker.vhost() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def private_database() -> Iterator[PrivateDatabase]:
+    """A PostgreSQL cluster of this session's own (tests/faults/services.py)."""
+    try:
+        db = PrivateDatabase.create()
+    except FileNotFoundError as e:
+        pytest.skip(f"private PostgreSQL: {e}")
+    try:
+        yield db
+    finally:
+        db.close()
+
+
+@pytest.fixture
+async def private_pg_db(private_database: PrivateDatabase) -> AsyncIterator[str]:
+    """A fresh database of the private cluster, running at the start and end of the test."""
+    private_database.ensure_running()
+    async with postgres_database(private_database.url) as url:
+        yield url
+        private_database.ensure_running()  # for the DROP, whatever the test did
 
 
 @pytest.fixture
 def fault_vhost(broker_url: str) -> Iterator[str]:
+    """A throwaway vhost of the machine's broker, for tests that only kill ssehub
+    processes; tests/faults/test_broker.py overrides it with ``private_vhost``."""
     with rabbitmq_vhost(broker_url) as url:
         yield url
 
@@ -78,12 +116,6 @@ async def cluster(
         failed = getattr(request.node, "rep_call", None)
         if failed is not None and failed.failed:
             print(c.logs())
-
-
-@pytest.fixture
-async def pg_cluster_db(pg_server_url: str) -> AsyncIterator[str]:
-    async with postgres_database(pg_server_url) as url:
-        yield url
 
 
 @pytest.fixture

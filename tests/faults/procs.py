@@ -1,11 +1,11 @@
-"""Real processes for fault tests: ssehub dispatchers and edges, RabbitMQ, PostgreSQL."""
+"""Real ssehub processes for fault tests: dispatchers and edges, each with its own log.
+
+The services they use, and that fault tests restart, are in tests/faults/services.py."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -144,74 +144,3 @@ class Cluster:
 
     def logs(self) -> str:
         return "\n".join(f"==== {p.name}\n{p.text()[-4000:]}" for p in self.procs)
-
-
-# -- services ----------------------------------------------------------------
-def _run(*cmd: str) -> None:
-    subprocess.run(cmd, check=True, capture_output=True, timeout=120)
-
-
-def port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), 1):
-            return True
-    except OSError:
-        return False
-
-
-async def until_port(port: int, open_: bool, timeout: float = 60.0) -> None:
-    async with asyncio.timeout(timeout):
-        while port_open(port) != open_:
-            await asyncio.sleep(0.1)  # wait-ok: polling a TCP port
-
-
-async def rabbitmq_restart_graceful() -> None:
-    await asyncio.to_thread(_run, "rabbitmqctl", "stop_app")
-    await asyncio.to_thread(_run, "rabbitmqctl", "start_app")
-
-
-async def rabbitmq_kill9_and_start() -> None:
-    pids = subprocess.run(["pgrep", "-f", "beam.*rabbit"], capture_output=True, text=True).stdout
-    for pid in pids.split():
-        os.kill(int(pid), signal.SIGKILL)
-    await until_port(5672, False)
-    await asyncio.to_thread(rabbitmq_ensure_running)
-
-
-def rabbitmq_ensure_running() -> None:
-    """Start the local broker when it is down; return once it takes AMQP connections
-    (the listener opens only when the broker has fully booted)."""
-    if port_open(5672):
-        return
-    subprocess.run(["rabbitmq-server", "-detached"], capture_output=True, timeout=60)
-    deadline = time.monotonic() + 120
-    while not port_open(5672):
-        if time.monotonic() > deadline:
-            raise RuntimeError("RabbitMQ did not come back within 120 s")
-        time.sleep(0.2)  # wait-ok: polling the port of a booting broker
-
-
-def _pg_cluster() -> str:
-    return sorted(os.listdir("/etc/postgresql"))[0]
-
-
-async def postgres_stop() -> None:
-    await asyncio.to_thread(
-        _run,
-        "pg_ctlcluster",
-        "--skip-systemctl-redirect",
-        _pg_cluster(),
-        "main",
-        "stop",
-        "-m",
-        "fast",
-    )
-
-
-def postgres_ensure_running() -> None:
-    if not port_open(5432):
-        _run("pg_ctlcluster", "--skip-systemctl-redirect", _pg_cluster(), "main", "start")
-
-
-def can_control_services() -> bool:
-    return all(shutil.which(c) for c in ("rabbitmqctl", "rabbitmq-server", "pg_ctlcluster"))

@@ -4,8 +4,10 @@
 
 Every browser reconnects like EventSource; at the end each user's stream must
 be exactly 1..N. Prints ``lost=0 duplicated=0 reordered=0`` (exit 0) or what
-went wrong (exit 1). Needs the local RabbitMQ and PostgreSQL, which it
-restarts and always leaves running.
+went wrong (exit 1). The RabbitMQ it restarts and kills, and the PostgreSQL it
+stops (``--postgres``), are private instances started for the run from the
+local binaries (tests/faults/services.py) and deleted afterwards; the machine's
+own services are never touched.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import random
 import signal
 import sys
@@ -28,18 +29,10 @@ from ssehub.publisher import Publisher
 from ssehub.store import EventStore
 
 from tests.faults.ledger import Browser, Ledger
-from tests.faults.procs import (
-    Cluster,
-    Proc,
-    postgres_ensure_running,
-    postgres_stop,
-    process_env,
-    rabbitmq_ensure_running,
-    rabbitmq_kill9_and_start,
-    rabbitmq_restart_graceful,
-)
+from tests.faults.procs import Cluster, Proc, process_env
 from tests.faults.scenario import token
-from tests.support import DEFAULT_AMQP, DEFAULT_PG, postgres_database, rabbitmq_vhost, uid
+from tests.faults.services import PrivateBroker, PrivateDatabase
+from tests.support import postgres_database, uid
 
 Fault = Callable[[], Awaitable[str]]
 
@@ -49,26 +42,44 @@ def log(msg: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def database(use_pg: bool, tmp: Path) -> AsyncIterator[str]:
+async def private_broker() -> AsyncIterator[PrivateBroker]:
+    broker = await asyncio.to_thread(PrivateBroker.create)
+    try:
+        yield broker
+    finally:
+        await asyncio.to_thread(broker.close)
+
+
+@contextlib.asynccontextmanager
+async def database(use_pg: bool, tmp: Path) -> AsyncIterator[tuple[str, PrivateDatabase | None]]:
+    """The store's URL, and the private PostgreSQL cluster behind it (``--postgres``)."""
     if not use_pg:
-        yield f"sqlite:///{tmp / 'soak.db'}"
+        yield f"sqlite:///{tmp / 'soak.db'}", None
         return
-    async with postgres_database(os.environ.get("SSEHUB_TEST_DATABASE_URL", DEFAULT_PG)) as url:
-        yield url
+    cluster = await asyncio.to_thread(PrivateDatabase.create)
+    try:
+        async with postgres_database(cluster.url) as url:
+            yield url, cluster
+            await asyncio.to_thread(cluster.ensure_running)  # for the DROP
+    finally:
+        await asyncio.to_thread(cluster.close)
 
 
 class Chaos:
-    def __init__(self, cluster: Cluster, use_pg: bool) -> None:
+    def __init__(
+        self, cluster: Cluster, broker: PrivateBroker, postgres: PrivateDatabase | None
+    ) -> None:
         self.cluster = cluster
+        self.postgres = postgres
         self.faults: dict[str, Fault] = {
             "dispatcher SIGKILL": lambda: self._dispatcher(signal.SIGKILL),
             "dispatcher SIGTERM": lambda: self._dispatcher(signal.SIGTERM),
             "edge SIGKILL": lambda: self._edge(signal.SIGKILL),
             "edge SIGTERM": lambda: self._edge(signal.SIGTERM),
-            "rabbitmq restart": self._broker(rabbitmq_restart_graceful),
-            "rabbitmq kill -9": self._broker(rabbitmq_kill9_and_start),
+            "rabbitmq restart": self._broker(broker.restart_graceful),
+            "rabbitmq kill -9": self._broker(broker.kill9_and_start),
         }
-        if use_pg:
+        if postgres is not None:
             self.faults["postgres stopped 5 s"] = self._postgres
 
     def procs(self, edge: bool) -> list[Proc]:
@@ -99,33 +110,32 @@ class Chaos:
         return run
 
     async def _postgres(self) -> str:
-        await postgres_stop()
+        assert self.postgres is not None
+        await asyncio.to_thread(self.postgres.stop)
         try:
             await asyncio.sleep(5)  # wait-ok: the outage itself
         finally:
-            postgres_ensure_running()
+            await asyncio.to_thread(self.postgres.start)
         return "postgres"
 
 
 async def soak(args: argparse.Namespace) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="ssehub-soak-"))
-    broker = os.environ.get("SSEHUB_TEST_RABBITMQ_URL", DEFAULT_AMQP)
-    with rabbitmq_vhost(broker) as amqp:
-        async with database(args.postgres, tmp) as db:
-            env = process_env(
-                amqp, db, reconnect_max_delay="2", drain_seconds="2", log_level="WARNING"
-            )
-            cluster = Cluster(env, tmp)
-            try:
-                return await _run(args, cluster, amqp)
-            finally:
-                cluster.stop()
-                rabbitmq_ensure_running()
-                postgres_ensure_running()
-                log(f"logs in {tmp}")
+    log("starting a private RabbitMQ" + (" and PostgreSQL" if args.postgres else ""))
+    async with private_broker() as broker, database(args.postgres, tmp) as (db, postgres):
+        env = process_env(
+            broker.url, db, reconnect_max_delay="2", drain_seconds="2", log_level="WARNING"
+        )
+        cluster = Cluster(env, tmp)
+        try:
+            return await _run(args, cluster, Chaos(cluster, broker, postgres))
+        finally:
+            cluster.stop()
+            log(f"logs in {tmp}")
 
 
-async def _run(args: argparse.Namespace, cluster: Cluster, amqp: str) -> int:
+async def _run(args: argparse.Namespace, cluster: Cluster, chaos: Chaos) -> int:
+    amqp = cluster.env["SSEHUB_RABBITMQ_URL"]
     for i in (1, 2):
         await cluster.dispatcher(f"dispatcher-{i}")
     edges = [(await cluster.edge(f"edge-{i}")).url for i in (1, 2)]
@@ -149,8 +159,7 @@ async def _run(args: argparse.Namespace, cluster: Cluster, amqp: str) -> int:
     async with asyncio.timeout(120):
         for b in browsers:
             await b.reconnected.wait()
-    publisher = asyncio.create_task(ledger.publish(stop_p, args.pause))
-    chaos = Chaos(cluster, args.postgres)
+    publishing = asyncio.create_task(ledger.publish(stop_p, args.pause))
     log(
         f"soak: {len(browsers)} streams of {len(users)} users, {len(conversations)} "
         f"conversations, {args.duration:.0f} s, faults: {', '.join(chaos.faults)}"
@@ -169,7 +178,7 @@ async def _run(args: argparse.Namespace, cluster: Cluster, amqp: str) -> int:
         )
     await asyncio.sleep(max(0.0, deadline - time.monotonic()))  # wait-ok: rest of the run
     stop_p.set()
-    await publisher
+    await publishing
     with contextlib.suppress(TimeoutError):
         await ledger.settle(browsers, timeout=120)
     stop_b.set()

@@ -1,4 +1,8 @@
-"""Fault 6: PostgreSQL stopped for a while, then started again."""
+"""Fault 6: PostgreSQL stopped for a while, then started again.
+
+The cluster stopped is the session's private one (``private_database``,
+tests/faults/services.py), never the machine's PostgreSQL.
+"""
 
 from __future__ import annotations
 
@@ -9,23 +13,27 @@ import httpx
 import pytest
 from ssehub.publisher import Publisher
 
-from tests.faults.procs import Cluster, postgres_ensure_running, postgres_stop
+from tests.faults.procs import Cluster
 from tests.faults.scenario import CLEAN, token, workload
+from tests.faults.services import PrivateDatabase
 
 
 @pytest.fixture
-def fault_db(pg_cluster_db: str) -> str:
-    return pg_cluster_db
+def fault_db(private_pg_db: str) -> str:
+    return private_pg_db
 
 
 async def test_database_outage_loses_nothing(
-    cluster: Cluster, publisher: Publisher, measure: dict[str, float]
+    cluster: Cluster,
+    publisher: Publisher,
+    private_database: PrivateDatabase,
+    measure: dict[str, float],
 ) -> None:
     dispatcher = await cluster.dispatcher("dispatcher")
     edges = [await cluster.edge("edge-1"), await cluster.edge("edge-2")]
     async with workload(publisher, [e.url for e in edges]) as w:
         await w.wait_some(3)
-        await postgres_stop()
+        await asyncio.to_thread(private_database.stop)
         try:
             for edge in edges:  # readiness reports the store
                 await edge.wait_ready(timeout=20, want=503)
@@ -42,7 +50,7 @@ async def test_database_outage_loses_nothing(
             assert resp.text.startswith("retry: ") and "event:" not in resp.text
             await dispatcher.wait_log("store unavailable", timeout=20)
         finally:
-            postgres_ensure_running()
+            await asyncio.to_thread(private_database.start)
         t0 = time.monotonic()
         for edge in edges:
             await edge.wait_ready(timeout=30)
