@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from ssehub.publisher import Publisher
 
-from tests.faults.procs import Cluster, process_env
+from tests.faults.procs import Cluster, process_env, queue_type_under_test
 from tests.faults.services import PrivateBroker, PrivateDatabase
 from tests.support import postgres_database, rabbitmq_vhost
 
@@ -120,7 +120,7 @@ async def cluster(
 
 @pytest.fixture
 async def publisher(fault_vhost: str) -> AsyncIterator[Publisher]:
-    h = Publisher(fault_vhost)
+    h = Publisher(fault_vhost, queue_type=queue_type_under_test())
     yield h
     await h.close()
 

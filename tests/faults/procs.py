@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from ssehub.config import QueueType
 
 
 def free_port() -> int:
@@ -91,6 +92,12 @@ class Proc:
             self._out.close()
 
 
+def queue_type_under_test() -> QueueType:
+    kind = os.environ.get("SSEHUB_TEST_QUEUE_TYPE", "classic")
+    assert kind in ("classic", "quorum"), kind
+    return kind  # type: ignore[return-value]
+
+
 def process_env(amqp_url: str, database_url: str, **settings: str) -> dict[str, str]:
     """The environment of ssehub children: ours, minus any SSEHUB_* of the caller."""
     from tests.support import SECRET
@@ -100,6 +107,8 @@ def process_env(amqp_url: str, database_url: str, **settings: str) -> dict[str, 
         "SSEHUB_RABBITMQ_URL": amqp_url,
         "SSEHUB_DATABASE_URL": database_url,
         "SSEHUB_JWT_SECRET": SECRET,
+        # SSEHUB_TEST_QUEUE_TYPE=quorum runs the fault suite on quorum queues
+        "SSEHUB_QUEUE_TYPE": queue_type_under_test(),
     }
     return env | {f"SSEHUB_{k.upper()}": v for k, v in settings.items()}
 

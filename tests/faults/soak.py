@@ -29,7 +29,7 @@ from ssehub.publisher import Publisher
 from ssehub.store import EventStore
 
 from tests.faults.ledger import Browser, Ledger
-from tests.faults.procs import Cluster, Proc, process_env
+from tests.faults.procs import Cluster, Proc, process_env, queue_type_under_test
 from tests.faults.scenario import token
 from tests.faults.services import PrivateBroker, PrivateDatabase
 from tests.support import postgres_database, uid
@@ -144,7 +144,7 @@ async def _run(args: argparse.Namespace, cluster: Cluster, chaos: Chaos) -> int:
     conversations = {
         uid("c"): rng.sample(users, min(5, len(users))) for _ in range(args.users // 5)
     }
-    publisher = Publisher(amqp)
+    publisher = Publisher(amqp, queue_type=queue_type_under_test())
     for conv, members in conversations.items():
         await publisher.set_members(conv, members)
     browsers = [
