@@ -66,6 +66,13 @@ def parser() -> argparse.ArgumentParser:
     edge.set_defaults(func=serve.edge)
 
     disp = sub.add_parser("dispatcher", help="one dispatcher (others wait as standbys)")
+    disp.add_argument("--host", default="127.0.0.1", help="of the HTTP port (default 127.0.0.1)")
+    disp.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="serve /healthz, /readyz, /metrics on this port (default: no HTTP port)",
+    )
     disp.set_defaults(func=serve.dispatcher)
 
     tok = sub.add_parser("token", help="print a signed development JWT for USER")
