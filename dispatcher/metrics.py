@@ -7,42 +7,65 @@ messages and the hot path stays free of locks and clock reads.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 # The ``reason`` label of dead letters: the field an InvalidMessage names first
-# (shared/schema.py words every reason as "<field>: ..."), folded into this
-# fixed set so that the label's cardinality is bounded whatever publishers send.
-DEAD_REASONS = ("json", "routing_key", "event", "data", "id", "size", "field", "members", "other")
-_BY_PREFIX = {
-    "routing key": "routing_key",
-    "body": "json",  # "body: not valid UTF-8 JSON", "body: must be a JSON object"
+# (shared/schema.py words every reason as "<field>: ..."; a batch item's as
+# "item <n>: <field>: ..."), folded into this fixed set so that the label's
+# cardinality is bounded whatever publishers send.
+DEAD_REASONS = (
+    "json",  # the body is no JSON object (or no batch array)
+    "routing_key",
+    "event",
+    "data",
+    "id",
+    "size",  # a body over the limit
+    "field",  # an unknown field, or a bad flag (ephemeral, receipt)
+    "members",  # a list of users (users, exclude) or a membership op
+    "control",  # a control op (op, reason, before)
+    "other",
+)
+_BY_FIELD = {
+    "body": "json",
     "event": "event",
     "data": "data",
     "id": "id",
-    "exclude": "field",
+    "ephemeral": "field",
+    "receipt": "field",
+    "exclude": "members",
     "users": "members",
     "op": "members",
-    "ephemeral": "field",
+    "reason": "control",
+    "before": "control",
+    # a batch item's target: what the routing key says for a single message
+    "target": "routing_key",
+    "user": "routing_key",
+    "conversation": "routing_key",
+    "control": "routing_key",
 }
+_ITEM = re.compile(r"item \d+: ")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 
 
 def dead_letter_reason(text: str) -> str:
     """The label for an InvalidMessage's text, e.g. ``"event: missing"`` → ``event``."""
+    text = _ITEM.sub("", text, count=1)
     field, colon, rest = text.partition(":")
     if not colon:
         return "other"
-    if field == "body" and "exceeds the limit" in rest:
-        return "size"
-    if field.startswith("routing key"):
+    if field.startswith("routing key"):  # "routing key 'x': ...", "routing key user.<id>: ..."
         return "routing_key"
+    if field == "body" and "exceeds the" in rest:
+        return "size"
     if "unknown field" in rest:
         return "field"
-    # "users[3]: ...", "exclude[0]: ..."
-    return _BY_PREFIX.get(field.partition("[")[0], "other")
+    if field == "op" and '"disconnect"' in rest:
+        return "control"
+    return _BY_FIELD.get(field.partition("[")[0], "other")  # "users[3]: ..." → users
 
 
 class DispatcherMetrics:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import aio_pika
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from ssehub.batch import ItemError, parse_batch
 from ssehub.config import Settings
 from ssehub.dispatcher.main import running_dispatcher
 from ssehub.dispatcher.metrics import DEAD_REASONS, dead_letter_reason
@@ -187,7 +189,8 @@ BAD_BODIES = [
     ("user.u", b'{"event": "x", "data": 1, "id": ""}', "id"),
     ("user.u", b'{"event": "x", "data": 1, "extra": 1}', "field"),
     ("user.u", b'{"event": "x", "data": 1, "ephemeral": 1}', "field"),
-    ("user.u", b'{"event": "x", "data": 1, "exclude": ["a"]}', "field"),
+    ("user.u", b'{"event": "x", "data": 1, "receipt": true, "ephemeral": true}', "field"),
+    ("user.u", b'{"event": "x", "data": 1, "exclude": ["a"]}', "members"),
     ("user.u", b'{"event": "x", "data": "' + b"y" * 2000 + b'"}', "size"),
     ("user", b'{"event": "x", "data": 1}', "routing_key"),
     ("user.", b'{"event": "x", "data": 1}', "routing_key"),
@@ -195,14 +198,27 @@ BAD_BODIES = [
     ("members.c", b'{"op": "merge", "users": []}', "members"),
     ("members.c", b'{"op": "add"}', "members"),
     ("members.c", b'{"op": "add", "users": [1]}', "members"),
+    ("control.u", b'{"op": "explode"}', "control"),
+    ("control.u", b'{"op": "revoke", "before": "soon"}', "control"),
+    ("control.u", b'{"op": "disconnect", "reason": ""}', "control"),
 ]
 
 
 @pytest.mark.parametrize(("routing_key", "body", "reason"), BAD_BODIES)
 def test_dead_letter_reason_is_the_field_named(routing_key: str, body: bytes, reason: str) -> None:
     with pytest.raises(InvalidMessage) as exc:
-        parse_message(routing_key, body, None, 1024)
+        parse_message(routing_key, body, None, 1024, time.time())
     assert dead_letter_reason(str(exc.value)) == reason
+
+
+def test_dead_letter_reason_of_a_batch_item_is_its_field() -> None:
+    body = b'[{"user": "a", "data": 1}, {"user": "b", "event": "x"}, {"event": "x", "data": 1}]'
+    items = parse_batch(body, None, 4096, 0)
+    errors = [i for i in items if isinstance(i, ItemError)]
+    assert [dead_letter_reason(e.reason) for e in errors] == ["event", "data", "routing_key"]
+    with pytest.raises(InvalidMessage) as exc:
+        parse_batch(b"[" + b"1," * 3000 + b"1]", None, 1024, 0)
+    assert dead_letter_reason(str(exc.value)) == "size"
 
 
 def test_dead_letter_reason_of_anything_else_is_other() -> None:
