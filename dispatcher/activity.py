@@ -67,6 +67,11 @@ def ack_now(channel: aiormq.abc.AbstractChannel, tag: int) -> None:
         raw.write_queue.put_nowait(ChannelFrame(payload=payload, should_close=False))
 
 
+def _unconfirmed(confirmed: asyncio.Future[None]) -> None:
+    if not confirmed.cancelled() and confirmed.exception() is not None:
+        log.debug("probe not confirmed: %s", confirmed.exception())
+
+
 class Activity:
     """Fed by the consumer callback (one attribute store per delivery) and
     read by the HTTP port; ``run`` turns the flag into a time and probes."""
@@ -94,14 +99,17 @@ class Activity:
         self.tick()
         return holding or (self._last is not None and self._clock() - self._last < WINDOW)
 
-    async def run(self, probe: Callable[[], None]) -> None:
+    async def run(self, probe: Callable[[], asyncio.Future[None] | None]) -> None:
         """Until cancelled: every ``PROBE_EVERY / 5`` s, probe if one is due."""
         next_probe = 0.0
         while True:
             if self.tick() and self._clock() >= next_probe:
                 try:
-                    probe()
+                    confirmed = probe()
                 except Exception as exc:  # the link is going down: the supervisor knows
                     log.debug("probe not sent: %s", exc)
+                else:
+                    if confirmed is not None:
+                        confirmed.add_done_callback(_unconfirmed)
                 next_probe = self._clock() + PROBE_EVERY
             await asyncio.sleep(PROBE_EVERY / 5)

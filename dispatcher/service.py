@@ -160,9 +160,10 @@ class Dispatcher:
         holding = not self._inbox.empty() or (self._acking is not None and not self._acking.done())
         return self._link is not None and self.activity.active(holding)
 
-    def probe(self) -> None:
-        if self._link is not None:
-            self._link.publisher.send([probe_message(self._name)])
+    def probe(self) -> asyncio.Future[None] | None:
+        if self._link is None:
+            return None
+        return self._link.publisher.send([probe_message(self._name)])
 
     async def queue_ready(self) -> int | None:
         """Messages ready in the dispatch queue (a passive declare); None if not connected."""

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -14,6 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from ssehub.batch import ItemError, parse_batch
 from ssehub.config import Settings
+from ssehub.dispatcher.activity import PROBE_EVERY, WINDOW, Activity
 from ssehub.dispatcher.main import running_dispatcher
 from ssehub.dispatcher.metrics import DEAD_REASONS, dead_letter_reason
 from ssehub.dispatcher.service import Dispatcher
@@ -225,3 +231,55 @@ def test_dead_letter_reason_of_anything_else_is_other() -> None:
     assert dead_letter_reason("presence: malformed (x)") == "other"
     assert dead_letter_reason("no colon at all") == "other"
     assert {dead_letter_reason(f"{w}: x") for w in ("a", "b[0]", "")} == {"other"}
+
+
+def test_activity_rule_with_a_clock() -> None:
+    now = [100.0]
+    activity = Activity(clock=lambda: now[0])
+    assert activity.tick() is True  # nothing delivered yet: probe
+    assert activity.active(holding=False) is False
+    assert activity.active(holding=True) is True  # unacked deliveries in hand
+    activity.seen = True  # a delivery (a probe or traffic) arrived
+    assert activity.active(holding=False) is True
+    assert activity.tick() is False  # just heard from the broker: no probe due
+    now[0] += PROBE_EVERY
+    assert activity.tick() is True  # quiet for PROBE_EVERY: probe again
+    now[0] += WINDOW - PROBE_EVERY - 0.1
+    assert activity.active(holding=False) is True
+    now[0] += 0.2
+    assert activity.active(holding=False) is False  # no delivery within WINDOW: standby
+    activity.seen = True
+    assert activity.active(holding=False) is True
+    activity.lost()  # a new connection: what the old one received says nothing
+    assert activity.active(holding=False) is False
+
+
+async def test_cli_dispatcher_port(own_amqp: str, tmp_path: Path) -> None:
+    """``ssehub dispatcher --port N`` serves the port; SIGTERM ends it cleanly."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SSEHUB_")} | {
+        "SSEHUB_RABBITMQ_URL": own_amqp,
+        "SSEHUB_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
+        "SSEHUB_PRESENCE": "false",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ssehub.cli", "dispatcher", "--port", str(port), env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        base = f"http://127.0.0.1:{port}"
+        async with asyncio.timeout(30):
+            while True:
+                with contextlib.suppress(httpx.TransportError):
+                    if (await get(base + "/readyz")).status_code == 200:
+                        break
+                await asyncio.sleep(0.2)  # wait-ok: the process is starting up
+        assert (await get(base + "/healthz")).json() == {"status": "ok"}
+        assert "ssehub_dispatcher_active" in (await get(base + "/metrics")).text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            _, stderr = await proc.communicate()
+    assert proc.returncode == 0, stderr.decode()
