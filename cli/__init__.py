@@ -66,7 +66,9 @@ def parser() -> argparse.ArgumentParser:
     edge.set_defaults(func=serve.edge)
 
     disp = sub.add_parser("dispatcher", help="one dispatcher (others wait as standbys)")
-    disp.add_argument("--host", default="127.0.0.1", help="of the HTTP port (default 127.0.0.1)")
+    # All interfaces by default, like any exporter: the port is opt-in and what
+    # it serves is for probes and Prometheus (k8s/base/dispatcher.yaml relies on it).
+    disp.add_argument("--host", default="0.0.0.0", help="of the HTTP port (default 0.0.0.0)")
     disp.add_argument(
         "--port",
         type=int,
