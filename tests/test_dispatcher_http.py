@@ -99,7 +99,17 @@ async def test_healthz_readyz_metrics_answer(settings: Settings) -> None:
         assert missing.status_code == 404
 
 
-async def test_one_active_one_standby_then_failover(settings: Settings) -> None:
+@pytest.mark.parametrize("queue_type", ["classic", "quorum"])
+async def test_one_active_one_standby_then_failover(
+    broker_url: str, tmp_path: Path, queue_type: str
+) -> None:
+    # a vhost per queue type: a queue keeps the type it was declared with
+    with rabbitmq_vhost(broker_url) as amqp:
+        settings = make_settings(amqp, f"sqlite:///{tmp_path / 'd.db'}", queue_type=queue_type)
+        await _active_standby_failover(settings)
+
+
+async def _active_standby_failover(settings: Settings) -> None:
     async with contextlib.AsyncExitStack() as first_alive:
         _, first = await first_alive.enter_async_context(dispatcher_at(settings, "first"))
         await until_role(first, "active")
