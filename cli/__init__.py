@@ -66,6 +66,15 @@ def parser() -> argparse.ArgumentParser:
     edge.set_defaults(func=serve.edge)
 
     disp = sub.add_parser("dispatcher", help="one dispatcher (others wait as standbys)")
+    # All interfaces by default, like any exporter: the port is opt-in and what
+    # it serves is for probes and Prometheus (k8s/base/dispatcher.yaml relies on it).
+    disp.add_argument("--host", default="0.0.0.0", help="of the HTTP port (default 0.0.0.0)")
+    disp.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="serve /healthz, /readyz, /metrics on this port (default: no HTTP port)",
+    )
     disp.set_defaults(func=serve.dispatcher)
 
     tok = sub.add_parser("token", help="print a signed development JWT for USER")

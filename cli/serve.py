@@ -75,14 +75,14 @@ def edge(args: argparse.Namespace) -> None:
     EdgeServer(create_app(config), config, args.host, args.port).run()
 
 
-def dispatcher(_args: argparse.Namespace) -> None:
+def dispatcher(args: argparse.Namespace) -> None:
     from ssehub.cli import settings
     from ssehub.dispatcher.main import serve
 
     config = settings()
     _start(config)
     with asyncio.Runner(loop_factory=_fast_loop()) as runner:
-        runner.run(serve(config))
+        runner.run(serve(config, port=args.port, host=args.host))
 
 
 def _fast_loop() -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -1,23 +1,33 @@
-"""Running a dispatcher: engine, schema, signals."""
+"""Running a dispatcher: engine, schema, signals, and its HTTP port."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 from ssehub.config import Settings
 from ssehub.db import create_engine, create_schema
+from ssehub.dispatcher.http import serving
 from ssehub.dispatcher.persist import DispatchStore
 from ssehub.dispatcher.service import Dispatcher
 
 
 @asynccontextmanager
 async def running_dispatcher(
-    settings: Settings, name: str = "dispatcher"
+    settings: Settings,
+    name: str = "dispatcher",
+    *,
+    port: int | None = None,
+    host: str = "127.0.0.1",
 ) -> AsyncIterator[Dispatcher]:
-    """A dispatcher running in the background of the caller's event loop."""
+    """A dispatcher running in the background of the caller's event loop.
+    ``port``: serve /healthz, /readyz and /metrics there (0: any free port; the
+    bound one is ``dispatcher.http_port``); None: no HTTP port."""
     engine = create_engine(settings.database_url, writer=True)
     try:
         await create_schema(engine)
@@ -27,7 +37,17 @@ async def running_dispatcher(
         dispatcher = Dispatcher(settings, store, name)
         task = asyncio.create_task(dispatcher.run(), name=name)
         try:
-            yield dispatcher
+            async with contextlib.AsyncExitStack() as http:
+                if port is not None:
+                    # Readiness pings through an engine of its own, opening a fresh
+                    # connection each time (a pooled one says little about the store
+                    # now), and not the writer's, whose connections take SQLite's
+                    # write lock (ssehub.db).
+                    reader = create_async_engine(settings.database_url, poolclass=NullPool)
+                    http.push_async_callback(reader.dispose)
+                    served = serving(dispatcher, reader, host, port)
+                    dispatcher.http_port = await http.enter_async_context(served)
+                yield dispatcher
         finally:
             dispatcher.stop()
             await task
@@ -36,11 +56,11 @@ async def running_dispatcher(
         await engine.dispose()
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, port: int | None = None, host: str = "127.0.0.1") -> None:
     """``ssehub dispatcher``: until SIGTERM/SIGINT, then finish the batch in hand."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with running_dispatcher(settings):
+    async with running_dispatcher(settings, port=port, host=host):
         await stop.wait()

@@ -24,7 +24,9 @@ from ssehub import topology
 from ssehub.amqp import AmqpSupervisor
 from ssehub.backoff import Backoff
 from ssehub.config import Settings
+from ssehub.dispatcher.activity import Activity, ack_now, is_probe, probe_message
 from ssehub.dispatcher.intake import DeadLetter, sort_batch
+from ssehub.dispatcher.metrics import DispatcherMetrics
 from ssehub.dispatcher.persist import DispatchStore
 from ssehub.dispatcher.presence import PresenceOp
 from ssehub.dispatcher.retention import Retention, prune
@@ -59,6 +61,10 @@ class Dispatcher:
         self._link: _Link | None = None
         self._generation = 0
         self._stopping = asyncio.Event()
+        self._name = name
+        self.metrics = DispatcherMetrics()
+        self.activity = Activity()
+        self.http_port: int | None = None  # where /metrics is served (dispatcher/main.py)
         self.supervisor = AmqpSupervisor(
             settings.rabbitmq_url,
             self._setup,
@@ -95,7 +101,13 @@ class Dispatcher:
         generation = self._generation
         self._link = _Link(generation, raw_consume, publisher, (consume, publish))
 
+        activity = self.activity
+
         def on_message(message: DeliveredMessage) -> None:
+            activity.seen = True
+            if is_probe(message):  # it reached us: we are the active consumer
+                ack_now(raw_consume, _tag(message))
+                return
             self._inbox.put_nowait((generation, message))
 
         # aiormq directly: we need the body, the routing key and a few properties,
@@ -106,6 +118,7 @@ class Dispatcher:
         # Unacked messages of the old connection go back to the queue on the broker;
         # the ones we buffered can no longer be acked, so forget them.
         self._link = None
+        self.activity.lost()
         while not self._inbox.empty():
             self._inbox.get_nowait()
 
@@ -139,6 +152,26 @@ class Dispatcher:
 
     def stop(self) -> None:
         self._stopping.set()
+
+    # -- observability (dispatcher/http.py) ------------------------------------
+    @property
+    def active(self) -> bool:
+        """The queue's single active consumer (rule: dispatcher/activity.py)."""
+        holding = not self._inbox.empty() or (self._acking is not None and not self._acking.done())
+        return self._link is not None and self.activity.active(holding)
+
+    def probe(self) -> asyncio.Future[None] | None:
+        if self._link is None:
+            return None
+        return self._link.publisher.send([probe_message(self._name)])
+
+    async def queue_ready(self) -> int | None:
+        """Messages ready in the dispatch queue (a passive declare); None if not connected."""
+        link = self._link
+        if link is None:
+            return None
+        ok = await link.consume.queue_declare(topology.DISPATCH.name, passive=True)
+        return int(ok.message_count or 0)
 
     async def _prune(self) -> None:
         try:
@@ -189,10 +222,13 @@ class Dispatcher:
         good, presence, dead = intake.good, intake.presence, intake.dead
         self._started += 1
         number = self._started
+        started = time.perf_counter()
+        self.metrics.batch_messages.observe(len(batch))
         self._failpoint("before_commit", number)
         deliveries = await self._commit(good, presence, link, number)
         if deliveries is None:
             return  # connection lost while the store was down: the broker redelivers
+        self.metrics.events_accepted.inc(len(deliveries))
         self._failpoint("after_commit", number)
         # Acks go in order, and if the previous batch failed, this one is
         # redelivered with it: wait for it before publishing this one.
@@ -201,11 +237,14 @@ class Dispatcher:
             self._acking = None
         if self._link is not link or self._broken is link:
             return
-        confirmed = link.publisher.send(self._messages(deliveries, dead))
-        self._acking = asyncio.create_task(self._ack(link, confirmed, _tag(batch[-1]), number))
+        confirmed = link.publisher.send(_stamp(self._messages(deliveries, dead)))
+        self.metrics.time_publish(confirmed)
+        self._acking = asyncio.create_task(
+            self._ack(link, confirmed, _tag(batch[-1]), number, started)
+        )
 
     async def _ack(
-        self, link: _Link, confirmed: asyncio.Future[None], tag: int, number: int
+        self, link: _Link, confirmed: asyncio.Future[None], tag: int, number: int, started: float
     ) -> None:
         try:
             await confirmed
@@ -221,6 +260,8 @@ class Dispatcher:
             self.supervisor.fail()
             return
         self.batches += 1
+        self.metrics.batches.inc()
+        self.metrics.ack_seconds.observe(time.perf_counter() - started)
 
     def _failpoint(self, point: str, number: int) -> None:
         """Testing only (SSEHUB_FAILPOINT): die like a power cut at ``point``
@@ -235,7 +276,10 @@ class Dispatcher:
         backoff = Backoff(0.05, 5.0)
         while True:
             try:
-                return await self._store.commit_batch(good, presence)
+                start = time.perf_counter()
+                deliveries = await self._store.commit_batch(good, presence)
+                self.metrics.commit_seconds.observe(time.perf_counter() - start)
+                return deliveries
             except StoreUnavailable as exc:
                 log.warning(
                     "store unavailable (%s); retrying batch in %.2fs",
@@ -263,6 +307,7 @@ class Dispatcher:
                 reason,
                 extra={"routing_key": message.routing_key, "reason": reason},
             )
+            self.metrics.dead_letter(reason)
             original = message.header.properties
             headers = dict(original.headers or {})
             headers[topology.ERROR_HEADER] = reason
@@ -281,6 +326,18 @@ def _notice(delivery: Delivery) -> aiormq.spec.Basic.Properties:
     if delivery.notice == "control":
         return topology.CONTROL_PROPERTIES
     return topology.receipt_properties(delivery.key)
+
+
+def _stamp(sends: list[Publish]) -> list[Publish]:
+    """The batch's first message carries its publish time (the edges' publish-to-write
+    latency, sampled once per batch: the other deliveries stay property-less, cheap to
+    decode); unless it is not a plain delivery (a notice, a dead letter): no sample then."""
+    if sends and sends[0].properties is topology.DELIVERY_PROPERTIES:
+        sent_at = aiormq.spec.Basic.Properties(
+            headers={topology.SENT_AT_HEADER: time.time_ns() // 1000}
+        )
+        sends[0] = sends[0]._replace(properties=sent_at)
+    return sends
 
 
 def _tag(message: DeliveredMessage) -> int:

@@ -42,9 +42,9 @@ def create_app(settings: Settings, *, extra: Extra | None = None) -> FastAPI:
         engine = create_engine(settings.database_url)
         await create_schema(engine)
         registry = Registry()
-        ctx = EdgeContext(
-            settings, EventStore(engine), registry, EdgeNode(settings, registry), EdgeMetrics()
-        )
+        metrics = EdgeMetrics()
+        node = EdgeNode(settings, registry, metrics)
+        ctx = EdgeContext(settings, EventStore(engine), registry, node, metrics)
         app.state.edge = ctx
         tasks = [
             asyncio.create_task(ctx.node.supervisor.run(), name="edge-amqp"),

@@ -23,6 +23,7 @@ from ssehub import topology
 from ssehub.amqp import AmqpSupervisor
 from ssehub.config import Settings
 from ssehub.edge.binder import Binder
+from ssehub.edge.metrics import EdgeMetrics
 from ssehub.edge.receipts import Receipts
 from ssehub.edge.registry import Registry
 from ssehub.errors import BrokerUnavailable
@@ -43,7 +44,8 @@ BIND_CHANNELS = 8
 
 
 class EdgeNode:
-    def __init__(self, settings: Settings, registry: Registry) -> None:
+    def __init__(self, settings: Settings, registry: Registry, metrics: EdgeMetrics) -> None:
+        self.metrics = metrics
         self.node_id = f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
         self._registry = registry
         self._presence = settings.presence
@@ -142,6 +144,11 @@ class EdgeNode:
         if not headers:  # the hot path: an event to write, nothing else
             self._registry.deliver(user, event_seq(body), body)
             return
+        sent_at = headers.get(topology.SENT_AT_HEADER)
+        if sent_at is not None:  # one delivery per dispatcher batch: its publish time
+            self._sampled(user, sent_at)
+            self._registry.deliver(user, event_seq(body), body)
+            return
         notice = _text(headers.get(topology.NOTICE_HEADER))
         if notice == "caps":  # another edge's streams of the user (edge/caps.py)
             self.on_notice(body)
@@ -160,6 +167,11 @@ class EdgeNode:
             log.info("control %s for %r: %d streams closed", op.get("op"), user, closed)
         else:
             self._registry.deliver(user, event_seq(body), body)
+
+    def _sampled(self, user: str, sent_at: object) -> None:
+        """Sampled if a stream here will write it (that write observes it)."""
+        if self._registry.has_user(user):
+            self.metrics.sampled(sent_at)
 
     async def ensure_bound(self, user_id: str) -> None:
         """Return once live events for ``user_id`` reach this node.

@@ -146,7 +146,10 @@ class Pump:
             self._written()
 
     def _written(self) -> None:
-        """A write completed: report the receipts it carried."""
+        """A write completed: report the receipts it carried (and a pending
+        publish-to-write sample, edge/metrics.py)."""
+        if self._metrics.sent_at is not None:
+            self._metrics.wrote()
         if self._receipts is not None:
             due = self._stream.receipts_due()
             if due:

@@ -73,6 +73,7 @@ class StreamResponse(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx = self.ctx
         now = time.time()
+        started = time.perf_counter()
         stream = Stream(
             self.user_id, stream_id(now), ctx.settings.client_buffer_bytes, self.identity.iat
         )
@@ -111,6 +112,7 @@ class StreamResponse(Response):
                 stream.cursor, self.user_id, stream.stream_id, recovered
             )
             await send({"type": "http.response.body", "body": first, "more_body": True})
+            ctx.metrics.connect_seconds.observe(time.perf_counter() - started)
             if log.isEnabledFor(logging.DEBUG):  # a storm opens thousands a second
                 log.debug(
                     "stream %s opened for %s",
@@ -118,7 +120,7 @@ class StreamResponse(Response):
                     self.user_id,
                     extra={"user": self.user_id, "stream": stream.stream_id, "resumed": recovered},
                 )
-            await self._serve(stream, receive, send, position.last_seq, snapshot)
+            await self._serve(stream, receive, send, position.last_seq, snapshot, recovered)
         finally:
             ctx.metrics.connections.dec()
             ctx.tokens.discard(stream)
@@ -142,6 +144,7 @@ class StreamResponse(Response):
         send: Send,
         stored_upto: int,
         snapshot: bytes | None,
+        resumed: bool,
     ) -> None:
         ctx = self.ctx
         pump = Pump(
@@ -155,7 +158,11 @@ class StreamResponse(Response):
         )
         try:
             with closes_on_failure(stream):
+                started = time.perf_counter()
                 await pump.sync(stored_upto, snapshot)  # the replay, in this task
+                if resumed:
+                    ctx.metrics.replay_seconds.observe(time.perf_counter() - started)
+                    ctx.metrics.replay_events.observe(stream.replayed)
                 await pump.live_until_closed(receive)
         finally:
             await pump.stop()
@@ -163,6 +170,8 @@ class StreamResponse(Response):
         fields = {"user": stream.user_id, "stream": stream.stream_id, "reason": stream.closed}
         if log.isEnabledFor(logging.DEBUG):
             log.debug("stream %s closed (%s)", stream.stream_id, stream.closed, extra=fields)
+        if stream.closed is not None:
+            ctx.metrics.closes.labels(stream.closed.value).inc()
         if stream.closed in (CloseReason.SLOW, CloseReason.WRITE_TIMEOUT):
             log.info("closing slow client %s (%s)", stream.stream_id, stream.closed, extra=fields)
             ctx.metrics.slow_closes.inc()

@@ -23,6 +23,8 @@ from ssehub.fastpath.marshal import Publish
 
 ERROR_HEADER = "x-ssehub-error"  # on sse.dead messages: why it was rejected
 PRESENCE_HEADER = "x-ssehub-presence"  # edge → dispatcher presence signals
+PROBE_HEADER = "x-ssehub-probe"  # dispatcher → the active dispatcher (dispatcher/activity.py)
+SENT_AT_HEADER = "x-ssehub-sent-at"  # one delivery per batch: publish time, µs since epoch
 
 
 @dataclass(frozen=True)
