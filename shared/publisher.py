@@ -67,26 +67,45 @@ class Publisher:
 
     # -- events ----------------------------------------------------------------
     async def send_event_to_user(
-        self, user_id: str, event: str, data: Any, *, key: str | None = None,
-        ephemeral: bool = False, receipt: bool = False,
-    ) -> str:  # fmt: skip
+        self,
+        user_id: str,
+        event: str,
+        data: Any,
+        *,
+        key: str | None = None,
+        ephemeral: bool = False,
+        receipt: bool = False,
+    ) -> str:
         """One event to every stream of one user. Returns the idempotency key."""
         doc = event_doc(event, data, key=key, ephemeral=ephemeral, receipt=receipt)
         return await self._sender.submit("user", check_id(user_id, "user_id"), doc)
 
     async def send_event_to_users(
-        self, user_ids: Iterable[str], event: str, data: Any, *, key: str | None = None,
-        ephemeral: bool = False, receipt: bool = False,
-    ) -> str:  # fmt: skip
+        self,
+        user_ids: Iterable[str],
+        event: str,
+        data: Any,
+        *,
+        key: str | None = None,
+        ephemeral: bool = False,
+        receipt: bool = False,
+    ) -> str:
         """The same event to each listed user (at most 1,000), as one batch item."""
         doc = event_doc(event, data, key=key, ephemeral=ephemeral, receipt=receipt)
         doc["users"] = list(check_users(list(user_ids), "user_ids"))
         return await self._sender.submit("users", None, doc)
 
     async def broadcast_to_conversation(
-        self, conversation_id: str, event: str, data: Any, *, exclude: Iterable[str] = (),
-        ephemeral: bool = False, key: str | None = None, receipt: bool = False,
-    ) -> str:  # fmt: skip
+        self,
+        conversation_id: str,
+        event: str,
+        data: Any,
+        *,
+        exclude: Iterable[str] = (),
+        ephemeral: bool = False,
+        key: str | None = None,
+        receipt: bool = False,
+    ) -> str:
         """One event to every member of a conversation but ``exclude``."""
         doc = event_doc(event, data, key=key, exclude=exclude, ephemeral=ephemeral, receipt=receipt)
         target = check_id(conversation_id, "conversation_id")
