@@ -85,8 +85,10 @@ class StreamResponse(Response):
             try:
                 await ctx.node.ensure_bound(self.user_id)
                 ctx.caps.announce(self.user_id, time.monotonic())
-                position = await ctx.store.position(self.user_id)
-                snapshot = await self._presence_snapshot()
+                # both read after the bind, side by side: one round trip of waiting
+                position, snapshot = await asyncio.gather(
+                    ctx.store.position(self.user_id), self._presence_snapshot()
+                )
             except (BrokerUnavailable, StoreUnavailable) as exc:
                 log.warning(
                     "cannot serve %s now: %s", self.user_id, exc, extra={"user": self.user_id}
