@@ -153,7 +153,7 @@ PRESENCE_PROPERTIES = aiormq.spec.Basic.Properties(headers={PRESENCE_HEADER: 1})
 
 # sse.deliver messages: body = the event's SSE bytes, ready to write as is (its ``id:`` line
 # is the recipient's sequence number); no property at all, so not persistent
-# (the store holds the durable copy) and cheap to decode (shared/wire.py).
+# (the store holds the durable copy) and cheap to decode (ssehub.fastpath.receiver).
 # Shared, immutable: built once.
 DELIVERY_PROPERTIES = aiormq.spec.Basic.Properties()
 

@@ -18,10 +18,9 @@ replaces one of them:
 
 aiormq is pinned to ``PINNED`` in pyproject.toml;
 ``tests/unit/fastpath/test_internals.py`` fails loudly when an upgrade moves
-one of these attributes. The only
-process-wide patch, ``receiver.install``, is applied explicitly at start by
-the entry points (the CLI, and tests that want it); nothing installs it as a
-side effect of constructing an object.
+one of these attributes. The only process-wide patch, ``receiver.install``,
+is applied explicitly at start by the entry points (the CLI, and tests that
+want it); nothing installs it as a side effect of constructing an object.
 """
 
 from __future__ import annotations
