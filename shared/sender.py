@@ -114,7 +114,7 @@ class Sender:
             routing_key, body = batch.ROUTING_KEY, dump_body(items)
         try:
             await self.publish(routing_key, body, message_id)
-        except (PublishError, ConfigError) as exc:
+        except Exception as exc:  # PublishError, ConfigError: the callers learn of it
             for call in calls:
                 if not call.done.done():
                     call.done.set_exception(exc)
