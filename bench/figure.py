@@ -69,3 +69,36 @@ def fmt(value: float | None, unit: str = "") -> str:
     else:
         text = f"{value:.2f}"
     return f"{text} {unit}".strip()
+
+
+def latency_figures(
+    key: str,
+    rate: float,
+    p50_ms: float | None,
+    p99_ms: float | None,
+    targets: tuple[tuple[float, float], tuple[float, float]],
+    cpu: dict[str, Any],
+    details: dict[str, Any],
+) -> list[Figure]:
+    """A latency scenario's two figures, p50 and p99 at ``rate``; ``targets``:
+    (target, moonshot) for each."""
+    out = []
+    for name, value, (target, moonshot) in (
+        ("p50", p50_ms, targets[0]),
+        ("p99", p99_ms, targets[1]),
+    ):
+        out.append(
+            Figure(
+                key,
+                f"publish → client {name} at {rate:,.0f}/s",
+                value,
+                "ms",
+                target,
+                moonshot,
+                higher_is_better=False,
+                client_cpu=cpu.get("client"),
+                cpu=cpu if name == "p50" else {},
+                details=details if name == "p50" else {},
+            )
+        )
+    return out

@@ -19,7 +19,7 @@ from typing import Any
 import aio_pika
 
 from bench import stack
-from bench.figure import Figure
+from bench.figure import Figure, latency_figures
 from bench.floor_bin import Consumer, c_publish, py_publish
 from bench.harness import Ctx, cpu_meter, ms, pct, wait_events
 from bench.scenarios_edge import users
@@ -287,27 +287,6 @@ async def latency_fixed(ctx: Ctx) -> list[Figure]:
         "failed_connects": totals["failed_connects"],
         "p999_ms": ms(pct(totals["lat"] or [], 99.9)[0]),
     }
-    return [
-        Figure(
-            "latency-2000",
-            f"publish → client p50 at {rate:,.0f}/s",
-            step["p50_ms"],
-            "ms",
-            2,
-            1,
-            higher_is_better=False,
-            client_cpu=cpu.get("client"),
-            cpu=cpu,
-            details=details,
-        ),
-        Figure(
-            "latency-2000",
-            f"publish → client p99 at {rate:,.0f}/s",
-            step["p99_ms"],
-            "ms",
-            10,
-            5,
-            higher_is_better=False,
-            client_cpu=cpu.get("client"),
-        ),
-    ]
+    return latency_figures(
+        "latency-2000", rate, step["p50_ms"], step["p99_ms"], ((2, 1), (10, 5)), cpu, details
+    )

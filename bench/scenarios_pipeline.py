@@ -11,7 +11,7 @@ import aio_pika
 import orjson
 from ssehub import topology
 
-from bench.figure import Figure
+from bench.figure import Figure, latency_figures
 from bench.harness import (
     Ctx,
     cpu_meter,
@@ -242,30 +242,9 @@ async def latency(ctx: Ctx) -> list[Figure]:
         "failed_connects": failed,
         "histogram_ms": _histogram(lat),
     }
-    return [
-        Figure(
-            "latency",
-            f"publish → client p50 at {round(rate):,}/s",
-            ms(p50),
-            "ms",
-            5,
-            2,
-            higher_is_better=False,
-            client_cpu=cpu.get("client"),
-            cpu=cpu,
-            details=details,
-        ),
-        Figure(
-            "latency",
-            f"publish → client p99 at {round(rate):,}/s",
-            ms(p99),
-            "ms",
-            25,
-            10,
-            higher_is_better=False,
-            client_cpu=cpu.get("client"),
-        ),
-    ]
+    return latency_figures(
+        "latency", round(rate), ms(p50), ms(p99), ((5, 2), (25, 10)), cpu, details
+    )
 
 
 def _round_robin(sent: int, users: int, workers: int) -> list[int]:
