@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import orjson
 from ssehub.dispatcher.expand import Fanout
-from ssehub.schema import ControlMessage
+from ssehub.schema import ControlMessage, control_doc
 from ssehub.sse import render_event
 
 
@@ -35,12 +35,9 @@ class StoredEvent:
 
 
 def control_delivery(op: ControlMessage) -> Delivery:
-    """A control op for the edges holding the user's streams."""
-    doc: dict[str, object] = {"op": op.op}
-    if op.reason is not None:
-        doc["reason"] = op.reason
-    if op.before is not None:
-        doc["before"] = op.before
+    """A control op for the edges holding the user's streams (the op's body, as
+    publishers send it, with a revoke's ``before`` resolved)."""
+    doc = control_doc(op.op, reason=op.reason, before=op.before)
     return Delivery(op.user, None, orjson.dumps(doc), "control")
 
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator
 from typing import Any
 
-import orjson
-from ssehub.edge.stream import CloseReason, Stream
-from ssehub.sse import render_event
+from ssehub.edge.stream import CloseReason, Stream, goodbye
 
 
 class Registry:
@@ -85,8 +83,3 @@ class Registry:
 def revoked(issued_at: float | None, before: float | None) -> bool:
     """Whether a revocation cut-off ``before`` covers a token issued at ``issued_at``."""
     return before is not None and (issued_at is None or issued_at < before)
-
-
-def goodbye(reason: str) -> bytes:
-    """The ``disconnected`` event a stream gets before it is closed on purpose."""
-    return render_event(None, "disconnected", orjson.dumps({"reason": reason}))

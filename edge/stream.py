@@ -14,6 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
 
+import orjson
 from ssehub.sse import PING, event_name, render_event
 from ssehub.store import EventStore
 
@@ -38,13 +39,16 @@ class CloseReason(StrEnum):
     TOO_MANY_STREAMS = "too-many-streams"  # over the per-user cap (edge/caps.py)
 
 
+def goodbye(reason: str) -> bytes:
+    """The ``disconnected`` event a stream gets before it is closed on purpose."""
+    return render_event(None, "disconnected", orjson.dumps({"reason": reason}))
+
+
 # Closes that end with a last ephemeral event of ours: the response writes the
 # unsent output (a replay page, live events), then this, with the end of the body.
 FAREWELLS = {
     CloseReason.TOKEN_EXPIRED: render_event(None, "token:expired", b"{}"),
-    CloseReason.TOO_MANY_STREAMS: render_event(
-        None, "disconnected", b'{"reason":"too_many_streams"}'
-    ),
+    CloseReason.TOO_MANY_STREAMS: goodbye("too_many_streams"),
 }
 # Closes whose last event (a control's ``disconnected``, with its reason) was put
 # into the output by ``Stream.end``: the response writes the output out too.
@@ -142,9 +146,7 @@ class Stream:
         """Close with a last (ephemeral) event that says why: written before the
         stream ends, whatever the replay or held events are doing."""
         if self.closed is None:
-            self._out.append(sse)
-            self._out_bytes += len(sse)
-            self.events_out += 1
+            self._push(sse, check=False)  # not bounded: the stream ends anyway
             self.close(reason)
 
     def close(self, reason: CloseReason) -> None:

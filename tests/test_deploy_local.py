@@ -244,7 +244,7 @@ def running_nginx(tmp: Path) -> Iterator[str]:
                 break
             assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
             assert time.monotonic() < deadline, "nginx did not start listening"
-            time.sleep(0.05)
+            time.sleep(0.05)  # wait-ok: polling the port (see above)
         yield f"http://127.0.0.1:{port}"
     finally:
         StubEdge.release.set()

@@ -34,9 +34,8 @@ async def test_start_runs_a_coroutine_until_it_suspends() -> None:
     rest = start(blocked())
     assert rest is not None
     task = asyncio.ensure_future(rest)
-    await asyncio.sleep(
-        0
-    )  # wait-ok: one loop turn, so the task starts and the throw reaches the coroutine
+    # one loop turn, so the task starts and the throw reaches the coroutine
+    await asyncio.sleep(0)  # wait-ok: one loop turn
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
