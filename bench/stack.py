@@ -20,6 +20,7 @@ from pathlib import Path
 
 import aio_pika
 import psutil
+import ssehub.amqp
 from ssehub import topology
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -240,7 +241,7 @@ async def wait_broker(url: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            conn = await aio_pika.connect(url, timeout=5)
+            conn = await ssehub.amqp.connect(url, timeout=5)
         except Exception:
             if time.monotonic() > deadline:
                 raise

@@ -38,6 +38,24 @@ def with_heartbeat(url: str) -> str:
     return str(parsed.update_query(heartbeat=HEARTBEAT))
 
 
+async def connect(url: str, *, timeout: float, **kwargs: object) -> AbstractConnection:
+    """``aio_pika.connect`` that closes what it made when the connect fails.
+
+    aio-pika builds the ``Connection`` before connecting and drops it on failure
+    unclosed; its ``__del__`` then schedules ``close()`` on whichever thread the
+    garbage collector happens to run (a worker thread has no loop, and the
+    coroutine is never awaited). Every retry loop here fails connects on purpose.
+    """
+    connection = aio_pika.Connection(URL(url), **kwargs)  # type: ignore[arg-type]
+    try:
+        await connection.connect(timeout=timeout)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(connection.close())
+        raise
+    return connection
+
+
 def describe(exc: BaseException, url: str) -> str:
     """What went wrong connecting to ``url``, in words (never the password)."""
     parsed = URL(url)
@@ -109,7 +127,7 @@ class AmqpSupervisor:
             self._watched = []
             self._failed.clear()
             try:
-                connection = await aio_pika.connect(
+                connection = await connect(
                     self._url, timeout=10, client_properties={"connection_name": self._name}
                 )
                 await self._setup(connection)

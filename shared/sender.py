@@ -22,7 +22,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 from ssehub import batch, topology
-from ssehub.amqp import describe
+from ssehub.amqp import connect, describe
 from ssehub.backoff import Backoff
 from ssehub.config import QueueType
 from ssehub.errors import ConfigError, PublishError
@@ -155,7 +155,7 @@ class Sender:
     async def _ready(self) -> AbstractExchange:
         async with self._lock:
             if self._exchange is None or self._channel is None or self._channel.is_closed:
-                self._connection = await aio_pika.connect(self._url, timeout=self._timeout)
+                self._connection = await connect(self._url, timeout=self._timeout)
                 self._channel = await self._connection.channel(
                     publisher_confirms=True, on_return_raises=True
                 )
