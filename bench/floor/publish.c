@@ -1,23 +1,38 @@
 /* The floor's publisher: `rate` events/s for `duration` s to sse.events, persistent,
  * confirms pipelined (at most `window` messages unconfirmed), round-robin over
  * `users` users named <prefix><6 digits>. batch=0: one event per message,
- * routing key user.<id>; batch=K: `batch` messages of K items.
+ * routing key user.<id>; batch=K: `batch` messages of at most K items, sent when
+ * full or when the oldest has waited `linger` µs (default 5,000).
  * Each event's "t" is the wall clock (µs) at which it was due, so a publisher
  * that falls behind shows up in the latency. Prints one JSON line. */
 #include "common.h"
 
 #include <amqp_framing.h>
+#include <errno.h>
+#include <poll.h>
+#include <string.h>
 #include <sys/time.h>
+#include <time.h>
 
 static int64_t confirmed, nacked;
 
-/* Read what the broker sent (confirms) for at most timeout_us. */
+/* Read what the broker sent (confirms) for at most timeout_us. We wait in ppoll()
+ * ourselves: librabbitmq 0.11's amqp_simple_wait_frame_noblock() returns at once
+ * whatever its timeout, and the publisher spun a whole core at 1,000 msgs/s,
+ * leaving the stack under test one core of this 2-core machine. */
 static void drain(amqp_connection_state_t conn, int64_t timeout_us) {
     for (;;) {
+        if (!amqp_frames_enqueued(conn) && !amqp_data_in_buffer(conn)) {
+            struct pollfd p = {.fd = amqp_get_sockfd(conn), .events = POLLIN};
+            struct timespec ts = {timeout_us / 1000000, (timeout_us % 1000000) * 1000};
+            int ready = ppoll(&p, 1, &ts, NULL);
+            if (ready < 0 && errno != EINTR) die("confirms", strerror(errno));
+            if (ready <= 0) return;
+        }
         amqp_frame_t frame;
-        struct timeval tv = {timeout_us / 1000000, timeout_us % 1000000};
+        struct timeval tv = {0, 0};
         int rc = amqp_simple_wait_frame_noblock(conn, &frame, &tv);
-        if (rc == AMQP_STATUS_TIMEOUT) return;
+        if (rc == AMQP_STATUS_TIMEOUT) return; /* a partial frame: the rest comes later */
         if (rc != AMQP_STATUS_OK) die("confirms", amqp_error_string2(rc));
         timeout_us = 0; /* then only what is already there */
         if (frame.frame_type != AMQP_FRAME_METHOD) continue;
@@ -57,6 +72,7 @@ int main(int argc, char **argv) {
     int users = atoi(arg(argc, argv, "users", "1000"));
     int batch = atoi(arg(argc, argv, "batch", "0"));
     int64_t window = atoll(arg(argc, argv, "window", "1000"));
+    int64_t linger = atoll(arg(argc, argv, "linger", "5000")); /* µs, batch>0 only */
     const char *prefix = arg(argc, argv, "prefix", "floor");
     const char *run = arg(argc, argv, "run", "f");
     const char *exchange = arg(argc, argv, "exchange", "sse.events");
@@ -86,10 +102,13 @@ int main(int argc, char **argv) {
     while (sent < total) {
         int64_t due = (int64_t)(rate * (mono_us() - t0) / 1e6);
         if (due > total) due = total;
-        /* a batch goes once it is full (or the last one) */
-        while (messages - confirmed < window && due - sent >= (per < total - sent ? per : total - sent)
-               && sent < total) {
-            int k = per < total - sent ? per : (int)(total - sent);
+        /* a batch goes once it is full, or once its oldest event has waited
+         * `linger` µs (as ssehub.Publisher's coalescing would), or is the last */
+        while (messages - confirmed < window && sent < due) {
+            int64_t ready = due - sent;
+            int64_t oldest = t0 + (int64_t)(sent * 1e6 / rate);
+            if (ready < per && ready < total - sent && mono_us() - oldest < linger) break;
+            int k = per < ready ? per : (int)ready;
             size_t len = 0;
             if (batch) body[len++] = '[';
             for (int j = 0; j < k; j++) {
@@ -114,7 +133,11 @@ int main(int argc, char **argv) {
         }
         /* read confirms until the next message is due: ticks of 1 to 5 ms, so
          * at high rates a tick's messages go out back to back */
-        int64_t next = t0 + (int64_t)((sent + per) * 1e6 / rate) - mono_us();
+        int64_t next = t0 + (int64_t)((sent + per) * 1e6 / rate) - mono_us(); /* full */
+        if (batch) {
+            int64_t lingered = t0 + (int64_t)(sent * 1e6 / rate) + linger - mono_us();
+            if (lingered < next) next = lingered;
+        }
         if (messages - confirmed >= window || next > 5000) next = 5000;
         drain(conn, next < 1000 ? 1000 : next);
     }
