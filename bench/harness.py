@@ -101,6 +101,7 @@ class Ctx:
     quiet_wait: float = 0.0  # seconds to wait for other people's test runs to end
     # one stack and its streams for consecutive steady-rate scenarios (shared())
     _shared: tuple[Stack, ClientPool, int, int] | None = None
+    _shared_env: dict[str, str] | None = None
     _shared_exit: contextlib.AsyncExitStack | None = None
 
     @contextlib.asynccontextmanager
@@ -145,14 +146,19 @@ class Ctx:
                 await self.pool.all("close")
                 await self.pool.all("reset")
 
-    async def shared(self, names: list[str]) -> tuple[Stack, ClientPool, int, int]:
+    async def shared(
+        self, names: list[str], env: dict[str, str] | None = None
+    ) -> tuple[Stack, ClientPool, int, int]:
         """A SQLite stack with one stream per name open, kept for the next scenario
-        that asks (the steady-rate ones: opening 2,000 streams and starting the
-        processes once). Returns (stack, pool, streams open, failed connects)."""
+        that asks with the same ``env`` (the steady-rate ones: opening 2,000 streams
+        and starting the processes once). Returns (stack, pool, streams open,
+        failed connects)."""
+        if self._shared is not None and self._shared_env != (env or {}):
+            await self.close_shared()
         if self._shared is None:
             exit_stack = contextlib.AsyncExitStack()
             try:
-                s = await exit_stack.enter_async_context(self.stack("sqlite"))
+                s = await exit_stack.enter_async_context(self.stack("sqlite", env=env))
                 pool = await exit_stack.enter_async_context(self.clients())
                 got, failed = 0, 0
                 for r in await pool.open(
@@ -164,6 +170,7 @@ class Ctx:
                 await exit_stack.aclose()
                 raise
             self._shared, self._shared_exit = (s, pool, got, failed), exit_stack
+            self._shared_env = dict(env or {})
         return self._shared
 
     async def close_shared(self) -> None:

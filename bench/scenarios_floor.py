@@ -160,13 +160,18 @@ async def _publish(ctx: Ctx, kind: str, rate: float, duration: float, run: str) 
 
 
 async def _steady_steps(
-    ctx: Ctx, kind: str, ladder: list[float], duration: float, run: str
+    ctx: Ctx,
+    kind: str,
+    ladder: list[float],
+    duration: float,
+    run: str,
+    env: dict[str, str] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """One stack, ``steady_users`` streams; each rate in turn until one fails."""
     sc = ctx.scale
     names = users("st", sc.steady_users)
     steps: list[dict[str, Any]] = []
-    s, pool, got, failed = await ctx.shared(names)
+    s, pool, got, failed = await ctx.shared(names, env)
     totals = {"streams": got, "failed_connects": failed, "gaps": 0, "dups": 0, "lat": None}
     # A fresh stack's first seconds (cold store pages, first batches, the
     # publisher's connection) are not its steady state: a short unmeasured run.
@@ -213,6 +218,7 @@ async def _steady_steps(
 
 STEADY = {
     "c": "one event per message",
+    "c-unpacked": "one event per message, one delivery message per recipient",
     "c-batched": "batch messages",
     "py": "ssehub.Publisher coalescing",
 }
@@ -221,14 +227,21 @@ STEADY = {
 async def pipeline_steady(ctx: Ctx, kind: str) -> list[Figure]:
     """The pipeline at a ladder of steady rates: its max, as a fraction of the floor."""
     sc = ctx.scale
-    key = {"c": "pipeline-steady", "c-batched": "pipeline-steady-batched"}.get(
-        kind, "pipeline-steady-publisher"
+    key = {
+        "c": "pipeline-steady",
+        "c-unpacked": "pipeline-steady-unpacked",
+        "c-batched": "pipeline-steady-batched",
+    }.get(kind, "pipeline-steady-publisher")
+    # c-unpacked: the design before ssehub.pack, side by side with it
+    env = {"SSEHUB_PACK_DELIVERIES": "1"} if kind == "c-unpacked" else None
+    publisher = "c" if kind == "c-unpacked" else kind
+    steps, totals = await _steady_steps(
+        ctx, publisher, rates(sc.steady_rates), sc.step_duration, key, env
     )
-    steps, totals = await _steady_steps(ctx, kind, rates(sc.steady_rates), sc.step_duration, key)
     best = max((s["rate"] for s in steps if _ok(s, sc.p99_bound_ms)), default=0.0)
     # the same rate's broker cost with no ssehub in the way (one-event floor
     # for one-event messages, the batched floor for batches)
-    floor_key = "floor" if kind == "c" else "floor-batched"
+    floor_key = "floor" if publisher == "c" else "floor-batched"
     floor_at = {s["rate"]: s["broker_us_per_event"] for s in ctx.ladders.get(floor_key, [])}
     for s in steps:
         s["floor_broker_us_per_event"] = floor_at.get(s["rate"])
@@ -236,7 +249,7 @@ async def pipeline_steady(ctx: Ctx, kind: str) -> list[Figure]:
     top = next((s for s in steps if s["rate"] == best), steps[-1] if steps else {"cpu": {}})
     floor_rate = ctx.measured.get("floor")
     # issue 9: one event per message 0.6× / 0.8× the floor; batched 20,000 / 40,000
-    if kind == "c":
+    if publisher == "c":
         target, moonshot = (0.6 * floor_rate, 0.8 * floor_rate) if floor_rate else (6e3, 8e3)
     else:
         target, moonshot = 20_000, 40_000

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import time
 from typing import Any
 
 import aio_pika
 import orjson
-from ssehub import topology
+from ssehub import pack, topology
 
 from bench.figure import Figure, latency_figures
 from bench.harness import (
@@ -32,28 +33,37 @@ from bench.stack import pid_of
 async def _sink_count(
     url: str, names: list[str], until: int, timeout: float, started: asyncio.Event
 ) -> tuple[float, float, int]:
-    """Watch a queue bound to sse.deliver for ``names`` fill up to ``until`` messages.
-    Returns (first time it was seen non-empty, time it reached ``until``, count then)."""
+    """Consume a queue bound to sse.deliver for ``names`` (as an edge's is) until
+    ``until`` deliveries came, a pack counting its records (ssehub.pack).
+    Returns (time of the first, time ``until`` was reached, deliveries after the first)."""
     conn = await aio_pika.connect(url)
+    first = last = 0.0
+    count = first_n = 0
+    done = asyncio.Event()
+
+    async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        nonlocal count, first, last, first_n
+        n = (message.headers or {}).get(pack.PACK_HEADER)
+        got = n if isinstance(n, int) else 1
+        last = time.monotonic()
+        if not count:
+            first, first_n = last, got
+        count += got
+        if count >= until:
+            done.set()
+
     try:
         ch = await conn.channel()
+        await ch.set_qos(prefetch_count=1000)
         await topology.declare_exchanges(ch)
         queue = await ch.declare_queue("bench.sink", durable=False, auto_delete=False)
         await asyncio.gather(*(queue.bind(topology.DELIVER.name, u) for u in names))
+        await queue.consume(on_message, no_ack=True)
         started.set()
-        first = first_count = 0.0
-        deadline = time.monotonic() + timeout
-        count = 0
-        while time.monotonic() < deadline:
-            q = await ch.declare_queue("bench.sink", passive=True)
-            count = q.declaration_result.message_count or 0
-            now = time.monotonic()
-            if count and not first:
-                first, first_count = now, count
-            if count >= until:
-                return first, now, count - int(first_count)
-            await asyncio.sleep(0.02)
-        return first, time.monotonic(), count - int(first_count)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), timeout)
+        # the first message's deliveries came before the clock started
+        return first, last, count - first_n
     finally:
         await conn.close()
 

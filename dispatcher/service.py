@@ -35,6 +35,7 @@ from ssehub.errors import StoreUnavailable
 from ssehub.fastpath.confirms import BatchPublisher
 from ssehub.fastpath.inline import consume_inline
 from ssehub.fastpath.marshal import Publish
+from ssehub.pack import Packer
 from ssehub.schema import Message
 
 log = logging.getLogger("ssehub.dispatcher")
@@ -237,7 +238,7 @@ class Dispatcher:
             self._acking = None
         if self._link is not link or self._broken is link:
             return
-        confirmed = link.publisher.send(_stamp(self._messages(deliveries, dead)))
+        confirmed = link.publisher.send(self._messages(deliveries, dead))
         self.metrics.time_publish(confirmed)
         self._acking = asyncio.create_task(
             self._ack(link, confirmed, _tag(batch[-1]), number, started)
@@ -293,12 +294,16 @@ class Dispatcher:
 
     def _messages(self, deliveries: list[Delivery], dead: list[DeadLetter]) -> list[Publish]:
         """A batch's deliveries and dead letters, to publish as one write (ssehub.fastpath)."""
-        name = topology.DELIVER.name
-        props = topology.DELIVERY_PROPERTIES
-        sends = [
-            Publish(name, d.user_id, d.sse, props if d.notice is None else _notice(d))
-            for d in deliveries
-        ]
+        packer = Packer(self._settings.pack_deliveries)
+        for d in deliveries:
+            if d.notice is None:
+                packer.add(d.user_id, d.sse)
+            else:  # after what the user had before it, alone (it carries headers)
+                packer.flush()
+                packer.out.append(Publish(topology.DELIVER.name, d.user_id, d.sse, _notice(d)))
+        packer.flush()
+        packer.stamp(time.time_ns() // 1000)
+        sends = packer.out
         for letter in dead:
             message, reason = letter.message, letter.reason
             log.warning(
@@ -326,18 +331,6 @@ def _notice(delivery: Delivery) -> aiormq.spec.Basic.Properties:
     if delivery.notice == "control":
         return topology.CONTROL_PROPERTIES
     return topology.receipt_properties(delivery.key)
-
-
-def _stamp(sends: list[Publish]) -> list[Publish]:
-    """The batch's first message carries its publish time (the edges' publish-to-write
-    latency, sampled once per batch: the other deliveries stay property-less, cheap to
-    decode); unless it is not a plain delivery (a notice, a dead letter): no sample then."""
-    if sends and sends[0].properties is topology.DELIVERY_PROPERTIES:
-        sent_at = aiormq.spec.Basic.Properties(
-            headers={topology.SENT_AT_HEADER: time.time_ns() // 1000}
-        )
-        sends[0] = sends[0]._replace(properties=sent_at)
-    return sends
 
 
 def _tag(message: DeliveredMessage) -> int:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractQueue
 from aiormq.abc import DeliveredMessage
-from ssehub import topology
+from ssehub import pack, topology
 from ssehub.amqp import AmqpSupervisor
 from ssehub.config import Settings
 from ssehub.edge.binder import Binder
@@ -145,6 +145,9 @@ class EdgeNode:
             self._registry.deliver(user, event_seq(body), body)
             return
         sent_at = headers.get(topology.SENT_AT_HEADER)
+        if pack.PACK_HEADER in headers:  # many users' events (ssehub.pack)
+            self._deliver_pack(body, sent_at)
+            return
         if sent_at is not None:  # one delivery per dispatcher batch: its publish time
             self._sampled(user, sent_at)
             self._registry.deliver(user, event_seq(body), body)
@@ -167,6 +170,17 @@ class EdgeNode:
             log.info("control %s for %r: %d streams closed", op.get("op"), user, closed)
         else:
             self._registry.deliver(user, event_seq(body), body)
+
+    def _deliver_pack(self, body: bytes, sent_at: object) -> None:
+        registry = self._registry
+        try:
+            for user, sse in pack.decode(body):
+                if sent_at is not None and registry.has_user(user):
+                    self.metrics.sampled(sent_at)
+                    sent_at = None
+                registry.deliver(user, event_seq(sse), sse)
+        except pack.MalformedPack as exc:  # a stream that misses an event re-reads the store
+            log.warning("malformed delivery pack: %s", exc)
 
     def _sampled(self, user: str, sent_at: object) -> None:
         """Sampled if a stream here will write it (that write observes it)."""

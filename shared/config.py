@@ -68,6 +68,8 @@ class Settings(BaseSettings):
 
     # -- dispatcher ---------------------------------------------------------
     batch_size: int = Field(default=500, ge=1)
+    # Deliveries per sse.deliver message (ssehub.pack); 1: one message each.
+    pack_deliveries: int = Field(default=256, ge=1, le=4096)
     prefetch: int = Field(default=2000, ge=1)
     max_message_bytes: int = Field(default=256 * 1024, ge=1024)
     max_batch_bytes: int = Field(default=1 << 20, ge=1024)

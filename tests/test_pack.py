@@ -1,0 +1,94 @@
+"""Packed deliveries end to end: a conversation event's deliveries travel as one
+sse.deliver message per edge queue (BCC), and every member gets its event once,
+in order, on whichever edge holds it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import aio_pika
+from ssehub import pack, topology
+
+from tests.sse import open_stream
+from tests.support import Stack, uid
+
+Records = list[tuple[str, bytes]]
+
+
+@contextlib.asynccontextmanager
+async def deliver_tap(url: str, users: list[str]) -> AsyncIterator[asyncio.Queue[Records]]:
+    """A queue bound on sse.deliver for ``users``, as an edge's is: the records of
+    each message that reaches it (a plain delivery is one record)."""
+    got: asyncio.Queue[Records] = asyncio.Queue()
+    conn = await aio_pika.connect(url)
+    try:
+        ch = await conn.channel()
+        q = await ch.declare_queue(exclusive=True)
+        for user in users:
+            await q.bind(topology.DELIVER.name, user)
+
+        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            headers = message.headers or {}
+            assert "BCC" not in headers  # the broker strips it
+            if pack.PACK_HEADER in headers:
+                await got.put(list(pack.decode(message.body)))
+            else:
+                await got.put([(message.routing_key or "", message.body)])
+
+        await q.consume(on_message, no_ack=True)
+        yield got
+    finally:
+        await conn.close()
+
+
+async def test_a_conversation_event_is_one_message_per_edge_queue(stack: Stack) -> None:
+    conv = uid("conv")
+    members = [uid("m") for _ in range(40)]
+    await stack.publisher.set_members(conv, members)
+    async with contextlib.AsyncExitStack() as es:
+        tap = await es.enter_async_context(deliver_tap(stack.settings.rabbitmq_url, members))
+        clients = []
+        for i, user in enumerate(members[:6]):  # some members online, on both edges
+            edge = stack.edges[i % 2]
+            client = (await es.enter_async_context(open_stream(edge, stack.token(user))))[1]
+            assert (await client.next()).event == "connected"
+            clients.append(client)
+        await stack.publisher.broadcast_to_conversation(conv, "message:new", {"n": 1})
+        await stack.publisher.send_event_to_user(members[0], "after", None)
+        messages: list[Records] = []
+        async with asyncio.timeout(10):  # (presence events for the co-members come too)
+            while not any(b"event: after" in sse for m in messages for _, sse in m):
+                messages.append(await tap.get())
+        with_event = [m for m in messages if any(b"message:new" in sse for _, sse in m)]
+        assert len(with_event) == 1, "the 40 deliveries did not travel as one message"
+        assert sorted(u for u, _ in with_event[0]) == sorted(members)
+        expected = [("message:new", "1"), ("after", "2")]
+        for i, client in enumerate(clients):  # once each, on both edges
+            got = await client.take(2 if i == 0 else 1)
+            assert [(e.event, e.id) for e in got] == expected[: len(got)]
+
+
+async def test_receipts_and_plain_events_keep_each_users_order(stack: Stack) -> None:
+    # A receipt-bearing event travels alone (it carries headers): the pack before
+    # it is sent first, so the user's events still arrive 1, 2, 3.
+    alice, bob = uid("alice"), uid("bob")
+    async with contextlib.AsyncExitStack() as es:
+        a = (await es.enter_async_context(open_stream(stack.edges[0], stack.token(alice))))[1]
+        b = (await es.enter_async_context(open_stream(stack.edges[1], stack.token(bob))))[1]
+        for c in (a, b):
+            assert (await c.next()).event == "connected"
+        await asyncio.gather(  # concurrent calls: the Publisher coalesces them into one batch
+            stack.publisher.send_event_to_user(alice, "one", 1),
+            stack.publisher.send_event_to_user(bob, "one", 1),
+            stack.publisher.send_event_to_user(alice, "two", 2, receipt=True),
+            stack.publisher.send_event_to_user(alice, "three", 3),
+            stack.publisher.send_event_to_user(bob, "two", 2),
+        )
+        assert [(e.event, e.id) for e in await a.take(3)] == [
+            ("one", "1"),
+            ("two", "2"),
+            ("three", "3"),
+        ]
+        assert [(e.event, e.id) for e in await b.take(2)] == [("one", "1"), ("two", "2")]
