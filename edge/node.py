@@ -179,7 +179,7 @@ class EdgeNode:
                     self.metrics.sampled(sent_at)
                     sent_at = None
                 registry.deliver(user, event_seq(sse), sse)
-        except pack.MalformedPack as exc:  # a stream that misses an event re-reads the store
+        except pack.MalformedPack as exc:  # its users' streams see the gap at their next event
             log.warning("malformed delivery pack: %s", exc)
 
     def _sampled(self, user: str, sent_at: object) -> None:
