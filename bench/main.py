@@ -31,6 +31,8 @@ Scenario = Callable[[Ctx], Awaitable[list[Figure]]]
 SCENARIOS: dict[str, Scenario] = {
     "dispatcher-sqlite": lambda ctx: dispatcher(ctx, "sqlite"),
     "dispatcher-postgres": lambda ctx: dispatcher(ctx, "postgres"),
+    "dispatcher-batched-sqlite": lambda ctx: dispatcher(ctx, "sqlite", batched=True),
+    "dispatcher-batched-postgres": lambda ctx: dispatcher(ctx, "postgres", batched=True),
     "pipeline-sqlite": lambda ctx: pipeline(ctx, "sqlite"),
     "pipeline-postgres": lambda ctx: pipeline(ctx, "postgres"),
     "latency": latency,

@@ -30,6 +30,9 @@ def data_json(n: int, pad: str) -> bytes:
     return b'{"t":%d,"n":%d,"p":"%s"}' % (time.time_ns() // 1000, n, pad.encode())
 
 
+BATCH_ITEMS = 50  # items per `batch` message of a "batch" backlog
+
+
 def event_body(n: int, pad: str, key: str) -> bytes:
     return b'{"event":"bench","data":%s,"id":"%s"}' % (data_json(n, pad), key.encode())
 
@@ -55,6 +58,7 @@ async def _backlog(
     publisher = BatchPublisher(await ch.get_underlay_channel())
     deliver = kind == "deliver"
     name = topology.DELIVER.name if deliver else topology.EVENTS.name
+    items: list[bytes] = []  # kind "batch": BATCH_ITEMS per `batch` message
     transient = topology.DELIVERY_PROPERTIES
     persistent = spec.Basic.Properties(delivery_mode=2, content_type="application/json")
     t0, c0 = time.monotonic(), _cpu()
@@ -66,6 +70,12 @@ async def _backlog(
             if deliver:  # what the dispatcher sends an edge (it reads seq from the id: line)
                 sse = b"id: %d\nevent: bench\ndata: %s\n\n" % (n, data_json(n, pad))
                 batch.append((name, user, sse, transient))
+            elif kind == "batch":
+                body = event_body(n, pad, f"{run}-{user}-{n}")
+                items.append(b'{"user":"%s",%s' % (user.encode(), body[1:]))
+                if len(items) >= BATCH_ITEMS:
+                    batch.append((name, "batch", b"[%s]" % b",".join(items), persistent))
+                    items = []
             else:
                 body = event_body(n, pad, f"{run}-{user}-{n}")
                 batch.append((name, f"user.{user}", body, persistent))
@@ -73,6 +83,8 @@ async def _backlog(
             if len(batch) >= WINDOW:
                 await publisher.publish(batch)
                 batch = []
+    if items:
+        batch.append((name, "batch", b"[%s]" % b",".join(items), persistent))
     await publisher.publish(batch)
     elapsed = time.monotonic() - t0
     cpu = _cpu() - c0
@@ -146,8 +158,9 @@ async def publish_backlog(
     pad: int = 64,
     run: str = "b",
 ) -> dict[str, Any]:
-    """``per_user`` events to each user (``kind``: "user" → sse.events, through the
-    dispatcher; "deliver" → sse.deliver frames, straight to edges). Each user's
+    """``per_user`` events to each user (``kind``: "user" → sse.events, one event
+    per message, through the dispatcher; "batch" → the same as `batch` messages of
+    BATCH_ITEMS; "deliver" → sse.deliver frames, straight to edges). Each user's
     events come from one process, in order."""
     p = max(1, min(processes, len(users)))
     args = [(url, kind, users[k::p], per_user, start_seq, "x" * pad, f"{run}{k}") for k in range(p)]

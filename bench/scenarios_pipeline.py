@@ -68,18 +68,25 @@ async def _sink_count(
         await conn.close()
 
 
-async def dispatcher(ctx: Ctx, store: str) -> list[Figure]:
+async def dispatcher(ctx: Ctx, store: str, batched: bool = False) -> list[Figure]:
     """A backlog of user events queued before the dispatcher starts; how fast it is
-    sequenced, stored and routed (counted in a queue bound to sse.deliver)."""
+    sequenced, stored and routed (counted in a queue bound to sse.deliver).
+    ``batched``: the backlog is `batch` messages of 50 items (issue 9's figure)."""
     sc = ctx.scale
     names = users("disp", sc.dispatcher_users)
-    total = len(names) * sc.dispatcher_events
+    per_user = sc.dispatcher_events * (3 if batched else 1)  # (a run of seconds, not one)
+    total = len(names) * per_user
     async with ctx.stack(store, edge=False, dispatcher=False) as s:
         started = asyncio.Event()
         sink = asyncio.create_task(_sink_count(ctx.amqp, names, total, sc.timeout, started))
         await started.wait()
         pub = await publish_backlog(
-            ctx.amqp, "user", names, sc.dispatcher_events, processes=sc.publishers, run=f"d{store}"
+            ctx.amqp,
+            "batch" if batched else "user",
+            names,
+            per_user,
+            processes=sc.publishers,
+            run=f"d{store}{'b' if batched else ''}",
         )
         proc = await s.start_dispatcher()
         meter = cpu_meter(None, dispatcher=proc)
@@ -88,14 +95,23 @@ async def dispatcher(ctx: Ctx, store: str) -> list[Figure]:
             first, last, counted = await sink
         cpu = meter.stop()
     rate = counted / max(last - first, 1e-9)
+    # issue 9, batched input: SQLite 40,000 / 80,000, PostgreSQL 25,000 / 50,000
+    target, moonshot = (
+        ((40_000, 80_000) if store == "sqlite" else (25_000, 50_000))
+        if batched
+        else (
+            20_000,
+            50_000,
+        )
+    )
     return [
         Figure(
-            f"dispatcher ({store})",
+            f"dispatcher ({store}{', batched input' if batched else ''})",
             "user events sequenced, stored, routed /s",
             round(rate),
             "/s",
-            20_000,
-            50_000,
+            target,
+            moonshot,
             cpu=cpu,
             details={
                 "events": total,

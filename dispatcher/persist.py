@@ -8,10 +8,10 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from sqlalchemy import delete, select, text
+from sqlalchemy import delete, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
-from ssehub.db import chunks, insert_rows, store_errors, sync_sqlite_engine
+from ssehub.db import chunks, insert_rows, select_in, store_errors, sync_sqlite_engine
 from ssehub.dispatcher.expand import conversations_of, keys_of, plan_batch
 from ssehub.dispatcher.presence import PresenceOp, apply_presence, sweep_presence
 from ssehub.dispatcher.sequence import Delivery, assign
@@ -140,36 +140,22 @@ class DispatchStore:
 
     def _load_members(self, db: Connection, conversations: set[str]) -> dict[str, frozenset[str]]:
         found: dict[str, set[str]] = {}
-        for part in chunks(conversations):
-            rows = db.execute(
-                select(MEMBER.c.conversation_id, MEMBER.c.user_id).where(
-                    MEMBER.c.conversation_id.in_(part)
-                )
-            )
-            for conv, user in rows:
-                found.setdefault(conv, set()).add(user)
+        rows = select_in(
+            db, MEMBER, ("conversation_id", "user_id"), "conversation_id", conversations
+        )
+        for conv, user in rows:
+            found.setdefault(conv, set()).add(user)
         return {conv: frozenset(users) for conv, users in found.items()}
 
     def _load_seen(self, db: Connection, keys: set[str], since: float) -> set[str]:
-        seen: set[str] = set()
-        for part in chunks(keys):
-            # The window is applied here, not in SQL: with it in the WHERE clause
-            # PostgreSQL chose the created_at index and scanned every recent key
-            # (0.3-1 s per batch once the table held a few 10k keys).
-            rows = db.execute(
-                select(DEDUPE.c.key, DEDUPE.c.created_at).where(DEDUPE.c.key.in_(part))
-            )
-            seen.update(k for k, created_at in rows if created_at >= since)
-        return seen
+        # The window is applied here, not in SQL: with it in the WHERE clause
+        # PostgreSQL chose the created_at index and scanned every recent key
+        # (0.3-1 s per batch once the table held a few 10k keys).
+        rows = select_in(db, DEDUPE, ("key", "created_at"), "key", keys)
+        return {k for k, created_at in rows if created_at >= since}
 
     def _load_last_seq(self, db: Connection, users: set[str]) -> dict[str, int]:
-        last: dict[str, int] = {}
-        for part in chunks(users):
-            rows = db.execute(
-                select(CURSOR.c.user_id, CURSOR.c.last_seq).where(CURSOR.c.user_id.in_(part))
-            )
-            last.update((u, s) for u, s in rows)
-        return last
+        return dict(select_in(db, CURSOR, ("user_id", "last_seq"), "user_id", users))
 
     def _write_members(
         self, db: Connection, conv: str, before: frozenset[str], after: frozenset[str]
@@ -186,15 +172,9 @@ class DispatchStore:
             )
 
     def _stored_deliveries(self, db: Connection, keys: list[str]) -> list[Delivery]:
-        out: list[Delivery] = []
-        for part in chunks(keys):
-            rows = db.execute(
-                select(EVENT.c.user_id, EVENT.c.seq, EVENT.c.sse, EVENT.c.key, EVENT.c.receipt)
-                .where(EVENT.c.key.in_(part))
-                .order_by(EVENT.c.user_id, EVENT.c.seq)
-            )
-            out.extend(
-                Delivery(u, s, sse.encode(), "receipt" if receipt else None, key)
-                for u, s, sse, key, receipt in rows
-            )
-        return out
+        rows = select_in(db, EVENT, ("user_id", "seq", "sse", "key", "receipt"), "key", keys)
+        rows.sort(key=lambda r: (r[0], r[1]))
+        return [
+            Delivery(u, s, sse.encode(), "receipt" if receipt else None, key)
+            for u, s, sse, key, receipt in rows
+        ]

@@ -7,6 +7,7 @@ import functools
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+import orjson
 from sqlalchemy import Engine, event, inspect, text
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.engine import Connection
@@ -170,6 +171,35 @@ def _insert_sql(
         sets = ", ".join(f"{c} = excluded.{c}" for c in update)
         sql += f" ON CONFLICT ({key}) " + (f"DO UPDATE SET {sets}" if update else "DO NOTHING")
     return sql
+
+
+def select_in(
+    db: Connection, table: Any, columns: Sequence[str], key: str, values: Iterable[str]
+) -> list[Any]:
+    """``SELECT columns FROM table WHERE key IN values``, with the values as ONE
+    parameter: PostgreSQL ``= ANY($1::text[])``, SQLite ``json_each(?)``.
+
+    An expanded ``IN ($1, ..., $500)`` made a new statement per list length and,
+    on PostgreSQL, a plan that compared every scanned row with each parameter in
+    turn: 0.1-0.7 s per lookup once a fresh table held 100k keys (its statistics
+    still those of an empty table). ``= ANY($1)`` did the same once PostgreSQL
+    switched the prepared statement to a generic plan. A join with ``unnest``
+    plans as an index probe per value."""
+    values = list(dict.fromkeys(values))  # each row once, as IN would
+    if not values:
+        return []
+    sql = _select_in_sql(table.name, tuple(columns), key, db.dialect.name == "postgresql")
+    if db.dialect.name == "postgresql":
+        return list(db.exec_driver_sql(sql, (values,)))
+    return list(db.exec_driver_sql(sql, (orjson.dumps(values).decode(),)))
+
+
+@functools.lru_cache(maxsize=64)
+def _select_in_sql(table: str, columns: tuple[str, ...], key: str, pg: bool) -> str:
+    names = ", ".join(f"t.{c}" for c in columns)
+    if pg:  # a join, not "= ANY($1)": a generic plan of that scanned (see select_in)
+        return f"SELECT {names} FROM unnest($1::text[]) AS v(k) JOIN {table} t ON t.{key} = v.k"
+    return f"SELECT {names} FROM {table} t WHERE t.{key} IN (SELECT value FROM json_each(?))"
 
 
 CHUNK = 500  # bound the number of bound parameters in one IN (...)
