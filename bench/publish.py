@@ -18,10 +18,12 @@ from typing import Any
 
 import aio_pika
 from pamqp import commands as spec
-from ssehub import topology
+from ssehub import pack, topology
+from ssehub.config import Settings
 from ssehub.fastpath.confirms import BatchPublisher
 
 WINDOW = 1000  # publishes in flight before their confirms are awaited
+DEFAULT_PACK = Settings.model_fields["pack_deliveries"].default
 
 
 def data_json(n: int, pad: str) -> bytes:
@@ -56,10 +58,11 @@ async def _backlog(
 ) -> dict[str, Any]:
     conn, ch = await _connect(url)
     publisher = BatchPublisher(await ch.get_underlay_channel())
-    deliver = kind == "deliver"
+    deliver = kind in ("deliver", "deliver-packed")
+    # "deliver-packed": what the dispatcher sends edges now (ssehub.pack)
+    packer = pack.Packer(DEFAULT_PACK if kind == "deliver-packed" else 1)
     name = topology.DELIVER.name if deliver else topology.EVENTS.name
     items: list[bytes] = []  # kind "batch": BATCH_ITEMS per `batch` message
-    transient = topology.DELIVERY_PROPERTIES
     persistent = spec.Basic.Properties(delivery_mode=2, content_type="application/json")
     t0, c0 = time.monotonic(), _cpu()
     batch: list[tuple[str, str, bytes, Any]] = []
@@ -69,7 +72,7 @@ async def _backlog(
             n = start_seq + i
             if deliver:  # what the dispatcher sends an edge (it reads seq from the id: line)
                 sse = b"id: %d\nevent: bench\ndata: %s\n\n" % (n, data_json(n, pad))
-                batch.append((name, user, sse, transient))
+                packer.add(user, sse)  # (published below, in windows)
             elif kind == "batch":
                 body = event_body(n, pad, f"{run}-{user}-{n}")
                 items.append(b'{"user":"%s",%s' % (user.encode(), body[1:]))
@@ -85,7 +88,10 @@ async def _backlog(
                 batch = []
     if items:
         batch.append((name, "batch", b"[%s]" % b",".join(items), persistent))
-    await publisher.publish(batch)
+    packer.flush()
+    batch += packer.out
+    for i in range(0, len(batch), WINDOW):
+        await publisher.publish(batch[i : i + WINDOW])
     elapsed = time.monotonic() - t0
     cpu = _cpu() - c0
     await conn.close()
@@ -160,7 +166,8 @@ async def publish_backlog(
 ) -> dict[str, Any]:
     """``per_user`` events to each user (``kind``: "user" → sse.events, one event
     per message, through the dispatcher; "batch" → the same as `batch` messages of
-    BATCH_ITEMS; "deliver" → sse.deliver frames, straight to edges). Each user's
+    BATCH_ITEMS; "deliver" → sse.deliver frames, straight to edges, one message
+    each; "deliver-packed" → the same in packs, as the dispatcher sends them). Each user's
     events come from one process, in order."""
     p = max(1, min(processes, len(users)))
     args = [(url, kind, users[k::p], per_user, start_seq, "x" * pad, f"{run}{k}") for k in range(p)]

@@ -239,8 +239,8 @@ async def edge_unicast(ctx: Ctx) -> list[Figure]:
         await pool.all("reset")
         s.edge.pause()
         try:
-            pub = await publish_backlog(
-                ctx.amqp, "deliver", names, sc.unicast_events, processes=sc.publishers
+            pub = await publish_backlog(  # in packs, as the dispatcher sends them
+                ctx.amqp, "deliver-packed", names, sc.unicast_events, processes=sc.publishers
             )
         finally:
             s.edge.resume()
