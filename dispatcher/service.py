@@ -274,7 +274,7 @@ class Dispatcher:
     async def _commit(
         self, good: list[Message], presence: list[PresenceOp], link: _Link, number: int
     ) -> list[Delivery] | None:
-        backoff = Backoff(0.05, 5.0)
+        backoff: Backoff | None = None  # on the first failure: its RNG seeds from urandom
         while True:
             try:
                 start = time.perf_counter()
@@ -282,6 +282,7 @@ class Dispatcher:
                 self.metrics.commit_seconds.observe(time.perf_counter() - start)
                 return deliveries
             except StoreUnavailable as exc:
+                backoff = backoff or Backoff(0.05, 5.0)
                 log.warning(
                     "store unavailable (%s); retrying batch in %.2fs",
                     exc,
