@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import MutableMapping, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import orjson
 from ssehub.dispatcher.expand import Fanout
 from ssehub.schema import ControlMessage, control_doc
-from ssehub.sse import render_event
+from ssehub.sse import render_body, render_event, with_id
 
 
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """One event for one user: ``sse``, its SSE bytes (``seq`` None: ephemeral)."""
+class Delivery(NamedTuple):
+    """One event for one user: ``sse``, its SSE bytes (``seq`` None: ephemeral).
+    A NamedTuple: a 1,000-member fan-out makes 1,000 of them (a frozen dataclass
+    cost five ``object.__setattr__`` calls each)."""
 
     user_id: str
     seq: int | None
@@ -25,8 +26,7 @@ class Delivery:
     key: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class StoredEvent:
+class StoredEvent(NamedTuple):
     user_id: str
     seq: int
     sse: bytes
@@ -59,10 +59,11 @@ def assign(
             deliveries.extend(Delivery(user, None, sse) for user in fanout.recipients)
             continue
         notice, key = ("receipt", msg.key) if msg.receipt else (None, None)
+        body, receipt = render_body(msg.event, msg.data), msg.receipt
         for user in fanout.recipients:
             seq = last_seq.get(user, 0) + 1
             last_seq[user] = seq
-            sse = render_event(seq, msg.event, msg.data)
-            stored.append(StoredEvent(user, seq, sse, msg.key, msg.receipt))
+            sse = with_id(seq, body)
+            stored.append(StoredEvent(user, seq, sse, msg.key, receipt))
             deliveries.append(Delivery(user, seq, sse, notice, key))
     return stored, deliveries

@@ -190,8 +190,8 @@ def select_in(
         return []
     sql = _select_in_sql(table.name, tuple(columns), key, db.dialect.name == "postgresql")
     if db.dialect.name == "postgresql":
-        return list(db.exec_driver_sql(sql, (values,)))
-    return list(db.exec_driver_sql(sql, (orjson.dumps(values).decode(),)))
+        return list(db.exec_driver_sql(sql, (values,)).fetchall())
+    return list(db.exec_driver_sql(sql, (orjson.dumps(values).decode(),)).fetchall())
 
 
 @functools.lru_cache(maxsize=64)

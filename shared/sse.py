@@ -18,8 +18,17 @@ PING = b": ping\n\n"
 def render_event(seq: int | None, event: str, data: bytes) -> bytes:
     """One event. ``data`` is compact JSON, which never holds a raw newline;
     ``seq`` None: ephemeral, no ``id:`` line."""
-    head = b"" if seq is None else b"id: %d\n" % seq
-    return b"%sevent: %s\ndata: %s\n\n" % (head, event.encode(), data)
+    return with_id(seq, render_body(event, data))
+
+
+def render_body(event: str, data: bytes) -> bytes:
+    """An event without its ``id:`` line: rendered once for all its recipients."""
+    return b"event: %s\ndata: %s\n\n" % (event.encode(), data)
+
+
+def with_id(seq: int | None, body: bytes) -> bytes:
+    """``body`` (render_body) with a recipient's ``id:`` line spliced in front."""
+    return body if seq is None else b"id: %d\n%s" % (seq, body)
 
 
 def event_seq(sse: bytes) -> int | None:
