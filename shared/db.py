@@ -177,7 +177,7 @@ def select_in(
     db: Connection, table: Any, columns: Sequence[str], key: str, values: Iterable[str]
 ) -> list[Any]:
     """``SELECT columns FROM table WHERE key IN values``, with the values as ONE
-    parameter: PostgreSQL ``= ANY($1::text[])``, SQLite ``json_each(?)``.
+    parameter: PostgreSQL a join with ``unnest($1::text[])``, SQLite ``json_each(?)``.
 
     An expanded ``IN ($1, ..., $500)`` made a new statement per list length and,
     on PostgreSQL, a plan that compared every scanned row with each parameter in
