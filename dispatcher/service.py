@@ -299,9 +299,8 @@ class Dispatcher:
         for d in deliveries:
             if d.notice is None:
                 packer.add(d.user_id, d.sse)
-            else:  # after what the user had before it, alone (it carries headers)
-                packer.flush()
-                packer.out.append(Publish(topology.DELIVER.name, d.user_id, d.sse, _notice(d)))
+            else:
+                packer.alone(Publish(topology.DELIVER.name, d.user_id, d.sse, _notice(d)))
         packer.flush()
         packer.stamp(time.time_ns() // 1000)
         sends = packer.out

@@ -188,8 +188,9 @@ def select_in(
     values = list(dict.fromkeys(values))  # each row once, as IN would
     if not values:
         return []
-    sql = _select_in_sql(table.name, tuple(columns), key, db.dialect.name == "postgresql")
-    if db.dialect.name == "postgresql":
+    pg = db.dialect.name == "postgresql"
+    sql = _select_in_sql(table.name, tuple(columns), key, pg)
+    if pg:
         return list(db.exec_driver_sql(sql, (values,)).fetchall())
     return list(db.exec_driver_sql(sql, (orjson.dumps(values).decode(),)).fetchall())
 

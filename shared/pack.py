@@ -76,9 +76,10 @@ def _publish(records: list[tuple[str, bytes]], users: list[str]) -> Publish:
 class Packer:
     """Plain deliveries → packs of at most ``size`` records, in order.
 
-    ``add`` each delivery; ``flush`` before anything that must stay behind what
-    was added (a notice for the same user), and at the end. ``size`` 1 is one
-    message per delivery (the previous design, kept for comparison)."""
+    ``add`` each plain delivery; ``alone`` a message that must travel by itself
+    (a notice: it carries headers), after everything added before it; ``flush``
+    at the end. ``size`` 1 is one message per delivery (the previous design,
+    kept for comparison)."""
 
     def __init__(self, size: int) -> None:
         self._size = size
@@ -99,6 +100,11 @@ class Packer:
         self._body_bytes += len(sse) + len(user) + 6
         if len(self._records) >= self._size or self._body_bytes >= MAX_BODY_BYTES:
             self.flush()
+
+    def alone(self, message: Publish) -> None:
+        """``message`` by itself, behind what was added so far (a user's order)."""
+        self.flush()
+        self.out.append(message)
 
     def flush(self) -> None:
         if self._records:

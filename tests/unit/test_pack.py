@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from ssehub import pack
+from ssehub.fastpath.marshal import Publish
 from ssehub.topology import DELIVER, DELIVERY_PROPERTIES, SENT_AT_HEADER
 
 
@@ -92,3 +93,15 @@ def test_stamp_marks_the_first_delivery_or_pack_only() -> None:
     first, second = packer.out
     assert first.properties.headers == {pack.PACK_HEADER: 2, "BCC": ["b"], SENT_AT_HEADER: 123}
     assert second.properties is DELIVERY_PROPERTIES
+
+
+def test_a_message_alone_goes_after_what_was_added_before_it() -> None:
+    packer = pack.Packer(256)
+    packer.add("a", sse(1))
+    packer.add("b", sse(1))
+    notice = Publish(DELIVER.name, "a", sse(2), DELIVERY_PROPERTIES)
+    packer.alone(notice)
+    packer.add("a", sse(3))
+    packer.flush()
+    assert [u for u, _ in records_of(packer)] == ["a", "b", "a", "a"]
+    assert packer.out[1] is notice
