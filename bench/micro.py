@@ -1,8 +1,9 @@
 """Where a dispatcher batch's time goes, measured in-process, part by part.
 
-``python -m bench.micro [--store sqlite|postgres] [--batches N] [--profile]``
-times, for batches of ``SSEHUB_BATCH_SIZE`` (500) user events to distinct
-users: validation (``parse_message``), the store transaction
+``python -m bench.micro [--store sqlite|postgres] [--batches N] [--batch-size N]
+[--profile]`` times, for batches of ``--batch-size`` user events to distinct
+users (500, ``SSEHUB_BATCH_SIZE``'s default; 1 is a dispatcher at a low rate):
+validation (``parse_message``), the store transaction
 (``DispatchStore.commit_batch``), and routing the deliveries to ``sse.deliver``
 three ways (see ``publish``). With
 ``--profile`` the commit is run under pyinstrument and its tree is printed.
@@ -33,17 +34,15 @@ from ssehub.schema import Message, parse_message
 from bench import stack
 from bench.publish import event_body
 
-BATCH = 500
 
-
-def make_batch(b: int, users: int) -> list[tuple[str, bytes, str]]:
+def make_batch(b: int, size: int, users: int) -> list[tuple[str, bytes, str]]:
     return [
         (
-            f"user.m{(b * BATCH + i) % users:06d}",
-            event_body(b * BATCH + i, "x" * 64, f"k{b}-{i}"),
+            f"user.m{(b * size + i) % users:06d}",
+            event_body(b * size + i, "x" * 64, f"k{b}-{i}"),
             f"k{b}-{i}",
         )
-        for i in range(BATCH)
+        for i in range(size)
     ]
 
 
@@ -59,8 +58,8 @@ async def store_engine(kind: str) -> AsyncIterator[DispatchStore]:
                 await engine.dispose()
 
 
-async def run(kind: str, batches: int, users: int, profile: bool) -> None:
-    raw = [make_batch(b, users) for b in range(batches)]
+async def run(kind: str, batches: int, size: int, users: int, profile: bool) -> None:
+    raw = [make_batch(b, size, users) for b in range(batches)]
     t0 = time.perf_counter()
     parsed: list[list[Message]] = [
         [parse_message(rk, body, key, 262144) for rk, body, key in batch] for batch in raw
@@ -84,8 +83,8 @@ async def run(kind: str, batches: int, users: int, profile: bool) -> None:
         t_aiopika = await publish(url, deliveries, "aio-pika")
         t_publish = await publish(url, deliveries, "aiormq")
         t_batch = await publish(url, deliveries, "batch")
-    n = batches * BATCH
-    print(f"{kind}: {batches} batches of {BATCH} user events ({users} users)")
+    n = batches * size
+    print(f"{kind}: {batches} batches of {size} user events ({users} users)")
     parts = (
         ("parse_message", t_parse),
         ("commit_batch", t_commit),
@@ -151,10 +150,11 @@ def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench.micro", description=__doc__)
     p.add_argument("--store", choices=["sqlite", "postgres"], default="sqlite")
     p.add_argument("--batches", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--users", type=int, default=1000)
     p.add_argument("--profile", action="store_true")
     args = p.parse_args()
-    asyncio.run(run(args.store, args.batches, args.users, args.profile))
+    asyncio.run(run(args.store, args.batches, args.batch_size, args.users, args.profile))
 
 
 if __name__ == "__main__":

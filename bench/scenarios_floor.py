@@ -186,9 +186,15 @@ async def _steady_steps(
         meter = cpu_meter(pool, edge=s.edge, dispatcher=s.dispatcher)
         meter.start()
         b0, t0 = broker_cpu_s(), time.monotonic()
-        pub = await _publish(ctx, kind, rate, duration, f"{run}{i}")
-        per = _round_robin(pub["sent"], got, len(pool))
-        res = await wait_events(pool, per, sc.timeout)
+        # --profile: each step's dispatcher and edge, e.g. pipeline-steady-5000-edge.txt
+        prof = ctx.profiler(f"{run}-{rate:.0f}")
+        async with (
+            prof.record("dispatcher", stack.pid_of(s.dispatcher)),
+            prof.record("edge", stack.pid_of(s.edge)),
+        ):
+            pub = await _publish(ctx, kind, rate, duration, f"{run}{i}")
+            per = _round_robin(pub["sent"], got, len(pool))
+            res = await wait_events(pool, per, sc.timeout)
         broker = broker_cpu_s() - b0 - idle_rate * (time.monotonic() - t0)
         cpu = meter.stop()
         p50, p99 = pct(res["lat"], 50, 99)

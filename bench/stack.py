@@ -17,6 +17,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aio_pika
 import psutil
@@ -229,10 +230,20 @@ async def start_baseline(port: int, workdir: Path, ping: float = 15.0) -> Proc:
 
 
 def rabbit_process() -> psutil.Process | None:
-    """The broker's Erlang VM (the oldest beam.smp; rabbitmqctl runs short-lived ones)."""
+    """The Erlang VM of the broker the run uses: the beam.smp listening on
+    AMQP's port (another node may run beside it, a private test broker say);
+    else the oldest beam.smp (rabbitmqctl runs short-lived ones)."""
+    port = urlsplit(AMQP).port or 5672
     beams = [
         p for p in psutil.process_iter(["name", "create_time"]) if p.info["name"] == "beam.smp"
     ]
+    for beam in beams:
+        with contextlib.suppress(psutil.Error):
+            if any(
+                c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+                for c in beam.net_connections("tcp")
+            ):
+                return beam
     return min(beams, key=lambda p: p.info["create_time"]) if beams else None
 
 

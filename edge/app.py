@@ -21,10 +21,11 @@ from ssehub.edge.lifecycle import pinger
 from ssehub.edge.metrics import EdgeMetrics
 from ssehub.edge.node import EdgeNode
 from ssehub.edge.registry import Registry
-from ssehub.edge.route import StreamRoute
+from ssehub.edge.route import PATH, StreamRoute
 from ssehub.errors import StoreUnavailable
 from ssehub.store import EventStore
-from starlette.types import ASGIApp
+from starlette.applications import Starlette
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 log = logging.getLogger("ssehub.edge")
 
@@ -132,6 +133,15 @@ class EdgeApp(FastAPI):
         self._verifier = verifier
         self._cors = cors
         self._cookie = cookie
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == PATH:
+            # Past FastAPI's own __call__: its OpenTelemetry check reads
+            # os.environ on every request (~4 % of opening a stream), and a span
+            # as long as a stream would say nothing. Other routes keep it.
+            await Starlette.__call__(self, scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
     def build_middleware_stack(self) -> ASGIApp:
         app: ASGIApp = StreamRoute(

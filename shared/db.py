@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -34,7 +35,7 @@ def store_errors() -> Iterator[None]:
     """Database failures (and timeouts) of the block surface as StoreUnavailable."""
     try:
         yield
-    except (SQLAlchemyError, OSError, TimeoutError) as exc:
+    except (SQLAlchemyError, sqlite3.Error, OSError, TimeoutError) as exc:
         raise StoreUnavailable(f"store: {exc.__class__.__name__}: {exc}") from exc
 
 
@@ -142,7 +143,7 @@ def insert_rows(
     if pg:
         db.exec_driver_sql(sql, tuple(list(col) for col in zip(*rows, strict=True)))
     else:
-        db.exec_driver_sql(sql, [tuple(row) for row in rows])
+        _cursor(db).executemany(sql, rows)
 
 
 _PG_TYPES = {
@@ -192,7 +193,18 @@ def select_in(
     sql = _select_in_sql(table.name, tuple(columns), key, pg)
     if pg:
         return list(db.exec_driver_sql(sql, (values,)).fetchall())
-    return list(db.exec_driver_sql(sql, (orjson.dumps(values).decode(),)).fetchall())
+    cursor = _cursor(db)
+    cursor.execute(sql, (orjson.dumps(values).decode(),))
+    rows: list[Any] = cursor.fetchall()
+    return rows
+
+
+def _cursor(db: Connection) -> Any:
+    """SQLite: the driver's own cursor, in the same transaction. Above it,
+    ``exec_driver_sql`` cost 30 µs more per statement (its execution context and
+    result object): at 2,000 one-event batches a second, most of a batch's
+    commit. Its errors are sqlite3's own; ``store_errors`` names those too."""
+    return db.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
 
 
 @functools.lru_cache(maxsize=64)
