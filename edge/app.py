@@ -22,6 +22,7 @@ from ssehub.edge.metrics import EdgeMetrics
 from ssehub.edge.node import EdgeNode
 from ssehub.edge.registry import Registry
 from ssehub.edge.route import PATH, StreamRoute
+from ssehub.edge.transport import RAW_SEND
 from ssehub.errors import StoreUnavailable
 from ssehub.store import EventStore
 from starlette.applications import Starlette
@@ -139,6 +140,7 @@ class EdgeApp(FastAPI):
             # Past FastAPI's own __call__: its OpenTelemetry check reads
             # os.environ on every request (~4 % of opening a stream), and a span
             # as long as a stream would say nothing. Other routes keep it.
+            scope[RAW_SEND] = send
             await Starlette.__call__(self, scope, receive, send)
             return
         await super().__call__(scope, receive, send)

@@ -25,6 +25,7 @@ from typing import Any
 
 from ssehub.edge.metrics import EdgeMetrics
 from ssehub.edge.stream import CloseReason, Stream
+from ssehub.edge.transport import Write
 from ssehub.errors import StoreUnavailable
 from ssehub.store import EventStore
 from starlette.types import Receive, Send
@@ -106,6 +107,7 @@ class Pump:
         "_stream",
         "_timeout",
         "_waiting",
+        "_write",
     )
 
     def __init__(
@@ -118,8 +120,12 @@ class Pump:
         page: int,
         timeout: float,
         receipts: OnReceipts | None = None,
+        write: Write | None = None,
     ) -> None:
+        """``write``: the live chunks' way past ASGI, when the server has one
+        (edge/transport.py); ``send`` takes the rest."""
         self._stream = stream
+        self._write = write
         self._receipts = receipts
         self._send = send
         self._store = store
@@ -207,8 +213,12 @@ class Pump:
         if not data:
             return
         try:
-            message = {"type": "http.response.body", "body": data, "more_body": True}
-            rest = start(self._send(message))
+            write = self._write
+            if write is not None and write(data):
+                rest = None
+            else:  # no way past ASGI, or the socket is full: send waits for the drain
+                message = {"type": "http.response.body", "body": data, "more_body": True}
+                rest = start(self._send(message))
         except OSError:
             stream.close(CloseReason.DISCONNECT)
             return

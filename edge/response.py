@@ -21,6 +21,7 @@ from ssehub.edge.context import EdgeContext
 from ssehub.edge.pump import Pump, closes_on_failure
 from ssehub.edge.registry import revoked
 from ssehub.edge.stream import FAREWELLS, GOODBYES, CloseReason, Stream
+from ssehub.edge.transport import RAW_SEND, direct_writer
 from ssehub.errors import AuthError, BrokerUnavailable, StoreUnavailable
 from ssehub.sse import render_connected, render_event, render_retry
 from starlette.responses import JSONResponse, Response
@@ -122,7 +123,7 @@ class StreamResponse(Response):
                     self.user_id,
                     extra={"user": self.user_id, "stream": stream.stream_id, "resumed": recovered},
                 )
-            await self._serve(stream, receive, send, position.last_seq, snapshot, recovered)
+            await self._serve(stream, scope, receive, send, position.last_seq, snapshot, recovered)
         finally:
             ctx.metrics.connections.dec()
             ctx.tokens.discard(stream)
@@ -142,6 +143,7 @@ class StreamResponse(Response):
     async def _serve(
         self,
         stream: Stream,
+        scope: Scope,
         receive: Receive,
         send: Send,
         stored_upto: int,
@@ -157,6 +159,7 @@ class StreamResponse(Response):
             page=ctx.settings.replay_page,
             timeout=ctx.settings.write_timeout,
             receipts=ctx.node.receipts.report,
+            write=direct_writer(scope.get(RAW_SEND, send)),  # the response has started
         )
         try:
             with closes_on_failure(stream):
