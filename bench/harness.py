@@ -198,7 +198,7 @@ class Stack:
     @property
     def port(self) -> int:
         assert self.edge is not None
-        return int(self.edge.name.split("-")[1])
+        return stack.port_of(self.edge)
 
     async def start_dispatcher(self) -> stack.Proc:
         self.dispatcher = await stack.start_dispatcher(self.env, self.ctx.workdir, wait=False)
@@ -305,3 +305,35 @@ def now_ns() -> int:
 
 def replace(scale: Scale, **changes: Any) -> Scale:
     return dataclasses.replace(scale, **changes)
+
+
+async def scrape_histogram(port: int, name: str) -> dict[float, float]:
+    """One histogram's cumulative bucket counts on an edge's or a dispatcher's
+    ``/metrics`` (``le`` → count); empty when it does not answer."""
+    found: dict[float, float] = {}
+    try:
+        url = f"http://127.0.0.1:{port}/metrics"
+        status, body = await asyncio.to_thread(stack.http_get, url, 5.0)
+    except OSError:
+        return found
+    if status != 200:
+        return found
+    for line in body.decode().splitlines():
+        if line.startswith(f"{name}_bucket{{"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            found[float(le)] = float(line.rsplit(" ", 1)[1])
+    return found
+
+
+def bucket_quantiles(
+    before: dict[float, float], after: dict[float, float], *qs: float
+) -> list[float | None]:
+    """The bucket bound (ms) under which each quantile of the observations made
+    between two scrapes falls (None: no observations, or past the last bound)."""
+    delta = sorted((le, after[le] - before.get(le, 0.0)) for le in after)
+    total = delta[-1][1] if delta else 0.0
+    out: list[float | None] = []
+    for q in qs:
+        bound = next((le for le, n in delta if total and n >= q * total), None)
+        out.append(None if bound is None or bound == float("inf") else round(1e3 * bound, 1))
+    return out

@@ -23,12 +23,13 @@ from pathlib import Path
 import aio_pika
 import aiormq
 from ssehub import topology
-from ssehub.config import normalize_database_url
+from ssehub.config import Settings, normalize_database_url
 from ssehub.db import create_engine, create_schema
 from ssehub.dispatcher.persist import DispatchStore
 from ssehub.dispatcher.sequence import Delivery
 from ssehub.fastpath.confirms import BatchPublisher
 from ssehub.fastpath.marshal import Publish
+from ssehub.pack import Packer
 from ssehub.schema import Message, parse_message
 
 from bench import stack
@@ -83,6 +84,7 @@ async def run(kind: str, batches: int, size: int, users: int, profile: bool) -> 
         t_aiopika = await publish(url, deliveries, "aio-pika")
         t_publish = await publish(url, deliveries, "aiormq")
         t_batch = await publish(url, deliveries, "batch")
+        t_packs = await publish(url, deliveries, "packs")
     n = batches * size
     print(f"{kind}: {batches} batches of {size} user events ({users} users)")
     parts = (
@@ -91,10 +93,11 @@ async def run(kind: str, batches: int, size: int, users: int, profile: bool) -> 
         ("publish: aio-pika", t_aiopika),
         ("publish: aiormq", t_publish),
         ("publish: BatchPublisher", t_batch),
+        ("publish: packs", t_packs),
     )
     for name, t in parts:
         print(f"  {name:24s} {1e6 * t / n:7.1f} µs/event  → at most {n / t:9,.0f} events/s")
-    total = t_parse + t_commit + t_batch
+    total = t_parse + t_commit + t_packs
     print(
         f"  {'dispatcher, serially':24s} {1e6 * total / n:7.1f} µs/event  → at most "
         f"{n / total:9,.0f} events/s"
@@ -110,15 +113,17 @@ async def publish(url: str, deliveries: list[list[Delivery]], mode: str) -> floa
     ``aiormq``: ``Channel.basic_publish`` per delivery (the dispatcher until
     5714887): each call takes the channel lock and waits until its frames are
     drained to the socket.
-    ``batch``: ``shared.wire.BatchPublisher``, what the dispatcher does now: the
-    batch as one write, confirms counted by delivery tag.
+    ``batch``: ``ssehub.fastpath.BatchPublisher`` (the dispatcher until
+    2026-12-01): the batch as one write, confirms counted by delivery tag.
+    ``packs``: the same, with the deliveries in packs of 256 (``ssehub.pack``):
+    what the dispatcher does now.
     """
     conn = await aio_pika.connect(url)
     try:
         ch = await conn.channel(publisher_confirms=True)
         deliver = (await topology.declare_core(ch))[topology.DELIVER.name]
         raw = await ch.get_underlay_channel()
-        publisher = BatchPublisher(raw) if mode == "batch" else None
+        publisher = BatchPublisher(raw) if mode in ("batch", "packs") else None
         name = topology.DELIVER.name
         props = aiormq.spec.Basic.Properties(delivery_mode=1)
         t0 = time.perf_counter()
@@ -139,6 +144,13 @@ async def publish(url: str, deliveries: list[list[Delivery]], mode: str) -> floa
                         for d in ds
                     )
                 )
+            elif mode == "packs":
+                packer = Packer(Settings.model_fields["pack_deliveries"].default)
+                for d in ds:
+                    packer.add(d.user_id, d.sse)
+                packer.flush()
+                packer.stamp(time.time_ns() // 1000)
+                await publisher.publish(packer.out)
             else:
                 await publisher.publish([Publish(name, d.user_id, d.sse, props) for d in ds])
         return time.perf_counter() - t0

@@ -21,7 +21,15 @@ import aio_pika
 from bench import stack
 from bench.figure import Figure, latency_figures
 from bench.floor_bin import Consumer, c_publish, py_publish
-from bench.harness import Ctx, cpu_meter, ms, pct, wait_events
+from bench.harness import (
+    Ctx,
+    bucket_quantiles,
+    cpu_meter,
+    ms,
+    pct,
+    scrape_histogram,
+    wait_events,
+)
 from bench.scenarios_edge import users
 from bench.scenarios_pipeline import _round_robin
 
@@ -186,6 +194,9 @@ async def _steady_steps(
         meter = cpu_meter(pool, edge=s.edge, dispatcher=s.dispatcher)
         meter.start()
         b0, t0 = broker_cpu_s(), time.monotonic()
+        d_port = stack.port_of(s.dispatcher) if s.dispatcher is not None else 0
+        hist0 = await scrape_histogram(s.port, WRITE_HISTOGRAM)
+        commits0 = await scrape_histogram(d_port, COMMIT_HISTOGRAM)
         # --profile: each step's dispatcher and edge, e.g. pipeline-steady-5000-edge.txt
         prof = ctx.profiler(f"{run}-{rate:.0f}")
         async with (
@@ -197,6 +208,11 @@ async def _steady_steps(
             res = await wait_events(pool, per, sc.timeout)
         broker = broker_cpu_s() - b0 - idle_rate * (time.monotonic() - t0)
         cpu = meter.stop()
+        # Where the latency is: the edge times one delivery per dispatcher batch
+        # from the dispatcher's publish to its write (hop 2 and the edge); the
+        # rest of publish → client is hop 1, the dispatcher and the client.
+        hop2 = bucket_quantiles(hist0, await scrape_histogram(s.port, WRITE_HISTOGRAM), 0.5, 0.99)
+        commits = await scrape_histogram(d_port, COMMIT_HISTOGRAM)
         p50, p99 = pct(res["lat"], 50, 99)
         step = {
             "rate": rate,
@@ -209,6 +225,12 @@ async def _steady_steps(
             "p50_ms": ms(p50),
             "p99_ms": ms(p99),
             "max_ms": ms(max(res["lat"], default=0)),
+            # bucket bounds (1, 2.5, 5, 10, 25 ms ...), not exact values
+            "dispatcher_to_write_p50_ms_at_most": hop2[0],
+            "dispatcher_to_write_p99_ms_at_most": hop2[1],
+            "commit_p50_ms_at_most": bucket_quantiles(commits0, commits, 0.5)[0],
+            "commit_p99_ms_at_most": bucket_quantiles(commits0, commits, 0.99)[0],
+            "commit_max_ms_at_most": bucket_quantiles(commits0, commits, 1.0)[0],
             "broker_us_per_event": round(1e6 * broker / max(res["events"], 1), 1),
             "publisher_cpu": round(100 * pub["cpu_s"] / pub["elapsed"], 1),
             "cpu": cpu,
@@ -221,6 +243,9 @@ async def _steady_steps(
             break
     return steps, totals
 
+
+WRITE_HISTOGRAM = "ssehub_publish_to_write_seconds"  # edge/metrics.py
+COMMIT_HISTOGRAM = "ssehub_dispatcher_commit_seconds"  # dispatcher/metrics.py
 
 STEADY = {
     "c": "one event per message",

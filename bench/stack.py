@@ -131,6 +131,11 @@ def spawn(name: str, argv: Sequence[str], env: dict[str, str], workdir: Path) ->
     return Proc(name, popen, log)
 
 
+def port_of(proc: Proc) -> int:
+    """The HTTP port of an edge or dispatcher we started (in its name)."""
+    return int(proc.name.split("-")[1])
+
+
 def pid_of(proc: Proc | None) -> int | None:
     return proc.pid if proc is not None else None
 
@@ -192,7 +197,11 @@ async def queue_info(url: str, name: str) -> tuple[int, int]:
 
 
 async def start_dispatcher(env: dict[str, str], workdir: Path, wait: bool = True) -> Proc:
-    proc = spawn("dispatcher", [str(BIN / "ssehub"), "dispatcher"], env, workdir)
+    """A dispatcher with its HTTP port (``/metrics``) on a free port, named
+    ``dispatcher-<port>`` like an edge (``port_of``)."""
+    port = free_port()
+    argv = [str(BIN / "ssehub"), "dispatcher", "--host", "127.0.0.1", "--port", str(port)]
+    proc = spawn(f"dispatcher-{port}", argv, env, workdir)
     if wait:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
