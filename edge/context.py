@@ -10,6 +10,7 @@ from ssehub.edge.caps import StreamCaps
 from ssehub.edge.expiry import TokenClock
 from ssehub.edge.metrics import EdgeMetrics
 from ssehub.edge.node import EdgeNode
+from ssehub.edge.pump import WriteRound
 from ssehub.edge.registry import Registry
 from ssehub.store import EventStore
 
@@ -24,6 +25,7 @@ class EdgeContext:
     draining: bool = False
     tokens: TokenClock = field(init=False)  # token lifetimes (edge/expiry.py)
     caps: StreamCaps = field(init=False)  # streams per user (edge/caps.py)
+    writes: WriteRound = field(default_factory=WriteRound)  # live writes (edge/pump.py)
 
     def __post_init__(self) -> None:
         self.tokens = TokenClock(self.settings.token_warning, time.time())

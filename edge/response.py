@@ -160,6 +160,7 @@ class StreamResponse(Response):
             timeout=ctx.settings.write_timeout,
             receipts=ctx.node.receipts.report,
             write=direct_writer(scope.get(RAW_SEND, send)),  # the response has started
+            writes=ctx.writes,
         )
         try:
             with closes_on_failure(stream):
