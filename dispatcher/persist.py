@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -95,7 +96,8 @@ class DispatchStore:
     def _drop(self) -> None:
         db, self._db = self._db, None
         if db is not None:
-            db.close()
+            with contextlib.suppress(Exception):  # discarded either way
+                db.close()
 
     def close(self) -> None:
         if self._sync is not None:

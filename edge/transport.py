@@ -38,8 +38,10 @@ except ImportError:  # httptools not installed: uvicorn serves with h11
 # middleware wraps it: CORS wraps it for the headers, never for body chunks.
 RAW_SEND = "ssehub.raw_send"
 
-# (chunk) -> True when written (or dropped: the client is gone, as uvicorn's own
-# send does); False when the socket is full and the caller must use ASGI.
+# (chunk) -> True when written; False when the socket is full and the caller
+# must use ASGI. Raises ConnectionResetError when the client has gone (where
+# uvicorn's own send drops the chunk silently): the stream closes, and a
+# receipt is not reported for a write nobody received.
 Write = Callable[[bytes], bool]
 NEEDED = (
     "transport",
@@ -66,7 +68,7 @@ def direct_writer(send: Send) -> Write | None:
         if flow.write_paused:
             return False
         if cycle.disconnected or cycle.response_complete:
-            return True
+            raise ConnectionResetError("the client has gone")
         transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
         return True
 

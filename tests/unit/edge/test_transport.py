@@ -98,7 +98,7 @@ async def test_direct_chunks_interleave_with_asgi_ones(server: Any) -> None:
     ]
 
 
-async def test_a_full_socket_is_left_to_asgi_and_a_gone_client_dropped(server: Any) -> None:
+async def test_a_full_socket_is_left_to_asgi_and_a_gone_client_raises(server: Any) -> None:
     url, handlers = server
     checked = asyncio.Event()
 
@@ -112,9 +112,11 @@ async def test_a_full_socket_is_left_to_asgi_and_a_gone_client_dropped(server: A
         cycle.flow.resume_writing()
         assert write(b"data: now\n\n") is True
         await send(body(b"", more=False))
-        # once the client has gone, a write is dropped, as uvicorn's send drops it
+        # once the client has gone a write says so (uvicorn's send drops it
+        # silently): the stream closes and reports no receipt for it
         assert (await receive())["type"] == "http.disconnect"
-        assert write(b"data: nobody\n\n") is True
+        with pytest.raises(ConnectionResetError):
+            write(b"data: nobody\n\n")
         checked.set()
 
     handlers.append(handler)
