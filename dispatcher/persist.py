@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ssehub.db import chunks, insert_rows, select_in, store_errors, sync_sqlite_engine
 from ssehub.dispatcher.expand import conversations_of, keys_of, plan_batch
 from ssehub.dispatcher.presence import PresenceOp, apply_presence, sweep_presence
-from ssehub.dispatcher.sequence import Delivery, assign
+from ssehub.dispatcher.sequence import Delivery, assign, stored_rows
 from ssehub.models import DedupeKey, EventRow, Member, UserCursor
 from ssehub.schema import Message
 
@@ -112,7 +112,7 @@ class DispatchStore:
         plan = plan_batch(messages, members, seen)
         last_seq = self._load_last_seq(db, plan.recipients)
         before = dict(last_seq)
-        stored, deliveries = assign(plan.fanouts, last_seq)
+        deliveries = assign(plan.fanouts, last_seq)
 
         for conv, after in plan.members_after.items():
             self._write_members(db, conv, members.get(conv, frozenset()), after)
@@ -120,7 +120,7 @@ class DispatchStore:
             db,
             EVENT,
             ("user_id", "seq", "sse", "key", "created_at", "receipt"),
-            [(e.user_id, e.seq, e.sse.decode(), e.key, now, e.receipt) for e in stored],
+            stored_rows(deliveries, now),
         )
         insert_rows(
             db,

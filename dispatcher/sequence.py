@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import MutableMapping, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import orjson
 from ssehub.dispatcher.expand import Fanout
@@ -17,21 +17,24 @@ class Delivery(NamedTuple):
     cost five ``object.__setattr__`` calls each)."""
 
     user_id: str
-    seq: int | None
+    seq: int | None  # a numbered delivery is also the row stored for it
     sse: bytes
     # What edges must do besides writing it (ssehub.topology.notice_properties):
     # "receipt" (publish a receipt once written; ``key`` is its id) or
     # "control" (``sse`` is then the JSON of a control op, not an event).
     notice: str | None = None
-    key: str | None = None
+    key: str | None = None  # the event's idempotency key
 
 
-class StoredEvent(NamedTuple):
-    user_id: str
-    seq: int
-    sse: bytes
-    key: str | None
-    receipt: bool = False
+def stored_rows(deliveries: Sequence[Delivery], now: float) -> list[tuple[Any, ...]]:
+    """The numbered deliveries as ``ssehub_event`` rows: (user_id, seq, sse,
+    key, created_at, receipt). Ephemeral events and control ops have no number
+    and are not stored."""
+    return [
+        (d.user_id, d.seq, d.sse.decode(), d.key, now, d.notice == "receipt")
+        for d in deliveries
+        if d.seq is not None
+    ]
 
 
 def control_delivery(op: ControlMessage) -> Delivery:
@@ -43,11 +46,11 @@ def control_delivery(op: ControlMessage) -> Delivery:
 
 def assign(
     fanouts: Sequence[Fanout | ControlMessage], last_seq: MutableMapping[str, int]
-) -> tuple[list[StoredEvent], list[Delivery]]:
+) -> list[Delivery]:
     """Number every non-ephemeral (event, recipient) pair with the recipient's
     next sequence number, in batch order. ``last_seq`` is advanced in place;
-    users missing from it start at 1."""
-    stored: list[StoredEvent] = []
+    users missing from it start at 1. The numbered deliveries are what is
+    stored (``stored_rows``): one tuple per recipient, not two."""
     deliveries: list[Delivery] = []
     for fanout in fanouts:
         if isinstance(fanout, ControlMessage):
@@ -58,12 +61,10 @@ def assign(
             sse = render_event(None, msg.event, msg.data)
             deliveries.extend(Delivery(user, None, sse) for user in fanout.recipients)
             continue
-        notice, key = ("receipt", msg.key) if msg.receipt else (None, None)
-        body, receipt = render_body(msg.event, msg.data), msg.receipt
+        notice, key = "receipt" if msg.receipt else None, msg.key
+        body = render_body(msg.event, msg.data)
         for user in fanout.recipients:
             seq = last_seq.get(user, 0) + 1
             last_seq[user] = seq
-            sse = with_id(seq, body)
-            stored.append(StoredEvent(user, seq, sse, msg.key, receipt))
-            deliveries.append(Delivery(user, seq, sse, notice, key))
-    return stored, deliveries
+            deliveries.append(Delivery(user, seq, with_id(seq, body), notice, key))
+    return deliveries
