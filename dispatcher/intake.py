@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import orjson
 from aiormq.abc import DeliveredMessage
 from ssehub import batch, topology
 from ssehub.dispatcher.presence import PresenceOp, parse_presence
+from ssehub.dispatcher.routes import RouteOp, parse_route
+from ssehub.dispatcher.sequence import Delivery
 from ssehub.errors import InvalidMessage
-from ssehub.schema import Message, parse_message
+from ssehub.schema import Message, check_id, parse_message
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +31,8 @@ class DeadLetter:
 class Intake:
     good: list[Message] = field(default_factory=list)
     presence: list[PresenceOp] = field(default_factory=list)
+    routes: list[RouteOp] = field(default_factory=list)  # SSEHUB_DELIVERY=nodes
+    notices: list[Delivery] = field(default_factory=list)  # edges' caps notices, to forward
     dead: list[DeadLetter] = field(default_factory=list)
 
 
@@ -39,8 +44,8 @@ def sort_batch(
         routing_key = message.routing_key or ""
         message_id = message.header.properties.message_id
         try:
-            if is_presence(message):
-                out.presence.append(parse_presence(message.body))
+            if routing_key == topology.DISPATCH.name:  # from an edge, not via sse.events
+                _from_edge(message, out)
             elif routing_key == batch.ROUTING_KEY:
                 for item in batch.parse_batch(message.body, message_id, max_batch_bytes, now):
                     if isinstance(item, batch.ItemError):
@@ -56,8 +61,19 @@ def sort_batch(
     return out
 
 
-def is_presence(message: DeliveredMessage) -> bool:
-    """Edges' presence signals come straight to the dispatch queue, not via sse.events."""
-    return message.routing_key == topology.DISPATCH.name and topology.PRESENCE_HEADER in (
-        message.header.properties.headers or {}
-    )
+def _from_edge(message: DeliveredMessage, out: Intake) -> None:
+    """Edges' signals come straight to the dispatch queue: presence, route
+    rounds, and (per-node delivery) caps notices to forward to the user's edges."""
+    headers = message.header.properties.headers or {}
+    if topology.PRESENCE_HEADER in headers:
+        out.presence.append(parse_presence(message.body))
+    elif topology.ROUTE_HEADER in headers:
+        out.routes.append(parse_route(message.body))
+    elif headers.get(topology.NOTICE_HEADER) in ("caps", b"caps"):
+        try:
+            user = check_id(orjson.loads(message.body)["user"], "user")
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            raise InvalidMessage(f"caps notice: malformed ({exc})") from None
+        out.notices.append(Delivery(user, None, message.body, "caps"))
+    else:
+        raise InvalidMessage("unknown message in the dispatch queue")

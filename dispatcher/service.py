@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import aiormq
@@ -30,6 +31,7 @@ from ssehub.dispatcher.metrics import DispatcherMetrics
 from ssehub.dispatcher.persist import DispatchStore
 from ssehub.dispatcher.presence import PresenceOp
 from ssehub.dispatcher.retention import Retention, prune
+from ssehub.dispatcher.routes import NodePacks, RouteOp, Routes, joined_body
 from ssehub.dispatcher.sequence import Delivery
 from ssehub.errors import StoreUnavailable
 from ssehub.fastpath.confirms import BatchPublisher
@@ -52,6 +54,9 @@ class _Link:
     # link (a collected wrapper marks its channel closed, which the supervisor
     # would take for a lost connection).
     channels: tuple[AbstractChannel, ...]
+    # Per-node delivery: whether this link has published a batch, i.e. we are
+    # the active dispatcher on it and told every edge to join again.
+    resynced: bool = False
 
 
 class Dispatcher:
@@ -64,6 +69,8 @@ class Dispatcher:
         self._stopping = asyncio.Event()
         self._name = name
         self.metrics = DispatcherMetrics()
+        # SSEHUB_DELIVERY=nodes: which edge holds which user (dispatcher/routes.py)
+        self.routes = Routes() if settings.delivery == "nodes" else None
         self.activity = Activity()
         self.http_port: int | None = None  # where /metrics is served (dispatcher/main.py)
         self.supervisor = AmqpSupervisor(
@@ -130,16 +137,19 @@ class Dispatcher:
         loop = asyncio.get_running_loop()
         next_prune = next_sweep = loop.time()
         sweep_every = min(1.0, self._settings.presence_grace / 2)
+        sweeping = self._settings.presence or self.routes is not None
         try:
             while not self._stopping.is_set():
                 now = loop.time()
                 if now >= next_prune:
                     await self._prune()
                     next_prune = loop.time() + self._settings.retention_interval
-                if self._settings.presence and now >= next_sweep:
-                    await self._sweep_presence()
+                if sweeping and now >= next_sweep:
+                    self._expire_routes()
+                    if self._settings.presence:
+                        await self._sweep_presence()
                     next_sweep = loop.time() + sweep_every
-                wake = min(next_prune, next_sweep) if self._settings.presence else next_prune
+                wake = min(next_prune, next_sweep) if sweeping else next_prune
                 batch = await self._next_batch(max(0.0, wake - loop.time()))
                 if batch:
                     await self._process(batch)
@@ -183,16 +193,31 @@ class Dispatcher:
         if deleted:
             log.info("pruned %d events past retention", deleted)
 
+    def _expire_routes(self) -> None:
+        """Drop edges silent for three heartbeats from the table, and tell each
+        to join again: if it is only slow, it re-reads its streams."""
+        link = self._link
+        if self.routes is None or link is None or not link.resynced:
+            return
+        dead = self.routes.expire(time.monotonic(), 3 * self._settings.presence_heartbeat)
+        if dead:
+            log.info("edges silent, routes dropped: %s", ", ".join(dead))
+            packs = NodePacks(self.routes)
+            for node in dead:
+                packs.send(node, b"", topology.RESYNC_PROPERTIES)
+            link.publisher.send(packs.out)
+
     async def _sweep_presence(self) -> None:
         link = self._link
-        if link is None:
+        # per-node delivery: only the active dispatcher knows where users are
+        if link is None or (self.routes is not None and not link.resynced):
             return
         try:
             offline = await self._store.sweep_presence(
                 self._settings.presence_grace, 3 * self._settings.presence_heartbeat
             )
             if offline:
-                await link.publisher.publish(self._messages(offline, []))
+                await link.publisher.publish(self._messages(link, offline, []))
         except StoreUnavailable as exc:
             log.warning("presence sweep skipped: %s", exc)
         except Exception as exc:  # publishing failed: the link is going down
@@ -225,12 +250,17 @@ class Dispatcher:
             batch, settings.max_message_bytes, settings.max_batch_bytes, time.time()
         )
         good, presence, dead = intake.good, intake.presence, intake.dead
+        if intake.routes and settings.presence:  # a join is the user online on the node
+            presence = presence + [
+                PresenceOp(op.node, user, join) for op in intake.routes for user, join in op.ops
+            ]
         self._started += 1
         number = self._started
         started = time.perf_counter()
         self.metrics.batch_messages.observe(len(batch))
         self._failpoint("before_commit", number)
-        deliveries = await self._commit(good, presence, link, number)
+        stored_presence = presence if settings.presence else []  # else: heartbeats only
+        deliveries = await self._commit(good, stored_presence, link, number)
         if deliveries is None:
             return  # connection lost while the store was down: the broker redelivers
         self.metrics.events_accepted.inc(len(deliveries))
@@ -242,7 +272,10 @@ class Dispatcher:
             self._acking = None
         if self._link is not link or self._broken is link:
             return
-        confirmed = link.publisher.send(self._messages(deliveries, dead))
+        messages = self._messages(
+            link, deliveries + intake.notices, dead, intake.routes, [p.node for p in presence]
+        )
+        confirmed = link.publisher.send(messages)
         self.metrics.time_publish(confirmed)
         self._acking = asyncio.create_task(
             self._ack(link, confirmed, _tag(batch[-1]), number, started)
@@ -297,17 +330,19 @@ class Dispatcher:
                 return None
             await asyncio.sleep(backoff.next())
 
-    def _messages(self, deliveries: list[Delivery], dead: list[DeadLetter]) -> list[Publish]:
+    def _messages(
+        self,
+        link: _Link,
+        deliveries: list[Delivery],
+        dead: list[DeadLetter],
+        routes: Sequence[RouteOp] = (),
+        heard: Sequence[str] = (),
+    ) -> list[Publish]:
         """A batch's deliveries and dead letters, to publish as one write (ssehub.fastpath)."""
-        packer = Packer(self._settings.pack_deliveries)
-        for d in deliveries:
-            if d.notice is None:
-                packer.add(d.user_id, d.sse)
-            else:
-                packer.alone(Publish(topology.DELIVER.name, d.user_id, d.sse, _notice(d)))
-        packer.flush()
-        packer.stamp(time.time_ns() // 1000)
-        sends = packer.out
+        if self.routes is not None:
+            sends = self._by_node(link, self.routes, deliveries, routes, heard)
+        else:
+            sends = self._by_user(deliveries)
         for letter in dead:
             message, reason = letter.message, letter.reason
             log.warning(
@@ -330,10 +365,49 @@ class Dispatcher:
             sends.append(Publish("", topology.DEAD.name, letter.body, dead_props))
         return sends
 
+    def _by_user(self, deliveries: list[Delivery]) -> list[Publish]:
+        """Per-user bindings: packs on sse.deliver, with BCC (ssehub.pack)."""
+        packer = Packer(self._settings.pack_deliveries)
+        for d in deliveries:
+            if d.notice is None:
+                packer.add(d.user_id, d.sse)
+            else:
+                packer.alone(Publish(topology.DELIVER.name, d.user_id, d.sse, _notice(d)))
+        packer.flush()
+        packer.stamp(time.time_ns() // 1000)
+        return packer.out
+
+    def _by_node(
+        self,
+        link: _Link,
+        table: Routes,
+        deliveries: list[Delivery],
+        routes: Sequence[RouteOp],
+        heard: Sequence[str],
+    ) -> list[Publish]:
+        """Per-node delivery: the batch's route rounds applied, in order, then
+        its deliveries routed by the table, then the rounds' answers (after
+        the deliveries: the seam rests on it; dispatcher/routes.py)."""
+        packs = NodePacks(table)
+        if not link.resynced:  # we just became active: our table may be stale
+            link.resynced = True
+            table.clear()
+            packs.send(topology.ALL_NODES, b"", topology.RESYNC_PROPERTIES)
+        now = time.monotonic()
+        for node in heard:
+            table.heard(node, now)
+        answers = [(op.node, op.ref, table.apply(op, now)) for op in routes]
+        packs.add(deliveries)
+        for node, ref, shared in answers:
+            packs.send(node, joined_body(ref, shared), topology.JOINED_PROPERTIES)
+        return packs.finish(time.time_ns() // 1000)
+
 
 def _notice(delivery: Delivery) -> aiormq.spec.Basic.Properties:
     if delivery.notice == "control":
         return topology.CONTROL_PROPERTIES
+    if delivery.notice == "caps":
+        return topology.CAPS_PROPERTIES
     return topology.receipt_properties(delivery.key)
 
 

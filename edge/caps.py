@@ -71,11 +71,14 @@ class StreamCaps:
         """This edge alone holds the cap for ``user_id``: refuse one more at once."""
         return len(self._streams_of(user_id)) >= self.cap
 
-    def announce(self, user_id: str, now: float) -> None:
+    def announce(self, user_id: str, now: float, hello: bool = True) -> None:
         """The node is bound for ``user_id``: tell the other edges (a hello),
-        and apply what is already known of them."""
+        and apply what is already known of them. ``hello`` False: no other
+        edge held the user when this one joined (per-node delivery knows),
+        so only edges already heard from need to hear of the new stream."""
         if self._streams_of(user_id):
-            self._send(user_id, hello=True)
+            if hello or user_id in self._remote:
+                self._send(user_id, hello=True)
             self._judge(user_id, now)
 
     def closed(self, user_id: str) -> None:

@@ -1,9 +1,11 @@
-"""The edge's RabbitMQ side: its node queue, per-user bindings, live events in.
+"""The edge's RabbitMQ side: its node queue, how users are routed to it, live
+events in.
 
-Bindings follow the registry: a user is bound while at least one of their
-streams is open here. Bind and unbind for one user are serialised, and each
-operation re-reads what is wanted when it gets its turn, so a connect racing
-a disconnect always ends bound if a stream is open.
+Routing follows the registry: a user is routed here (bound on ``sse.deliver``,
+or joined at the dispatcher with ``SSEHUB_DELIVERY=nodes``: edge/joins.py)
+while at least one of their streams is open here. Routing changes for one
+user are serialised, and each re-reads what is wanted when it gets its turn,
+so a connect racing a disconnect always ends routed if a stream is open.
 """
 
 from __future__ import annotations
@@ -13,16 +15,19 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractQueue
 from aiormq.abc import DeliveredMessage
 from ssehub import pack, topology
 from ssehub.amqp import AmqpSupervisor
-from ssehub.config import Settings
+from ssehub.config import Delivery, Settings
 from ssehub.edge.binder import Binder
+from ssehub.edge.joins import Joiner
 from ssehub.edge.metrics import EdgeMetrics
 from ssehub.edge.receipts import Receipts
 from ssehub.edge.registry import Registry
@@ -41,6 +46,9 @@ def _text(value: object) -> str:
 
 
 BIND_CHANNELS = 8
+# Per-node delivery: how long a new stream waits for its user's join to be
+# answered before it goes on without (and re-reads the store once it is).
+JOIN_WAIT = 2.0
 
 
 class EdgeNode:
@@ -49,6 +57,15 @@ class EdgeNode:
         self.node_id = f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
         self._registry = registry
         self._presence = settings.presence
+        self._delivery: Delivery = settings.delivery
+        self._by_node = settings.delivery == "nodes"
+        self._joiner: Joiner | None = None
+        # bumped when routes are lost (link down, the dispatcher's resync): a
+        # join answered for an older epoch does not count
+        self._epoch = 0
+        # users whose streams went on before their join was answered: they
+        # re-read the store once it is
+        self._late: set[str] = set()
         self._queue_type = settings.queue_type
         self._heartbeat = settings.presence_heartbeat
         self._queue: AbstractQueue | None = None
@@ -68,7 +85,7 @@ class EdgeNode:
         self._bound: set[str] = set()
         # user -> (lock, number of operations using it); dropped when unused
         self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self.supervisor = AmqpSupervisor(
             settings.rabbitmq_url,
             self._setup,
@@ -90,19 +107,22 @@ class EdgeNode:
         self.supervisor.watch(channel)
         # the dispatch queue too: presence signals go straight into it
         await topology.declare_core(channel, self._queue_type)
-        queue = await topology.declare_queue(channel, topology.edge_queue(self.node_id))
+        queue = await topology.declare_queue(
+            channel, topology.edge_queue(self.node_id, self._delivery)
+        )
         self._channels = [channel]
         self._binders = []
-        for _ in range(BIND_CHANNELS):
-            binder = await connection.channel(publisher_confirms=False)
-            self.supervisor.watch(binder)
-            self._channels.append(binder)
-            self._binders.append(Binder(await binder.get_underlay_channel(), queue.name))
-        # The queue is new (exclusive queues die with their connection):
-        # bind every user with an open stream before consuming.
         users = self._registry.users()
-        await asyncio.gather(*(self._bind(u, True) for u in users))
-        self._bound = set(users)
+        if not self._by_node:
+            for _ in range(BIND_CHANNELS):
+                binder = await connection.channel(publisher_confirms=False)
+                self.supervisor.watch(binder)
+                self._channels.append(binder)
+                self._binders.append(Binder(await binder.get_underlay_channel(), queue.name))
+            # The queue is new (exclusive queues die with their connection):
+            # bind every user with an open stream before consuming.
+            await asyncio.gather(*(self._bind(u, True) for u in users))
+            self._bound = set(users)
         # aiormq directly, without a task per message (ssehub.fastpath): aio-pika's
         # IncomingMessage and a task cost more than the rest of the path for a
         # message we only forward.
@@ -114,11 +134,16 @@ class EdgeNode:
         self.supervisor.watch(receipts)
         self._channels.append(receipts)
         self.receipts.attach(BatchPublisher(await receipts.get_underlay_channel()))
-        if self._presence:
+        if self._presence or self._by_node:
             signals = await connection.channel(publisher_confirms=False)
             self.supervisor.watch(signals)
             self._channels.append(signals)
             self._signals = Outbox(await signals.get_underlay_channel())
+        if self._by_node:
+            self._joiner = Joiner(self.node_id, self._signal)
+            self._rejoin_all()  # each user's streams catch up once it is joined
+            return
+        if self._presence:
             for user in users:  # (re)announce: the dispatcher treats repeats as no-ops
                 self._announce(user, True)
         # Events committed while we were cut off never reached this queue:
@@ -136,6 +161,10 @@ class EdgeNode:
         self._signals = None
         self._notices = None
         self._bound.clear()
+        self._epoch += 1
+        if self._joiner is not None:
+            self._joiner.fail(BrokerUnavailable("lost the connection to RabbitMQ"))
+            self._joiner = None
 
     def _on_delivery(self, message: DeliveredMessage) -> None:
         body = message.body
@@ -153,7 +182,14 @@ class EdgeNode:
             self._registry.deliver(user, event_seq(body), body)
             return
         notice = _text(headers.get(topology.NOTICE_HEADER))
-        if notice == "caps":  # another edge's streams of the user (edge/caps.py)
+        if topology.USER_HEADER in headers:  # sent to the node, not by the user's key
+            user = _text(headers[topology.USER_HEADER])
+        if notice == "joined":
+            if self._joiner is not None:
+                self._joiner.answered(body)
+        elif notice == "resync":  # the dispatcher's table is new: join everyone again
+            self._rejoin_all()
+        elif notice == "caps":  # another edge's streams of the user (edge/caps.py)
             self.on_notice(body)
         elif notice == "receipt":
             seq = event_seq(body)
@@ -187,38 +223,93 @@ class EdgeNode:
         if self._registry.has_user(user):
             self.metrics.sampled(sent_at)
 
-    async def ensure_bound(self, user_id: str) -> None:
-        """Return once live events for ``user_id`` reach this node.
+    async def ensure_bound(self, user_id: str) -> bool:
+        """Return once live events for ``user_id`` reach this node, or will and
+        the user's streams re-read the store then (per-node delivery, when the
+        dispatcher is slow to answer or not running). Returns whether another
+        edge may hold the user too (edge/caps.py; bindings cannot tell).
         Raises BrokerUnavailable when the broker link is down."""
-        await self._reconcile(user_id)
-        if user_id not in self._bound:
+        if not self._by_node:
+            await self._reconcile(user_id)
+            if user_id not in self._bound:
+                raise BrokerUnavailable("not connected to RabbitMQ")
+            return True
+        if user_id in self._bound:
+            return False  # caps: other edges already heard from are known
+        joiner = self._joiner
+        if joiner is None:
             raise BrokerUnavailable("not connected to RabbitMQ")
+        work = asyncio.ensure_future(self._reconcile(user_id))
+        # once one round has waited that long, the dispatcher is away: do not wait
+        wait = max(0.0, JOIN_WAIT - joiner.waited(time.monotonic()))
+        try:
+            shared = await asyncio.wait_for(asyncio.shield(work), wait)
+        except TimeoutError:
+            self._late.add(user_id)
+            self._tasks.add(work)
+            work.add_done_callback(self._tasks.discard)
+            return True
+        if user_id in self._bound:
+            return shared
+        if self._queue is None:
+            raise BrokerUnavailable("not connected to RabbitMQ")
+        return True  # routes were lost meanwhile: the rejoin re-reads the streams
 
     def release(self, user_id: str) -> None:
         """The user's last stream closed: unbind in the background."""
         self.receipts.forget(user_id)
-        task = asyncio.create_task(self._reconcile(user_id))
+        self._background(self._release(user_id))
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _reconcile(self, user_id: str) -> None:
+    def _rejoin_all(self) -> None:
+        """Per-node delivery, after a new queue or the dispatcher's resync:
+        every user joins again, and once joined, their streams re-read the
+        store (events routed elsewhere meanwhile are only there)."""
+        self._epoch += 1
+        self._bound.clear()
+        for user in self._registry.users():
+            self._background(self._rejoin(user))
+
+    async def _rejoin(self, user_id: str) -> None:
+        self._late.add(user_id)
+        await self._reconcile(user_id)  # a link lost meanwhile: its setup rejoins
+
+    async def _release(self, user_id: str) -> None:
+        await self._reconcile(user_id)
+
+    async def _reconcile(self, user_id: str) -> bool:
         lock, users = self._locks.setdefault(user_id, (asyncio.Lock(), [0]))
         users[0] += 1
+        shared = False
         try:
             async with lock:
-                queue = self._queue
-                if queue is None:
-                    return
                 want = self._registry.has_user(user_id)
+                epoch = self._epoch
+                if self._queue is None:
+                    return False
                 try:
                     if want and user_id not in self._bound:
-                        await self._bind(user_id, True)
-                        self._bound.add(user_id)
-                        self._announce(user_id, True)
+                        shared = await self._bind(user_id, True)
+                        if epoch == self._epoch:  # else: routes were lost meanwhile
+                            self._bound.add(user_id)
+                            self._announce(user_id, True)
+                            if user_id in self._late:
+                                self._late.discard(user_id)
+                                for stream in self._registry.streams_of(user_id):
+                                    stream.request_sync()
                     elif not want and user_id in self._bound:
                         self._bound.discard(user_id)
+                        self._late.discard(user_id)
                         await self._bind(user_id, False)
                         self._announce(user_id, False)
+                except BrokerUnavailable as exc:
+                    log.warning("routing %r failed: %s", user_id, exc)
+                    if not self._by_node:
+                        self.supervisor.fail()
                 except Exception as exc:
                     log.warning("binding %r failed: %r", user_id, exc)
                     self.supervisor.fail()
@@ -226,24 +317,41 @@ class EdgeNode:
             users[0] -= 1
             if users[0] == 0:
                 del self._locks[user_id]
+        return shared
 
-    async def _bind(self, user_id: str, bind: bool) -> None:
+    async def _bind(self, user_id: str, bind: bool) -> bool:
+        """Route ``user_id`` here (or stop); per-node: whether another edge holds it."""
+        if self._by_node:
+            if self._joiner is None:
+                raise BrokerUnavailable("not connected to RabbitMQ")
+            return await self._joiner.apply(user_id, bind)
         self._turn = (self._turn + 1) % len(self._binders)
         await self._binders[self._turn].apply(user_id, bind)
+        return True
 
     def publish_notice(self, notice: Publish) -> None:
-        """Best effort: a notice lost with the link is re-sent with the next change."""
-        if self._notices is not None:
+        """Best effort: a notice lost with the link is re-sent with the next change.
+        Per-node delivery: the dispatcher forwards it to the user's edges."""
+        if self._by_node:
+            self._signal(Publish("", topology.DISPATCH.name, notice.body, notice.properties))
+        elif self._notices is not None:
             with contextlib.suppress(BrokerUnavailable):
                 self._notices.publish([notice])
 
     def _announce(self, user_id: str | None, online: bool) -> None:
+        # per-node delivery: a join or leave is the presence signal (the dispatcher's)
+        if user_id is None or not self._by_node:
+            self._signal(topology.presence_message(self.node_id, user_id, online))
+
+    def _signal(self, message: Publish) -> None:
         if self._signals is not None:
-            self._signals.publish([topology.presence_message(self.node_id, user_id, online)])
+            with contextlib.suppress(BrokerUnavailable):
+                self._signals.publish([message])
 
     async def heartbeats(self) -> None:
-        """Tell the dispatcher this node is alive; a silent node's users go offline."""
-        if not self._presence:
+        """Tell the dispatcher this node is alive; a silent node's users go offline
+        (and, per-node delivery, are no longer routed here)."""
+        if not (self._presence or self._by_node):
             return
         while True:
             try:

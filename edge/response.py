@@ -84,8 +84,8 @@ class StreamResponse(Response):
         ctx.metrics.connections.inc()
         try:
             try:
-                await ctx.node.ensure_bound(self.user_id)
-                ctx.caps.announce(self.user_id, time.monotonic())
+                shared = await ctx.node.ensure_bound(self.user_id)
+                ctx.caps.announce(self.user_id, time.monotonic(), hello=shared)
                 # both read after the bind, side by side: one round trip of waiting
                 position, snapshot = await asyncio.gather(
                     ctx.store.position(self.user_id), self._presence_snapshot()

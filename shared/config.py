@@ -25,6 +25,10 @@ NOT_SETTINGS = frozenset(
 )
 LogFormat = Literal["json", "text"]
 QueueType = Literal["classic", "quorum"]
+# How deliveries reach edges (docs/architecture.md, "Delivery to edges"):
+# "nodes": one message per edge per batch, routed by the dispatcher from the
+# edges' joins; "bindings": per-user bindings on sse.deliver (the first design).
+Delivery = Literal["nodes", "bindings"]
 
 
 class Settings(BaseSettings):
@@ -67,6 +71,8 @@ class Settings(BaseSettings):
     max_streams_per_user: int = Field(default=10, ge=1)
 
     # -- dispatcher ---------------------------------------------------------
+    # the same in every process of a deployment
+    delivery: Delivery = "nodes"
     batch_size: int = Field(default=500, ge=1)
     # Deliveries per sse.deliver message (ssehub.pack); 1: one message each.
     pack_deliveries: int = Field(default=256, ge=1, le=4096)
@@ -101,7 +107,7 @@ class Settings(BaseSettings):
             return [o.strip() for o in value.split(",") if o.strip()]
         return value
 
-    @field_validator("queue_type", "log_format", mode="before")
+    @field_validator("queue_type", "log_format", "delivery", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value

@@ -17,7 +17,7 @@ import aiormq
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue, ExchangeType
 from pamqp.common import FieldTable
-from ssehub.config import QueueType
+from ssehub.config import Delivery, QueueType
 from ssehub.errors import ConfigError
 from ssehub.fastpath.marshal import Publish
 
@@ -25,6 +25,8 @@ ERROR_HEADER = "x-ssehub-error"  # on sse.dead messages: why it was rejected
 PRESENCE_HEADER = "x-ssehub-presence"  # edge → dispatcher presence signals
 PROBE_HEADER = "x-ssehub-probe"  # dispatcher → the active dispatcher (dispatcher/activity.py)
 SENT_AT_HEADER = "x-ssehub-sent-at"  # one delivery per batch: publish time, µs since epoch
+ROUTE_HEADER = "x-ssehub-route"  # edge → dispatcher: joins and leaves (dispatcher/routes.py)
+USER_HEADER = "x-ssehub-user"  # on a notice sent to a node: the user it is for
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,12 @@ DISPATCH = QueueSpec(
 )
 DEAD = QueueSpec("sse.dead")
 
-EXCHANGES = (EVENTS, DELIVER, RECEIPTS)
+# SSEHUB_DELIVERY=nodes: each edge queue is bound here twice, by its node id
+# and by ALL_NODES; the dispatcher sends each edge one message per batch.
+NODES = ExchangeSpec("ssehub.nodes", ExchangeType.DIRECT)
+ALL_NODES = "all"  # node ids are host.pid.hex: never this
+
+EXCHANGES = (EVENTS, DELIVER, RECEIPTS, NODES)
 
 
 def dispatcher_queues(queue_type: QueueType = "classic") -> tuple[QueueSpec, ...]:
@@ -72,16 +79,19 @@ def dispatcher_queues(queue_type: QueueType = "classic") -> tuple[QueueSpec, ...
     )
 
 
-def edge_queue(node_id: str) -> QueueSpec:
+def edge_queue(node_id: str, delivery: Delivery = "bindings") -> QueueSpec:
     """One queue per edge process. Exclusive: RabbitMQ deletes it, with all its
     bindings, the moment the process's connection goes away, so a killed edge
     leaves no orphan behind. Classic whatever the vhost's default queue type:
-    quorum queues cannot be exclusive."""
+    quorum queues cannot be exclusive. Per-user bindings are the edge's
+    (edge/node.py); per-node delivery needs only these two."""
+    bindings = ((NODES, node_id), (NODES, ALL_NODES)) if delivery == "nodes" else ()
     return QueueSpec(
         f"ssehub.edge.{node_id}",
         durable=False,
         exclusive=True,
         arguments={"x-queue-type": "classic"},
+        bindings=bindings,
     )
 
 
@@ -149,6 +159,14 @@ def presence_message(node_id: str, user_id: str | None, online: bool) -> Publish
 
 
 PRESENCE_PROPERTIES = aiormq.spec.Basic.Properties(headers={PRESENCE_HEADER: 1})
+ROUTE_PROPERTIES = aiormq.spec.Basic.Properties(headers={ROUTE_HEADER: 1})
+
+
+def route_message(node_id: str, ref: int, ops: list[tuple[str, bool]]) -> Publish:
+    """Edge → dispatcher, into the dispatch queue: a round of joins (True) and
+    leaves, in order; the dispatcher answers ``joined`` with ``ref``."""
+    body = {"node": node_id, "ref": ref, "ops": [[user, 1 if join else 0] for user, join in ops]}
+    return Publish("", DISPATCH.name, orjson.dumps(body), ROUTE_PROPERTIES)
 
 
 # sse.deliver messages: body = the event's SSE bytes, ready to write as is (its ``id:`` line
@@ -165,10 +183,25 @@ NOTICE_KEY = "x-ssehub-key"
 CONTROL_PROPERTIES = aiormq.spec.Basic.Properties(headers={NOTICE_HEADER: "control"})
 # "caps": an edge's streams of the user, for the per-user stream cap (edge/caps.py)
 CAPS_PROPERTIES = aiormq.spec.Basic.Properties(headers={NOTICE_HEADER: "caps"})
+# Dispatcher → one node (SSEHUB_DELIVERY=nodes): "joined" answers a route
+# message (body {"ref", "shared"}); "resync": join every user again, then
+# re-read every stream from the store (the dispatcher lost its table).
+JOINED_PROPERTIES = aiormq.spec.Basic.Properties(headers={NOTICE_HEADER: "joined"})
+RESYNC_PROPERTIES = aiormq.spec.Basic.Properties(headers={NOTICE_HEADER: "resync"})
 
 
-def receipt_properties(key: str | None) -> aiormq.spec.Basic.Properties:
+def receipt_properties(key: str | None, user: str | None = None) -> aiormq.spec.Basic.Properties:
     headers: FieldTable = {NOTICE_HEADER: "receipt"}
     if key is not None:
         headers[NOTICE_KEY] = key
+    if user is not None:
+        headers[USER_HEADER] = user
     return aiormq.spec.Basic.Properties(headers=headers)
+
+
+def notice_properties(notice: str, key: str | None, user: str) -> aiormq.spec.Basic.Properties:
+    """A notice for one node: ``notice`` for ``user`` (named in USER_HEADER,
+    the routing key being the node's)."""
+    if notice == "receipt":
+        return receipt_properties(key, user)
+    return aiormq.spec.Basic.Properties(headers={NOTICE_HEADER: notice, USER_HEADER: user})

@@ -1,0 +1,167 @@
+"""Per-node delivery (``SSEHUB_DELIVERY=nodes``): which edge holds which user,
+and a batch's deliveries as one message per edge.
+
+Edges *join* a user when the user's first stream opens there and *leave*
+when the last one closes, with route messages into the dispatch queue. The
+dispatcher applies them between batches, in order, and answers each with
+``joined`` on the node's own key, published after every delivery of the
+batch it was applied in. So every batch published after the answer is routed
+with the join, and every batch published before it was committed before it:
+an edge that reads the store after the answer misses nothing (the seam proof
+is in docs/architecture.md). Pure: no I/O here.
+
+The table is memory only. A dispatcher that takes over starts empty and
+asks every edge to join again (``resync``); an edge then re-reads every
+stream from the store once its joins are answered. A node that stops sending
+heartbeats is dropped and told to resync, in case it is only slow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import aiormq
+import orjson
+from ssehub import pack, topology
+from ssehub.dispatcher.sequence import Delivery
+from ssehub.errors import InvalidMessage
+from ssehub.fastpath.marshal import Publish
+from ssehub.schema import check_id
+
+
+@dataclass(frozen=True, slots=True)
+class RouteOp:
+    node: str
+    ref: int
+    ops: tuple[tuple[str, bool], ...]  # (user, join), in the edge's order
+
+
+def parse_route(body: bytes) -> RouteOp:
+    try:
+        doc = orjson.loads(body)
+        node, ref = doc["node"], doc["ref"]
+        if not isinstance(node, str) or not node or not isinstance(ref, int):
+            raise ValueError("node or ref")
+        ops = tuple((check_id(user, "user"), bool(join)) for user, join in doc["ops"])
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise InvalidMessage(f"route: malformed ({exc})") from None
+    return RouteOp(node, ref, ops)
+
+
+class Routes:
+    """user → nodes, node → users, and when each node was last heard."""
+
+    def __init__(self) -> None:
+        self._nodes: dict[str, set[str]] = {}
+        self._users: dict[str, set[str]] = {}
+        self._seen: dict[str, float] = {}
+
+    def apply(self, op: RouteOp, now: float) -> list[str]:
+        """Apply a round in order; return the users it joined that another node
+        holds too (their edges tell each other of their streams: edge/caps.py)."""
+        self._seen[op.node] = now
+        users = self._users.setdefault(op.node, set())
+        shared: list[str] = []
+        for user, join in op.ops:
+            nodes = self._nodes.get(user)
+            if join:
+                if nodes is None:
+                    nodes = self._nodes[user] = set()
+                nodes.add(op.node)
+                users.add(user)
+                if len(nodes) > 1:
+                    shared.append(user)
+            elif nodes is not None:
+                nodes.discard(op.node)
+                users.discard(user)
+                if not nodes:
+                    del self._nodes[user]
+        return shared
+
+    def heard(self, node: str, now: float) -> None:
+        """A heartbeat: the node lives (known or not; it joins what it holds)."""
+        self._seen[node] = now
+
+    def expire(self, now: float, ttl: float) -> list[str]:
+        """Drop the nodes not heard from within ``ttl``; return them."""
+        dead = [node for node, seen in self._seen.items() if seen < now - ttl]
+        for node in dead:
+            del self._seen[node]
+            for user in self._users.pop(node, ()):
+                nodes = self._nodes[user]
+                nodes.discard(node)
+                if not nodes:
+                    del self._nodes[user]
+        return dead
+
+    def clear(self) -> None:
+        self._nodes.clear()
+        self._users.clear()
+        self._seen.clear()
+
+    def nodes_of(self, user: str) -> Iterable[str]:
+        return self._nodes.get(user, ())
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+
+class NodePacks:
+    """A batch's deliveries → messages per node, each node's in delivery order:
+    plain deliveries in packs (ssehub.pack, no ``BCC``), notices alone."""
+
+    def __init__(self, routes: Routes) -> None:
+        self._routes = routes
+        self._records: dict[str, list[tuple[str, bytes]]] = {}  # open packs, by node
+        self._bytes: dict[str, int] = {}
+        self.out: list[Publish] = []
+
+    def add(self, deliveries: Sequence[Delivery]) -> None:
+        nodes_of, records, sizes = self._routes.nodes_of, self._records, self._bytes
+        for d in deliveries:
+            for node in nodes_of(d.user_id):
+                if d.notice is not None:
+                    props = topology.notice_properties(d.notice, d.key, d.user_id)
+                    self.send(node, d.sse, props)
+                    continue
+                open_ = records.get(node)
+                if open_ is None:
+                    open_ = records[node] = []
+                    sizes[node] = 0
+                open_.append((d.user_id, d.sse))
+                size = sizes[node] = sizes[node] + len(d.sse) + len(d.user_id) + 6
+                if size >= pack.MAX_BODY_BYTES:
+                    self._flush(node)
+
+    def send(self, node: str, body: bytes, props: aiormq.spec.Basic.Properties) -> None:
+        """A message to ``node`` by itself, after its deliveries so far."""
+        self._flush(node)
+        self.out.append(Publish(topology.NODES.name, node, body, props))
+
+    def finish(self, sent_at_us: int) -> list[Publish]:
+        """Flush every node; each node's first pack carries the publish time
+        (the edge's publish-to-write latency, sampled once per batch)."""
+        for node in list(self._records):
+            self._flush(node)
+        stamped: set[str] = set()
+        for i, message in enumerate(self.out):
+            headers = message.properties.headers or {}
+            if pack.PACK_HEADER in headers and message.routing_key not in stamped:
+                stamped.add(message.routing_key)
+                props = aiormq.spec.Basic.Properties(
+                    headers={**headers, topology.SENT_AT_HEADER: sent_at_us}
+                )
+                self.out[i] = message._replace(properties=props)
+        return self.out
+
+    def _flush(self, node: str) -> None:
+        records = self._records.pop(node, None)
+        if records is not None:
+            del self._bytes[node]
+            props = aiormq.spec.Basic.Properties(headers={pack.PACK_HEADER: len(records)})
+            self.out.append(Publish(topology.NODES.name, node, pack.encode(records), props))
+
+
+def joined_body(ref: int, shared: list[str]) -> bytes:
+    return orjson.dumps({"ref": ref, "shared": shared})

@@ -1,0 +1,79 @@
+"""Joining users at the dispatcher, in rounds (``SSEHUB_DELIVERY=nodes``).
+
+With per-node delivery an edge has no per-user binding: it tells the
+dispatcher which users it holds, and the dispatcher answers each round with
+``joined`` on the node's queue after the deliveries it routed without the
+join (dispatcher/routes.py). So once the answer is in, every later event of
+those users reaches this node, and the store holds every earlier one: the
+same point in a stream's start as a bind's reply (edge/stream.py's seam).
+
+Requests made while a round waits for its answer go in the next round, one
+message for all of them (a reconnect storm joins thousands of users in a few
+dozen messages). A round waits for its answer as long as the link lives: with
+no dispatcher running, the round waits in the dispatch queue for the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import orjson
+from ssehub import topology
+from ssehub.coalesce import Coalescer
+from ssehub.errors import BrokerUnavailable
+from ssehub.fastpath.marshal import Publish
+
+Op = tuple[str, bool]  # user id, join (True) or leave
+
+
+class Joiner:
+    def __init__(self, node_id: str, publish: Callable[[Publish], None]) -> None:
+        self._node_id = node_id
+        self._publish = publish
+        self._rounds: Coalescer[Op, bool] = Coalescer(self._send, False)
+        self._waiting: dict[int, asyncio.Future[list[str]]] = {}
+        self._ref = 0
+        self._since: float | None = None  # when the round waiting for its answer was sent
+
+    def waited(self, now: float) -> float:
+        """How long the round in flight has waited for its answer (0: none)."""
+        return 0.0 if self._since is None else now - self._since
+
+    async def apply(self, user_id: str, join: bool) -> bool:
+        """Return once the dispatcher has applied it: whether another edge holds
+        the user too (edge/caps.py). Raises BrokerUnavailable."""
+        return await self._rounds.get((user_id, join))
+
+    async def _send(self, ops: list[Op]) -> dict[Op, bool]:
+        self._ref += 1
+        ref = self._ref
+        answer: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
+        self._waiting[ref] = answer
+        self._since = time.monotonic()
+        try:
+            self._publish(topology.route_message(self._node_id, ref, ops))
+            shared = set(await answer)
+        finally:
+            self._waiting.pop(ref, None)
+            self._since = None
+        return {op: op[0] in shared for op in ops}
+
+    def answered(self, body: bytes) -> None:
+        """A ``joined`` notice. Unknown refs (a round of an earlier link, or a
+        redelivered round answered twice) are ignored."""
+        try:
+            doc = orjson.loads(body)
+            ref, shared = int(doc["ref"]), [str(u) for u in doc["shared"]]
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return
+        answer = self._waiting.get(ref)
+        if answer is not None and not answer.done():
+            answer.set_result(shared)
+
+    def fail(self, exc: BrokerUnavailable) -> None:
+        """The link went down: no answer will come."""
+        for answer in self._waiting.values():
+            if not answer.done():
+                answer.set_exception(exc)
