@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 import time
 from array import array
 from collections.abc import AsyncIterator, Iterable
@@ -194,6 +195,11 @@ class Stack:
     db: str
     edge: stack.Proc | None = None
     dispatcher: stack.Proc | None = None
+
+    @property
+    def delivery(self) -> str:
+        """SSEHUB_DELIVERY of the stack's processes (they inherit the bench's environment)."""
+        return self.env.get("SSEHUB_DELIVERY") or os.environ.get("SSEHUB_DELIVERY") or "nodes"
 
     @property
     def port(self) -> int:

@@ -39,8 +39,10 @@ SCENARIOS: dict[str, Scenario] = {
     "floor": lambda ctx: floor(ctx, batched=False),
     "floor-batched": lambda ctx: floor(ctx, batched=True),
     "pipeline-steady": lambda ctx: pipeline_steady(ctx, "c"),
+    "pipeline-steady-bindings": lambda ctx: pipeline_steady(ctx, "c-bindings"),
     "pipeline-steady-unpacked": lambda ctx: pipeline_steady(ctx, "c-unpacked"),
     "pipeline-steady-batched": lambda ctx: pipeline_steady(ctx, "c-batched"),
+    "pipeline-steady-batched-bindings": lambda ctx: pipeline_steady(ctx, "c-batched-bindings"),
     "pipeline-steady-publisher": lambda ctx: pipeline_steady(ctx, "py"),
     "latency-2000": latency_fixed,
     "edge-unicast": edge_unicast,
@@ -52,8 +54,10 @@ SCENARIOS: dict[str, Scenario] = {
 # consecutive scenarios of these share one stack and its streams (Ctx.shared)
 SHARED_STACK = {
     "pipeline-steady",
+    "pipeline-steady-bindings",
     "pipeline-steady-unpacked",
     "pipeline-steady-batched",
+    "pipeline-steady-batched-bindings",
     "pipeline-steady-publisher",
     "latency-2000",
 }

@@ -249,9 +249,17 @@ COMMIT_HISTOGRAM = "ssehub_dispatcher_commit_seconds"  # dispatcher/metrics.py
 
 STEADY = {
     "c": "one event per message",
-    "c-unpacked": "one event per message, one delivery message per recipient",
+    "c-bindings": "one event per message, per-user bindings and packs",
+    "c-unpacked": "one event per message, per-user bindings, one delivery message per recipient",
     "c-batched": "batch messages",
+    "c-batched-bindings": "batch messages, per-user bindings and packs",
     "py": "ssehub.Publisher coalescing",
+}
+# the delivery designs side by side (docs/architecture.md, "Delivery to edges")
+STEADY_ENV = {
+    "c-bindings": {"SSEHUB_DELIVERY": "bindings"},
+    "c-unpacked": {"SSEHUB_DELIVERY": "bindings", "SSEHUB_PACK_DELIVERIES": "1"},
+    "c-batched-bindings": {"SSEHUB_DELIVERY": "bindings"},
 }
 
 
@@ -260,12 +268,15 @@ async def pipeline_steady(ctx: Ctx, kind: str) -> list[Figure]:
     sc = ctx.scale
     key = {
         "c": "pipeline-steady",
+        "c-bindings": "pipeline-steady-bindings",
         "c-unpacked": "pipeline-steady-unpacked",
         "c-batched": "pipeline-steady-batched",
+        "c-batched-bindings": "pipeline-steady-batched-bindings",
     }.get(kind, "pipeline-steady-publisher")
-    # c-unpacked: the design before ssehub.pack, side by side with it
-    env = {"SSEHUB_PACK_DELIVERIES": "1"} if kind == "c-unpacked" else None
-    publisher = "c" if kind == "c-unpacked" else kind
+    env = STEADY_ENV.get(kind)
+    publisher = {"c-bindings": "c", "c-unpacked": "c", "c-batched-bindings": "c-batched"}.get(
+        kind, kind
+    )
     steps, totals = await _steady_steps(
         ctx, publisher, rates(sc.steady_rates), sc.step_duration, key, env
     )

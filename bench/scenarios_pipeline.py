@@ -29,13 +29,22 @@ from bench.publish import Publisher, data_json, publish_backlog, publish_steady
 from bench.scenarios_edge import users
 from bench.stack import pid_of
 
+SINK = "bench-sink"  # the sink's node id (per-node delivery)
+
 
 async def _sink_count(
-    url: str, names: list[str], until: int, timeout: float, started: asyncio.Event
+    url: str,
+    names: list[str],
+    until: int,
+    timeout: float,
+    started: asyncio.Event,
+    delivery: str,
 ) -> tuple[float, float, int]:
-    """Consume a queue bound to sse.deliver for ``names`` (as an edge's is) until
-    ``until`` deliveries came, a pack counting its records (ssehub.pack).
-    Returns (time of the first, time ``until`` was reached, deliveries after the first)."""
+    """Consume a queue that is an edge's for ``names`` until ``until`` deliveries
+    came, a pack counting its records (ssehub.pack): bound to sse.deliver per
+    user, or (per-node delivery) bound as node SINK, which joins them all in
+    the dispatch queue ahead of the backlog. Returns (time of the first, time
+    ``until`` was reached, deliveries after the first)."""
     conn = await aio_pika.connect(url)
     first = last = 0.0
     count = first_n = 0
@@ -43,6 +52,8 @@ async def _sink_count(
 
     async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
         nonlocal count, first, last, first_n
+        if topology.NOTICE_HEADER in (message.headers or {}):  # resync, joined
+            return
         n = (message.headers or {}).get(pack.PACK_HEADER)
         got = n if isinstance(n, int) else 1
         last = time.monotonic()
@@ -57,7 +68,15 @@ async def _sink_count(
         await ch.set_qos(prefetch_count=1000)
         await topology.declare_exchanges(ch)
         queue = await ch.declare_queue("bench.sink", durable=False, auto_delete=False)
-        await asyncio.gather(*(queue.bind(topology.DELIVER.name, u) for u in names))
+        if delivery == "nodes":
+            await topology.declare_core(ch)
+            await queue.bind(topology.NODES.name, SINK)
+            join = topology.route_message(SINK, 1, [(u, True) for u in names])
+            await ch.default_exchange.publish(
+                aio_pika.Message(join.body, headers={topology.ROUTE_HEADER: 1}), join.routing_key
+            )
+        else:
+            await asyncio.gather(*(queue.bind(topology.DELIVER.name, u) for u in names))
         await queue.consume(on_message, no_ack=True)
         started.set()
         with contextlib.suppress(TimeoutError):
@@ -78,7 +97,9 @@ async def dispatcher(ctx: Ctx, store: str, batched: bool = False) -> list[Figure
     total = len(names) * per_user
     async with ctx.stack(store, edge=False, dispatcher=False) as s:
         started = asyncio.Event()
-        sink = asyncio.create_task(_sink_count(ctx.amqp, names, total, sc.timeout, started))
+        sink = asyncio.create_task(
+            _sink_count(ctx.amqp, names, total, sc.timeout, started, s.delivery)
+        )
         await started.wait()
         pub = await publish_backlog(
             ctx.amqp,

@@ -36,6 +36,7 @@ class Joiner:
         self._waiting: dict[int, asyncio.Future[list[str]]] = {}
         self._ref = 0
         self._since: float | None = None  # when the round waiting for its answer was sent
+        self._failed: BrokerUnavailable | None = None
 
     def waited(self, now: float) -> float:
         """How long the round in flight has waited for its answer (0: none)."""
@@ -47,6 +48,8 @@ class Joiner:
         return await self._rounds.get((user_id, join))
 
     async def _send(self, ops: list[Op]) -> dict[Op, bool]:
+        if self._failed is not None:  # the link is gone: nothing sent would be answered
+            raise self._failed
         self._ref += 1
         ref = self._ref
         answer: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
@@ -73,7 +76,8 @@ class Joiner:
             answer.set_result(shared)
 
     def fail(self, exc: BrokerUnavailable) -> None:
-        """The link went down: no answer will come."""
+        """The link went down: no answer will come, to this round or a later one."""
+        self._failed = exc
         for answer in self._waiting.values():
             if not answer.done():
                 answer.set_exception(exc)

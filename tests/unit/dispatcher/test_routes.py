@@ -1,0 +1,165 @@
+"""dispatcher/routes.py: the table of who is on which edge, and a batch's
+deliveries as one message per edge, each edge's in order."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import orjson
+import pytest
+from aiormq.abc import DeliveredMessage
+from pamqp.commands import Basic
+from pamqp.header import ContentHeader
+from ssehub import pack, topology
+from ssehub.dispatcher.intake import sort_batch
+from ssehub.dispatcher.routes import NodePacks, RouteOp, Routes, joined_body, parse_route
+from ssehub.dispatcher.sequence import Delivery
+from ssehub.errors import InvalidMessage
+from ssehub.fastpath.marshal import Publish
+
+
+def op(node: str, *ops: tuple[str, bool], ref: int = 1) -> RouteOp:
+    return RouteOp(node, ref, tuple(ops))
+
+
+def records(message: Publish) -> list[tuple[str, bytes]]:
+    assert pack.PACK_HEADER in (message.properties.headers or {})
+    return list(pack.decode(message.body))
+
+
+def test_joins_and_leaves_apply_in_order() -> None:
+    routes = Routes()
+    assert routes.apply(op("n1", ("a", True), ("b", True), ("a", False), ("a", True)), 0) == []
+    assert sorted(routes.nodes_of("a")) == ["n1"]
+    assert routes.apply(op("n2", ("a", True), ("c", True)), 0) == ["a"]  # a is on n1 too
+    assert sorted(routes.nodes_of("a")) == ["n1", "n2"]
+    routes.apply(op("n1", ("a", False), ("b", False), ("zz", False)), 0)  # zz: never joined
+    assert list(routes.nodes_of("a")) == ["n2"]
+    assert list(routes.nodes_of("b")) == []
+    assert len(routes) == 2  # a, c
+
+
+def test_silent_nodes_expire_with_their_users() -> None:
+    routes = Routes()
+    routes.apply(op("old", ("a", True), ("b", True)), now=0)
+    routes.apply(op("live", ("a", True)), now=0)
+    routes.heard("live", 25)
+    assert routes.expire(now=31, ttl=30) == ["old"]
+    assert list(routes.nodes_of("a")) == ["live"]
+    assert list(routes.nodes_of("b")) == []
+    assert routes.expire(now=31, ttl=30) == []
+    routes.clear()
+    assert len(routes) == 0 and list(routes.nodes_of("a")) == []
+
+
+def test_a_batch_is_one_pack_per_node_in_delivery_order() -> None:
+    routes = Routes()
+    routes.apply(op("n1", ("a", True), ("b", True)), 0)
+    routes.apply(op("n2", ("b", True), ("c", True)), 0)
+    packs = NodePacks(routes)
+    packs.add(
+        [
+            Delivery("a", 1, b"id: 1\n\n"),
+            Delivery("b", 1, b"id: 1\n\n"),
+            Delivery("nobody", 1, b"id: 1\n\n"),  # not on any edge: not sent
+            Delivery("c", 1, b"id: 1\n\n"),
+            Delivery("a", 2, b"id: 2\n\n"),
+        ]
+    )
+    out = packs.finish(sent_at_us=123)
+    assert [(m.exchange, m.routing_key) for m in out] == [
+        ("ssehub.nodes", "n1"),
+        ("ssehub.nodes", "n2"),
+    ]
+    assert records(out[0]) == [("a", b"id: 1\n\n"), ("b", b"id: 1\n\n"), ("a", b"id: 2\n\n")]
+    assert records(out[1]) == [("b", b"id: 1\n\n"), ("c", b"id: 1\n\n")]
+    for m in out:  # every edge samples the batch's publish-to-write latency
+        assert (m.properties.headers or {})[topology.SENT_AT_HEADER] == 123
+
+
+def test_a_notice_travels_alone_after_its_nodes_earlier_deliveries() -> None:
+    routes = Routes()
+    routes.apply(op("n1", ("a", True)), 0)
+    packs = NodePacks(routes)
+    packs.add(
+        [
+            Delivery("a", 1, b"id: 1\n\n"),
+            Delivery("a", 2, b"id: 2\n\n", "receipt", "k-2"),
+            Delivery("a", 3, b"id: 3\n\n"),
+        ]
+    )
+    packs.send("n1", joined_body(7, []), topology.JOINED_PROPERTIES)
+    out = packs.finish(0)
+    assert [m.routing_key for m in out] == ["n1"] * 4
+    assert records(out[0]) == [("a", b"id: 1\n\n")]
+    headers = out[1].properties.headers or {}
+    assert headers[topology.NOTICE_HEADER] == "receipt"
+    assert headers[topology.NOTICE_KEY] == "k-2"
+    assert headers[topology.USER_HEADER] == "a"  # the routing key is the node's
+    assert records(out[2]) == [("a", b"id: 3\n\n")]
+    assert orjson.loads(out[3].body) == {"ref": 7, "shared": []}  # after every delivery
+
+
+def test_packs_split_at_the_body_cap() -> None:
+    routes = Routes()
+    routes.apply(op("n1", ("a", True)), 0)
+    packs = NodePacks(routes)
+    big = b"data: " + b"x" * (300 * 1024) + b"\n\n"
+    packs.add([Delivery("a", i, big) for i in range(1, 6)])
+    out = packs.finish(0)
+    assert len(out) == 2  # four of ~300 KiB pass 1 MiB
+    assert sum(len(records(m)) for m in out) == 5
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b'{"ref": 1, "ops": []}',
+        b'{"node": "", "ref": 1, "ops": []}',
+        b'{"node": "n", "ref": "1", "ops": []}',
+        b'{"node": "n", "ref": 1, "ops": [["a"]]}',
+    ],
+)
+def test_a_malformed_route_round_is_invalid(body: bytes) -> None:
+    with pytest.raises(InvalidMessage, match="route: malformed"):
+        parse_route(body)
+
+
+def test_a_route_round_checks_user_ids() -> None:
+    with pytest.raises(InvalidMessage, match="user"):
+        parse_route(b'{"node": "n", "ref": 1, "ops": [["", 1]]}')
+
+
+def _from_edge(body: bytes, headers: dict[str, Any], tag: int = 1) -> DeliveredMessage:
+    props = Basic.Properties(headers=headers)
+    delivery = Basic.Deliver("ctag", tag, False, "", topology.DISPATCH.name)
+    return DeliveredMessage(
+        delivery=delivery,
+        header=ContentHeader(0, len(body), props),
+        body=body,
+        channel=cast(Any, None),
+    )
+
+
+def test_intake_sorts_an_edges_signals_and_dead_letters_bad_ones() -> None:
+    route = topology.route_message("n1", 3, [("a", True), ("b", False)])
+    caps = orjson.dumps({"node": "n1", "user": "a", "hello": True, "streams": ["c-1"]})
+    intake = sort_batch(
+        [
+            _from_edge(route.body, {topology.ROUTE_HEADER: 1}),
+            _from_edge(caps, {topology.NOTICE_HEADER: "caps"}, 2),
+            _from_edge(b"{}", {topology.ROUTE_HEADER: 1}, 3),
+            _from_edge(b"{}", {}, 4),
+        ],
+        1 << 16,
+        1 << 20,
+        0.0,
+    )
+    assert intake.routes == [RouteOp("n1", 3, (("a", True), ("b", False)))]
+    assert intake.notices == [Delivery("a", None, caps, "caps")]
+    assert [d.reason for d in intake.dead] == [
+        "route: malformed ('node')",
+        "unknown message in the dispatch queue",
+    ]
+    assert intake.good == []
