@@ -70,7 +70,7 @@ class Dispatcher:
         self._name = name
         self.metrics = DispatcherMetrics()
         # SSEHUB_DELIVERY=nodes: which edge holds which user (dispatcher/routes.py)
-        self.routes = Routes() if settings.delivery == "nodes" else None
+        self.routes = Routes() if settings.delivery != "bindings" else None
         self.activity = Activity()
         self.http_port: int | None = None  # where /metrics is served (dispatcher/main.py)
         self.supervisor = AmqpSupervisor(
@@ -339,10 +339,11 @@ class Dispatcher:
         heard: Sequence[str] = (),
     ) -> list[Publish]:
         """A batch's deliveries and dead letters, to publish as one write (ssehub.fastpath)."""
+        sends: list[Publish] = []
         if self.routes is not None:
             sends = self._by_node(link, self.routes, deliveries, routes, heard)
-        else:
-            sends = self._by_user(deliveries)
+        if self._settings.delivery != "nodes":  # bindings, or both for a fleet in transition
+            sends += self._by_user([d for d in deliveries if d.notice != "caps"])
         for letter in dead:
             message, reason = letter.message, letter.reason
             log.warning(

@@ -58,7 +58,7 @@ class EdgeNode:
         self._registry = registry
         self._presence = settings.presence
         self._delivery: Delivery = settings.delivery
-        self._by_node = settings.delivery == "nodes"
+        self._by_node = settings.delivery != "bindings"
         self._joiner: Joiner | None = None
         # bumped when routes are lost (link down, the dispatcher's resync): a
         # join answered for an older epoch does not count

@@ -27,8 +27,10 @@ LogFormat = Literal["json", "text"]
 QueueType = Literal["classic", "quorum"]
 # How deliveries reach edges (docs/architecture.md, "Delivery to edges"):
 # "nodes": one message per edge per batch, routed by the dispatcher from the
-# edges' joins; "bindings": per-user bindings on sse.deliver (the first design).
-Delivery = Literal["nodes", "bindings"]
+# edges' joins; "bindings": per-user bindings on sse.deliver (the first design);
+# "both": dispatchers route both ways and edges join, for a fleet moving from
+# bindings to nodes (k8s/README.md).
+Delivery = Literal["nodes", "bindings", "both"]
 
 
 class Settings(BaseSettings):

@@ -85,7 +85,7 @@ def edge_queue(node_id: str, delivery: Delivery = "bindings") -> QueueSpec:
     leaves no orphan behind. Classic whatever the vhost's default queue type:
     quorum queues cannot be exclusive. Per-user bindings are the edge's
     (edge/node.py); per-node delivery needs only these two."""
-    bindings = ((NODES, node_id), (NODES, ALL_NODES)) if delivery == "nodes" else ()
+    bindings = ((NODES, node_id), (NODES, ALL_NODES)) if delivery != "bindings" else ()
     return QueueSpec(
         f"ssehub.edge.{node_id}",
         durable=False,

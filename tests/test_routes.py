@@ -108,3 +108,30 @@ async def test_streams_open_with_no_dispatcher_and_catch_up_once_one_runs(
 def routes_of(dispatcher: Dispatcher, user: str) -> list[str]:
     assert dispatcher.routes is not None
     return sorted(dispatcher.routes.nodes_of(user))
+
+
+async def test_a_fleet_moving_from_bindings_to_nodes_gets_every_event_once(
+    settings: Settings,
+) -> None:
+    """SSEHUB_DELIVERY=both on the dispatcher: an edge still on bindings and one
+    already joining both get every event once (k8s/README.md, the rollout)."""
+    conv, old_user, new_user = uid("conv"), uid("old"), uid("new")
+    both = settings.model_copy(update={"delivery": "both"})
+    async with (
+        running_dispatcher(both),
+        running_edge(settings.model_copy(update={"delivery": "bindings"})) as (old, _),
+        running_edge(both) as (new, _),
+        publisher_of(settings) as publisher,
+        open_stream(old, mint_token(settings, old_user)) as (_, on_old),
+        open_stream(new, mint_token(settings, new_user)) as (_, on_new),
+    ):
+        for c in (on_old, on_new):
+            assert (await c.next()).event == "connected"
+        await publisher.set_members(conv, [old_user, new_user])
+        for i in range(1, 4):
+            await publisher.broadcast_to_conversation(conv, "m", i)
+        await publisher.send_event_to_user(old_user, "end", None)
+        await publisher.send_event_to_user(new_user, "end", None)
+        for c in (on_old, on_new):
+            got = await c.take(4)
+            assert [(e.event, e.seq) for e in got] == [("m", 1), ("m", 2), ("m", 3), ("end", 4)]
