@@ -222,10 +222,13 @@ async def _unicast_baseline(ctx: Ctx) -> dict[str, Any]:
 
 async def edge_unicast(ctx: Ctx) -> list[Figure]:
     """Frames straight to sse.deliver while the edge is stopped (SIGSTOP), so the
-    publisher's CPU is not shared with it; then the edge drains the backlog."""
+    publisher's CPU is not shared with it; then the edge drains the backlog.
+    No dispatcher runs, so the edge binds its users (SSEHUB_DELIVERY=bindings):
+    it reads packs and writes them exactly as with per-node delivery."""
     sc = ctx.scale
     total = sc.unicast_users * sc.unicast_events
-    async with ctx.stack(edge=True, dispatcher=False) as s, ctx.clients() as pool:
+    bindings = {"SSEHUB_DELIVERY": "bindings"}
+    async with ctx.stack(edge=True, dispatcher=False, env=bindings) as s, ctx.clients() as pool:
         assert s.edge is not None
         names = users("uni", sc.unicast_users)
         got, failed, _, _ = opened_each(

@@ -205,7 +205,8 @@ class Dispatcher:
             packs = NodePacks(self.routes)
             for node in dead:
                 packs.send(node, b"", topology.RESYNC_PROPERTIES)
-            link.publisher.send(packs.out)
+            # best effort: lost with the link, the next link resyncs every edge
+            link.publisher.send(packs.out).add_done_callback(_consumed)
 
     async def _sweep_presence(self) -> None:
         link = self._link
@@ -410,6 +411,11 @@ def _notice(delivery: Delivery) -> aiormq.spec.Basic.Properties:
     if delivery.notice == "caps":
         return topology.CAPS_PROPERTIES
     return topology.receipt_properties(delivery.key)
+
+
+def _consumed(done: asyncio.Future[None]) -> None:
+    if not done.cancelled():
+        done.exception()  # retrieved: the supervisor deals with a failed link
 
 
 def _tag(message: DeliveredMessage) -> int:

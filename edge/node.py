@@ -289,6 +289,8 @@ class EdgeNode:
             async with lock:
                 want = self._registry.has_user(user_id)
                 epoch = self._epoch
+                if not want:
+                    self._late.discard(user_id)
                 if self._queue is None:
                     return False
                 try:
@@ -303,7 +305,6 @@ class EdgeNode:
                                     stream.request_sync()
                     elif not want and user_id in self._bound:
                         self._bound.discard(user_id)
-                        self._late.discard(user_id)
                         await self._bind(user_id, False)
                         self._announce(user_id, False)
                 except BrokerUnavailable as exc:
