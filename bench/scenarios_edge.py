@@ -165,7 +165,7 @@ async def connect(ctx: Ctx) -> list[Figure]:
     return [
         Figure(
             "connect",
-            "new authenticated streams/s (incl. binding)",
+            "new authenticated streams/s (incl. joining)",
             round(got / wall, 1),
             "/s",
             2_000,

@@ -25,19 +25,19 @@ from ssehub import topology
 from ssehub.amqp import AmqpSupervisor
 from ssehub.backoff import Backoff
 from ssehub.config import Settings
+from ssehub.dispatcher import outbound
 from ssehub.dispatcher.activity import Activity, ack_now, is_probe, probe_message
 from ssehub.dispatcher.intake import DeadLetter, sort_batch
 from ssehub.dispatcher.metrics import DispatcherMetrics
 from ssehub.dispatcher.persist import DispatchStore
 from ssehub.dispatcher.presence import PresenceOp
 from ssehub.dispatcher.retention import Retention, prune
-from ssehub.dispatcher.routes import NodePacks, RouteOp, Routes, joined_body
+from ssehub.dispatcher.routes import NodePacks, RouteOp, Routes
 from ssehub.dispatcher.sequence import Delivery
 from ssehub.errors import StoreUnavailable
 from ssehub.fastpath.confirms import BatchPublisher
 from ssehub.fastpath.inline import consume_inline
 from ssehub.fastpath.marshal import Publish
-from ssehub.pack import Packer
 from ssehub.schema import Message
 
 log = logging.getLogger("ssehub.dispatcher")
@@ -340,11 +340,9 @@ class Dispatcher:
         heard: Sequence[str] = (),
     ) -> list[Publish]:
         """A batch's deliveries and dead letters, to publish as one write (ssehub.fastpath)."""
-        sends: list[Publish] = []
-        if self.routes is not None:
-            sends = self._by_node(link, self.routes, deliveries, routes, heard)
-        if self._settings.delivery != "nodes":  # bindings, or both for a fleet in transition
-            sends += self._by_user([d for d in deliveries if d.notice != "caps"])
+        resync = self.routes is not None and not link.resynced
+        if resync:  # we just became active on this link: our table may be stale
+            link.resynced = True
         for letter in dead:
             message, reason = letter.message, letter.reason
             log.warning(
@@ -354,63 +352,9 @@ class Dispatcher:
                 extra={"routing_key": message.routing_key, "reason": reason},
             )
             self.metrics.dead_letter(reason)
-            original = message.header.properties
-            headers = dict(original.headers or {})
-            headers[topology.ERROR_HEADER] = reason
-            headers["x-ssehub-routing-key"] = message.routing_key or ""
-            dead_props = aiormq.spec.Basic.Properties(
-                headers=headers,
-                content_type=original.content_type,
-                message_id=original.message_id,
-                delivery_mode=2,
-            )
-            sends.append(Publish("", topology.DEAD.name, letter.body, dead_props))
-        return sends
-
-    def _by_user(self, deliveries: list[Delivery]) -> list[Publish]:
-        """Per-user bindings: packs on sse.deliver, with BCC (ssehub.pack)."""
-        packer = Packer(self._settings.pack_deliveries)
-        for d in deliveries:
-            if d.notice is None:
-                packer.add(d.user_id, d.sse)
-            else:
-                packer.alone(Publish(topology.DELIVER.name, d.user_id, d.sse, _notice(d)))
-        packer.flush()
-        packer.stamp(time.time_ns() // 1000)
-        return packer.out
-
-    def _by_node(
-        self,
-        link: _Link,
-        table: Routes,
-        deliveries: list[Delivery],
-        routes: Sequence[RouteOp],
-        heard: Sequence[str],
-    ) -> list[Publish]:
-        """Per-node delivery: the batch's route rounds applied, in order, then
-        its deliveries routed by the table, then the rounds' answers (after
-        the deliveries: the seam rests on it; dispatcher/routes.py)."""
-        packs = NodePacks(table)
-        if not link.resynced:  # we just became active: our table may be stale
-            link.resynced = True
-            table.clear()
-            packs.send(topology.ALL_NODES, b"", topology.RESYNC_PROPERTIES)
-        now = time.monotonic()
-        for node in heard:
-            table.heard(node, now)
-        answers = [(op.node, op.ref, table.apply(op, now)) for op in routes]
-        packs.add(deliveries)
-        for node, ref, shared in answers:
-            packs.send(node, joined_body(ref, shared), topology.JOINED_PROPERTIES)
-        return packs.finish(time.time_ns() // 1000)
-
-
-def _notice(delivery: Delivery) -> aiormq.spec.Basic.Properties:
-    if delivery.notice == "control":
-        return topology.CONTROL_PROPERTIES
-    if delivery.notice == "caps":
-        return topology.CAPS_PROPERTIES
-    return topology.receipt_properties(delivery.key)
+        return outbound.batch(
+            self._settings, self.routes, deliveries, dead, routes, heard, resync=resync
+        )
 
 
 def _consumed(done: asyncio.Future[None]) -> None:
