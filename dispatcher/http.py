@@ -71,6 +71,9 @@ class DispatcherHttp:
     async def _metrics(self) -> bytes:
         d, m = self._dispatcher, self._dispatcher.metrics
         m.active.set(1 if d.active else 0)
+        if d.routes is not None:
+            m.routed_users.set(len(d.routes))
+            m.edges.set(d.routes.edges)
         try:
             async with asyncio.timeout(CHECK_TIMEOUT):
                 ready = await d.queue_ready()

@@ -120,6 +120,16 @@ class DispatcherMetrics:
             "1 if this dispatcher is the queue's single active consumer",
             registry=r,
         )
+        self.routed_users = Gauge(
+            "ssehub_dispatcher_routed_users",
+            "Per-node delivery: users joined on at least one edge (read when scraped)",
+            registry=r,
+        )
+        self.edges = Gauge(
+            "ssehub_dispatcher_edges",
+            "Per-node delivery: edges heard from (read when scraped)",
+            registry=r,
+        )
 
     def dead_letter(self, reason: str) -> None:
         self.dead_letters.labels(dead_letter_reason(reason)).inc()

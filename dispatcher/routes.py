@@ -104,7 +104,13 @@ class Routes:
         return self._nodes.get(user, ())
 
     def __len__(self) -> int:
+        """Users joined on at least one edge."""
         return len(self._nodes)
+
+    @property
+    def edges(self) -> int:
+        """Edges heard from and not expired."""
+        return len(self._seen)
 
 
 class NodePacks:

@@ -174,6 +174,8 @@ def test_dispatcher_metrics_after_the_workload(observed: Observed) -> None:
     assert d.value("ssehub_dispatcher_events_accepted_total") == 2
     assert d.value("ssehub_dispatcher_dead_letters_total") == 0
     assert d.value("ssehub_dispatcher_active") == 1
+    assert d.value("ssehub_dispatcher_edges") == 1  # the edge, by its joins and heartbeats
+    assert d.value("ssehub_dispatcher_routed_users") <= 1  # the user's leave may be in flight
     # the two events, and the edge's route rounds (joins and leaves: edge/joins.py)
     assert d.value("ssehub_dispatcher_batch_messages_sum") >= 2
     assert d.value("ssehub_dispatcher_commit_seconds_count") >= 2
