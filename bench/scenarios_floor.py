@@ -197,6 +197,7 @@ async def _steady_steps(
         d_port = stack.port_of(s.dispatcher) if s.dispatcher is not None else 0
         hist0 = await scrape_histogram(s.port, WRITE_HISTOGRAM)
         commits0 = await scrape_histogram(d_port, COMMIT_HISTOGRAM)
+        waits0 = await scrape_histogram(d_port, INTAKE_HISTOGRAM)
         # --profile: each step's dispatcher and edge, e.g. pipeline-steady-5000-edge.txt
         prof = ctx.profiler(f"{run}-{rate:.0f}")
         async with (
@@ -213,6 +214,7 @@ async def _steady_steps(
         # rest of publish → client is hop 1, the dispatcher and the client.
         hop2 = bucket_quantiles(hist0, await scrape_histogram(s.port, WRITE_HISTOGRAM), 0.5, 0.99)
         commits = await scrape_histogram(d_port, COMMIT_HISTOGRAM)
+        waits = await scrape_histogram(d_port, INTAKE_HISTOGRAM)
         p50, p99 = pct(res["lat"], 50, 99)
         step = {
             "rate": rate,
@@ -231,6 +233,9 @@ async def _steady_steps(
             "commit_p50_ms_at_most": bucket_quantiles(commits0, commits, 0.5)[0],
             "commit_p99_ms_at_most": bucket_quantiles(commits0, commits, 0.99)[0],
             "commit_max_ms_at_most": bucket_quantiles(commits0, commits, 1.0)[0],
+            # the dispatcher's share: a batch's oldest message, arrival → publish
+            "intake_to_publish_p50_ms_at_most": bucket_quantiles(waits0, waits, 0.5)[0],
+            "intake_to_publish_p99_ms_at_most": bucket_quantiles(waits0, waits, 0.99)[0],
             "broker_us_per_event": round(1e6 * broker / max(res["events"], 1), 1),
             "publisher_cpu": round(100 * pub["cpu_s"] / pub["elapsed"], 1),
             "cpu": cpu,
@@ -246,6 +251,7 @@ async def _steady_steps(
 
 WRITE_HISTOGRAM = "ssehub_publish_to_write_seconds"  # edge/metrics.py
 COMMIT_HISTOGRAM = "ssehub_dispatcher_commit_seconds"  # dispatcher/metrics.py
+INTAKE_HISTOGRAM = "ssehub_dispatcher_intake_to_publish_seconds"  # dispatcher/metrics.py
 
 STEADY = {
     "c": "one event per message",

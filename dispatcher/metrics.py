@@ -98,6 +98,12 @@ class DispatcherMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.intake_to_publish = Histogram(
+            "ssehub_dispatcher_intake_to_publish_seconds",
+            "A batch's oldest message: from its arrival to the batch's publish",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.publish_seconds = Histogram(
             "ssehub_dispatcher_publish_seconds",
             "A batch's publishes, from written until the broker confirmed all of them",

@@ -179,3 +179,4 @@ def test_dispatcher_metrics_after_the_workload(observed: Observed) -> None:
     # the two events, and the edge's route rounds (joins and leaves: edge/joins.py)
     assert d.value("ssehub_dispatcher_batch_messages_sum") >= 2
     assert d.value("ssehub_dispatcher_commit_seconds_count") >= 2
+    assert d.value("ssehub_dispatcher_intake_to_publish_seconds_count") >= 2
