@@ -16,8 +16,9 @@ no dispatcher running, the round waits in the dispatch queue for the next one.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import orjson
 from ssehub import topology
@@ -29,12 +30,20 @@ Op = tuple[str, bool]  # user id, join (True) or leave
 
 
 class Joiner:
-    def __init__(self, node_id: str, publish: Callable[[Publish], None]) -> None:
+    def __init__(
+        self,
+        node_id: str,
+        publish: Callable[[Publish], None],
+        refs: Iterator[int] | None = None,
+    ) -> None:
+        """``refs``: the node's round numbers, shared by the joiners of all its
+        links, so that a late answer to a round of an earlier link (its queue
+        has the same name) never resolves a round of this one."""
         self._node_id = node_id
         self._publish = publish
+        self._refs = refs if refs is not None else itertools.count(1)
         self._rounds: Coalescer[Op, bool] = Coalescer(self._send, False)
         self._waiting: dict[int, asyncio.Future[list[str]]] = {}
-        self._ref = 0
         self._since: float | None = None  # when the round waiting for its answer was sent
         self._failed: BrokerUnavailable | None = None
 
@@ -50,8 +59,7 @@ class Joiner:
     async def _send(self, ops: list[Op]) -> dict[Op, bool]:
         if self._failed is not None:  # the link is gone: nothing sent would be answered
             raise self._failed
-        self._ref += 1
-        ref = self._ref
+        ref = next(self._refs)
         answer: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
         self._waiting[ref] = answer
         self._since = time.monotonic()

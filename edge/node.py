@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import socket
@@ -60,6 +61,7 @@ class EdgeNode:
         self._delivery: Delivery = settings.delivery
         self._by_node = settings.delivery != "bindings"
         self._joiner: Joiner | None = None
+        self._join_refs = itertools.count(1)  # across links: edge/joins.py
         # bumped when routes are lost (link down, the dispatcher's resync): a
         # join answered for an older epoch does not count
         self._epoch = 0
@@ -140,7 +142,7 @@ class EdgeNode:
             self._channels.append(signals)
             self._signals = Outbox(await signals.get_underlay_channel())
         if self._by_node:
-            self._joiner = Joiner(self.node_id, self._signal)
+            self._joiner = Joiner(self.node_id, self._signal, self._join_refs)
             self._rejoin_all()  # each user's streams catch up once it is joined
             return
         if self._presence:

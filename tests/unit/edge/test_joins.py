@@ -4,6 +4,7 @@ per round, and each returns once the dispatcher has answered its round."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import orjson
 import pytest
@@ -58,3 +59,27 @@ async def test_a_lost_link_fails_the_round_in_flight_and_every_later_one() -> No
         for request in (pending, later):
             with pytest.raises(BrokerUnavailable):
                 await request
+
+
+async def test_a_late_answer_to_an_earlier_links_round_resolves_nothing() -> None:
+    # an edge's queue keeps its name across links: round numbers must not repeat
+    refs = itertools.count(1)
+    old = Joiner("n1", lambda _: None, refs)
+    lost = asyncio.ensure_future(old.apply("a", True))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    old.fail(BrokerUnavailable("lost the connection to RabbitMQ"))
+    with pytest.raises(BrokerUnavailable):
+        await lost
+    sent: list[Publish] = []
+    new = Joiner("n1", sent.append, refs)
+    pending = asyncio.ensure_future(new.apply("b", True))
+    async with asyncio.timeout(1):
+        while not sent:
+            await asyncio.sleep(0)
+    assert orjson.loads(sent[0].body)["ref"] == 2
+    new.answered(answer(1, []))  # the old link's round, answered late
+    await asyncio.sleep(0)
+    assert not pending.done()
+    new.answered(answer(2, []))
+    assert await pending is False
