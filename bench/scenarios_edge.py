@@ -87,7 +87,8 @@ async def _idle_on(ctx: Ctx, proc: stack.Proc, port: int, path: str) -> dict[str
 
 async def idle(ctx: Ctx) -> list[Figure]:
     sc = ctx.scale
-    async with ctx.stack(edge=True, dispatcher=False) as s:
+    # with a dispatcher, as deployed: it answers the edge's joins (per-node delivery)
+    async with ctx.stack(edge=True, dispatcher=True) as s:
         assert s.edge is not None
         ours = await _idle_on(ctx, s.edge, s.port, "/sse/connect")
     base: dict[str, Any] | None = None
@@ -144,8 +145,9 @@ async def idle(ctx: Ctx) -> list[Figure]:
 
 async def connect(ctx: Ctx) -> list[Figure]:
     sc = ctx.scale
-    async with ctx.stack(edge=True, dispatcher=False) as s, ctx.clients() as pool:
-        meter = cpu_meter(pool, edge=s.edge)
+    # with a dispatcher, as deployed: it answers the edge's joins (per-node delivery)
+    async with ctx.stack(edge=True, dispatcher=True) as s, ctx.clients() as pool:
+        meter = cpu_meter(pool, edge=s.edge, dispatcher=s.dispatcher)
         meter.start()
         async with ctx.profiler("connect").record("edge", pid_of(s.edge)):
             replies = await pool.open(
@@ -329,8 +331,9 @@ async def reconnect(ctx: Ctx) -> list[Figure]:
     async with ctx.stack(edge=False, dispatcher=False) as s:
         await _fill_store(s.db, names, sc.storm_behind)
         s.edge = await stack.start_edge(s.env, stack.free_port(), ctx.workdir)
+        s.dispatcher = await stack.start_dispatcher(s.env, ctx.workdir)  # answers the joins
         async with ctx.clients() as pool:
-            meter = cpu_meter(pool, edge=s.edge)
+            meter = cpu_meter(pool, edge=s.edge, dispatcher=s.dispatcher)
             meter.start()
             async with ctx.profiler("reconnect").record("edge", s.edge.pid):
                 t0 = time.time_ns()
@@ -356,11 +359,11 @@ async def reconnect(ctx: Ctx) -> list[Figure]:
                 done.frombytes(r["done_ns"])
             got, failed, errors = opened(replies)
             res = merge(waited)
-            # and live: one more frame per user, straight to the edge
+            # and live: one more event per user, through the dispatcher
             await pool.all("reset")
             await publish_backlog(
                 ctx.amqp,
-                "deliver",
+                "user",
                 names,
                 1,
                 start_seq=sc.storm_behind + 1,
