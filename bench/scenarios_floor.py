@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import aio_pika
 
@@ -253,36 +253,45 @@ WRITE_HISTOGRAM = "ssehub_publish_to_write_seconds"  # edge/metrics.py
 COMMIT_HISTOGRAM = "ssehub_dispatcher_commit_seconds"  # dispatcher/metrics.py
 INTAKE_HISTOGRAM = "ssehub_dispatcher_intake_to_publish_seconds"  # dispatcher/metrics.py
 
-STEADY = {
-    "c": "one event per message",
-    "c-bindings": "one event per message, per-user bindings and packs",
-    "c-unpacked": "one event per message, per-user bindings, one delivery message per recipient",
-    "c-batched": "batch messages",
-    "c-batched-bindings": "batch messages, per-user bindings and packs",
-    "py": "ssehub.Publisher coalescing",
-}
+
+class Steady(NamedTuple):
+    key: str  # the scenario and figure name
+    label: str
+    publisher: str  # _publish's kind: "c", "c-batched" or "py"
+    env: dict[str, str] | None = None
+
+
 # the delivery designs side by side (docs/architecture.md, "Delivery to edges")
-STEADY_ENV = {
-    "c-bindings": {"SSEHUB_DELIVERY": "bindings"},
-    "c-unpacked": {"SSEHUB_DELIVERY": "bindings", "SSEHUB_PACK_DELIVERIES": "1"},
-    "c-batched-bindings": {"SSEHUB_DELIVERY": "bindings"},
+BINDINGS = {"SSEHUB_DELIVERY": "bindings"}
+STEADY = {
+    "c": Steady("pipeline-steady", "one event per message", "c"),
+    "c-bindings": Steady(
+        "pipeline-steady-bindings",
+        "one event per message, per-user bindings and packs",
+        "c",
+        BINDINGS,
+    ),
+    "c-unpacked": Steady(
+        "pipeline-steady-unpacked",
+        "one event per message, per-user bindings, one delivery message per recipient",
+        "c",
+        {**BINDINGS, "SSEHUB_PACK_DELIVERIES": "1"},
+    ),
+    "c-batched": Steady("pipeline-steady-batched", "batch messages", "c-batched"),
+    "c-batched-bindings": Steady(
+        "pipeline-steady-batched-bindings",
+        "batch messages, per-user bindings and packs",
+        "c-batched",
+        BINDINGS,
+    ),
+    "py": Steady("pipeline-steady-publisher", "ssehub.Publisher coalescing", "py"),
 }
 
 
 async def pipeline_steady(ctx: Ctx, kind: str) -> list[Figure]:
     """The pipeline at a ladder of steady rates: its max, as a fraction of the floor."""
     sc = ctx.scale
-    key = {
-        "c": "pipeline-steady",
-        "c-bindings": "pipeline-steady-bindings",
-        "c-unpacked": "pipeline-steady-unpacked",
-        "c-batched": "pipeline-steady-batched",
-        "c-batched-bindings": "pipeline-steady-batched-bindings",
-    }.get(kind, "pipeline-steady-publisher")
-    env = STEADY_ENV.get(kind)
-    publisher = {"c-bindings": "c", "c-unpacked": "c", "c-batched-bindings": "c-batched"}.get(
-        kind, kind
-    )
+    key, label, publisher, env = STEADY[kind]
     steps, totals = await _steady_steps(
         ctx, publisher, rates(sc.steady_rates), sc.step_duration, key, env
     )
@@ -304,7 +313,7 @@ async def pipeline_steady(ctx: Ctx, kind: str) -> list[Figure]:
     return [
         Figure(
             key,
-            f"{STEADY[kind]}, {totals['streams']:,} streams: max rate, "
+            f"{label}, {totals['streams']:,} streams: max rate, "
             f"p99 ≤ {sc.p99_bound_ms:.0f} ms, nothing lost",
             best,
             "/s",

@@ -32,7 +32,7 @@ from ssehub.dispatcher.metrics import DispatcherMetrics
 from ssehub.dispatcher.persist import DispatchStore
 from ssehub.dispatcher.presence import PresenceOp
 from ssehub.dispatcher.retention import Retention, prune
-from ssehub.dispatcher.routes import NodePacks, RouteOp, Routes
+from ssehub.dispatcher.routes import RouteOp, Routes
 from ssehub.dispatcher.sequence import Delivery
 from ssehub.errors import StoreUnavailable
 from ssehub.fastpath.confirms import BatchPublisher
@@ -203,11 +203,10 @@ class Dispatcher:
         dead = self.routes.expire(time.monotonic(), 3 * self._settings.presence_heartbeat)
         if dead:
             log.info("edges silent, routes dropped: %s", ", ".join(dead))
-            packs = NodePacks(self.routes)
-            for node in dead:
-                packs.send(node, b"", topology.RESYNC_PROPERTIES)
+            resync = topology.RESYNC_PROPERTIES
+            resyncs = [Publish(topology.NODES.name, node, b"", resync) for node in dead]
             # best effort: lost with the link, the next link resyncs every edge
-            link.publisher.send(packs.out).add_done_callback(_consumed)
+            link.publisher.send(resyncs).add_done_callback(_consumed)
 
     async def _sweep_presence(self) -> None:
         link = self._link
@@ -276,9 +275,9 @@ class Dispatcher:
             self._acking = None
         if self._link is not link or self._broken is link:
             return
-        messages = self._messages(
-            link, deliveries + intake.notices, dead, intake.routes, [p.node for p in presence]
-        )
+        # route rounds mark their edge heard themselves (Routes.apply)
+        heard = [p.node for p in intake.presence]
+        messages = self._messages(link, deliveries + intake.notices, dead, intake.routes, heard)
         confirmed = link.publisher.send(messages)
         # how long the batch's oldest message waited in us: the inbox, the
         # commit, the previous batch's confirm (hop 1 is before, hop 2 after)

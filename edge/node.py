@@ -260,9 +260,9 @@ class EdgeNode:
     def release(self, user_id: str) -> None:
         """The user's last stream closed: unbind in the background."""
         self.receipts.forget(user_id)
-        self._background(self._release(user_id))
+        self._background(self._reconcile(user_id))
 
-    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+    def _background(self, work: Coroutine[Any, Any, object]) -> None:
         task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -279,9 +279,6 @@ class EdgeNode:
     async def _rejoin(self, user_id: str) -> None:
         self._late.add(user_id)
         await self._reconcile(user_id)  # a link lost meanwhile: its setup rejoins
-
-    async def _release(self, user_id: str) -> None:
-        await self._reconcile(user_id)
 
     async def _reconcile(self, user_id: str) -> bool:
         lock, users = self._locks.setdefault(user_id, (asyncio.Lock(), [0]))

@@ -44,7 +44,7 @@ async def publisher_of(settings: Settings) -> AsyncIterator[Publisher]:
 async def until(cond, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
     async with asyncio.timeout(timeout):
         while not cond():
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # wait-ok: the dispatcher's table signals nothing
 
 
 def node_of(app: FastAPI) -> str:
