@@ -24,13 +24,13 @@ import aio_pika
 import aiormq
 from ssehub import topology
 from ssehub.config import Settings, normalize_database_url
-from ssehub.db import create_engine, create_schema
 from ssehub.dispatcher.persist import DispatchStore
 from ssehub.dispatcher.sequence import Delivery
 from ssehub.fastpath.confirms import BatchPublisher
 from ssehub.fastpath.marshal import Publish
 from ssehub.pack import Packer
 from ssehub.schema import Message, parse_message
+from ssehub.storage.db import create_engine, create_schema
 
 from bench import stack
 from bench.publish import event_body

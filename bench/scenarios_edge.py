@@ -12,9 +12,9 @@ from typing import Any
 
 from sqlalchemy import insert
 from ssehub.config import normalize_database_url
-from ssehub.db import create_engine, create_schema
-from ssehub.models import EventRow, UserCursor
 from ssehub.sse import render_event
+from ssehub.storage.db import create_engine, create_schema
+from ssehub.storage.models import EventRow, UserCursor
 
 from bench import stack
 from bench.figure import Figure

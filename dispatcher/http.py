@@ -17,9 +17,9 @@ from collections.abc import AsyncIterator
 import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
-from ssehub.db import store_errors
 from ssehub.dispatcher.service import Dispatcher
 from ssehub.errors import StoreUnavailable
+from ssehub.storage.db import store_errors
 
 log = logging.getLogger("ssehub.dispatcher")
 

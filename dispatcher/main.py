@@ -11,10 +11,10 @@ from contextlib import asynccontextmanager
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 from ssehub.config import Settings
-from ssehub.db import create_engine, create_schema
 from ssehub.dispatcher.http import serving
 from ssehub.dispatcher.persist import DispatchStore
 from ssehub.dispatcher.service import Dispatcher
+from ssehub.storage.db import create_engine, create_schema
 
 
 @asynccontextmanager
@@ -42,7 +42,7 @@ async def running_dispatcher(
                     # Readiness pings through an engine of its own, opening a fresh
                     # connection each time (a pooled one says little about the store
                     # now), and not the writer's, whose connections take SQLite's
-                    # write lock (ssehub.db).
+                    # write lock (ssehub.storage.db).
                     reader = create_async_engine(settings.database_url, poolclass=NullPool)
                     http.push_async_callback(reader.dispose)
                     served = serving(dispatcher, reader, host, port)

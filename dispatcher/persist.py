@@ -12,12 +12,12 @@ from typing import Any, TypeVar
 from sqlalchemy import delete, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
-from ssehub.db import chunks, insert_rows, select_in, store_errors, sync_sqlite_engine
 from ssehub.dispatcher.expand import conversations_of, keys_of, plan_batch
 from ssehub.dispatcher.presence import PresenceOp, apply_presence, sweep_presence
 from ssehub.dispatcher.sequence import Delivery, assign, stored_rows
-from ssehub.models import DedupeKey, EventRow, Member, UserCursor
 from ssehub.schema import Message
+from ssehub.storage.db import chunks, insert_rows, select_in, store_errors, sync_sqlite_engine
+from ssehub.storage.models import DedupeKey, EventRow, Member, UserCursor
 
 EVENT: Any = EventRow.__table__  # type: ignore[attr-defined]
 CURSOR: Any = UserCursor.__table__  # type: ignore[attr-defined]

@@ -15,12 +15,12 @@ from typing import Any
 import orjson
 from sqlalchemy import bindparam, delete, select, text, update
 from sqlalchemy.engine import Connection
-from ssehub.db import chunks, insert_ignore, upsert
 from ssehub.dispatcher.sequence import Delivery
 from ssehub.errors import InvalidMessage
-from ssehub.models import NodeRow, OnlineRow, PresenceRow
 from ssehub.schema import check_id
 from ssehub.sse import render_event
+from ssehub.storage.db import chunks, insert_ignore, upsert
+from ssehub.storage.models import NodeRow, OnlineRow, PresenceRow
 
 PRESENCE: Any = PresenceRow.__table__  # type: ignore[attr-defined]
 NODE: Any = NodeRow.__table__  # type: ignore[attr-defined]

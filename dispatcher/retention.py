@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
-from ssehub.db import store_errors
+from ssehub.storage.db import store_errors
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,6 @@ from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from ssehub.config import Settings
-from ssehub.db import create_engine, create_schema
 from ssehub.edge.auth import TokenVerifier
 from ssehub.edge.context import EdgeContext
 from ssehub.edge.lifecycle import pinger
@@ -24,7 +23,8 @@ from ssehub.edge.registry import Registry
 from ssehub.edge.route import PATH, StreamRoute
 from ssehub.edge.transport import RAW_SEND
 from ssehub.errors import StoreUnavailable
-from ssehub.store import EventStore
+from ssehub.storage.db import create_engine, create_schema
+from ssehub.storage.store import EventStore
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Receive, Scope, Send
 

@@ -12,7 +12,7 @@ from ssehub.edge.metrics import EdgeMetrics
 from ssehub.edge.node import EdgeNode
 from ssehub.edge.pump import WriteRound
 from ssehub.edge.registry import Registry
-from ssehub.store import EventStore
+from ssehub.storage.store import EventStore
 
 
 @dataclass(slots=True)

@@ -30,7 +30,7 @@ from ssehub.edge.metrics import EdgeMetrics
 from ssehub.edge.stream import CloseReason, Stream
 from ssehub.edge.transport import Write
 from ssehub.errors import StoreUnavailable
-from ssehub.store import EventStore
+from ssehub.storage.store import EventStore
 from starlette.types import Receive, Send
 
 log = logging.getLogger("ssehub.edge")

@@ -16,7 +16,7 @@ from enum import StrEnum
 
 import orjson
 from ssehub.sse import PING, event_name, render_event
-from ssehub.store import EventStore
+from ssehub.storage.store import EventStore
 
 log = logging.getLogger("ssehub.edge")
 

@@ -6,8 +6,8 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
-from ssehub.db import create_engine
 from ssehub.dispatcher.retention import Retention, prune
+from ssehub.storage.db import create_engine
 
 from tests.conftest import make_stack
 from tests.sse import open_stream

@@ -1,4 +1,4 @@
-"""ssehub.db.select_in on both stores: one parameter however many values, and
+"""ssehub.storage.db.select_in on both stores: one parameter however many values, and
 values that JSON or SQL would mangle come back intact."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import Connection
 from ssehub.config import normalize_database_url
-from ssehub.db import create_engine, create_schema, insert_rows, select_in
-from ssehub.models import DedupeKey
+from ssehub.storage.db import create_engine, create_schema, insert_rows, select_in
+from ssehub.storage.models import DedupeKey
 
 from tests.support import uid
 

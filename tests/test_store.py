@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 from ssehub.config import normalize_database_url
-from ssehub.db import create_engine, create_schema
 from ssehub.dispatcher.persist import DispatchStore
 from ssehub.dispatcher.retention import Retention, prune
 from ssehub.schema import EventMessage, MembershipMessage
-from ssehub.store import EventStore, Position
+from ssehub.storage.db import create_engine, create_schema
+from ssehub.storage.store import EventStore, Position
 
 from tests.support import uid
 

@@ -24,9 +24,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from ssehub.config import normalize_database_url
-from ssehub.db import create_engine
 from ssehub.publisher import Publisher
-from ssehub.store import EventStore
+from ssehub.storage.db import create_engine
+from ssehub.storage.store import EventStore
 
 from tests.faults.ledger import Browser, Ledger
 from tests.faults.procs import Cluster, Proc, process_env, queue_type_under_test

@@ -1,4 +1,4 @@
-"""ssehub.db.store_errors: every way a database fails is one StoreUnavailable,
+"""ssehub.storage.db.store_errors: every way a database fails is one StoreUnavailable,
 whichever layer raised it (the dispatcher's SQLite hot path talks to sqlite3's
 own cursor, below SQLAlchemy)."""
 
@@ -8,8 +8,8 @@ import sqlite3
 
 import pytest
 from sqlalchemy.exc import OperationalError
-from ssehub.db import store_errors
 from ssehub.errors import StoreUnavailable
+from ssehub.storage.db import store_errors
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from typing import cast
 from ssehub.edge.stream import Stream
 from ssehub.errors import StoreUnavailable
 from ssehub.sse import render_event
-from ssehub.store import EventStore, StoredEvent
+from ssehub.storage.store import EventStore, StoredEvent
 
 
 def sse(seq: int | None, event: str = "e") -> bytes:

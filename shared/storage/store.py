@@ -12,8 +12,8 @@ from typing import NamedTuple, cast
 from sqlalchemy import bindparam, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from ssehub.coalesce import Coalescer
-from ssehub.db import chunks, store_errors
-from ssehub.models import EventRow, UserCursor
+from ssehub.storage.db import chunks, store_errors
+from ssehub.storage.models import EventRow, UserCursor
 
 POSITIONS_PER_QUERY = 500
 PAGES_PER_QUERY = 50

@@ -6,7 +6,7 @@ from sqlalchemy import BigInteger, Column, Index, String, Text
 from sqlmodel import Field, SQLModel
 
 # The layout these tables describe. A database written by another layout is
-# refused at start (ssehub.db.create_schema) instead of failing mid-batch.
+# refused at start (ssehub.storage.db.create_schema) instead of failing mid-batch.
 SCHEMA_VERSION = 2
 
 

@@ -15,8 +15,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlmodel import SQLModel
-from ssehub import models
 from ssehub.errors import ConfigError, StoreUnavailable
+from ssehub.storage import models
 
 TABLES = [
     models.SchemaRow.__table__,  # type: ignore[attr-defined]
