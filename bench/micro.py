@@ -131,7 +131,7 @@ async def publish(url: str, deliveries: list[list[Delivery]], mode: str) -> floa
             if mode == "aio-pika":
                 await asyncio.gather(
                     *(
-                        deliver.publish(aio_pika.Message(d.sse), d.user_id, mandatory=False)
+                        deliver.publish(aio_pika.Message(d.body), d.user_id, mandatory=False)
                         for d in ds
                     )
                 )
@@ -139,7 +139,7 @@ async def publish(url: str, deliveries: list[list[Delivery]], mode: str) -> floa
                 await asyncio.gather(
                     *(
                         raw.basic_publish(
-                            d.sse, exchange=name, routing_key=d.user_id, properties=props
+                            d.body, exchange=name, routing_key=d.user_id, properties=props
                         )
                         for d in ds
                     )
@@ -147,12 +147,12 @@ async def publish(url: str, deliveries: list[list[Delivery]], mode: str) -> floa
             elif mode == "packs":
                 packer = Packer(Settings.model_fields["pack_deliveries"].default)
                 for d in ds:
-                    packer.add(d.user_id, d.sse)
+                    packer.add(d.user_id, d.body)
                 packer.flush()
                 packer.stamp(time.time_ns() // 1000)
                 await publisher.publish(packer.out)
             else:
-                await publisher.publish([Publish(name, d.user_id, d.sse, props) for d in ds])
+                await publisher.publish([Publish(name, d.user_id, d.body, props) for d in ds])
         return time.perf_counter() - t0
     finally:
         await conn.close()

@@ -11,10 +11,15 @@ import asyncio
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from ssehub.config import DEV_JWT_SECRET, Settings
+from ssehub.errors import SsehubError
 from ssehub.fastpath import receiver
 from ssehub.logs import configure_logging
+
+if TYPE_CHECKING:
+    from ssehub.edge.server import EdgeServer
 
 
 def _start(config: Settings) -> None:
@@ -62,7 +67,7 @@ def dev(args: argparse.Namespace) -> None:
     app = create_app(config, extra=with_dispatcher)
     add_demo_routes(app, config, publisher)
     print(f"ssehub dev: open http://{args.host}:{args.port}/ in two browser tabs", flush=True)
-    EdgeServer(app, config, args.host, args.port).run()
+    _run(EdgeServer(app, config, args.host, args.port))
 
 
 def edge(args: argparse.Namespace) -> None:
@@ -72,7 +77,7 @@ def edge(args: argparse.Namespace) -> None:
 
     config = settings()
     _start(config)
-    EdgeServer(create_app(config), config, args.host, args.port).run()
+    _run(EdgeServer(create_app(config), config, args.host, args.port))
 
 
 def dispatcher(args: argparse.Namespace) -> None:
@@ -83,6 +88,17 @@ def dispatcher(args: argparse.Namespace) -> None:
     _start(config)
     with asyncio.Runner(loop_factory=_fast_loop()) as runner:
         runner.run(serve(config, port=args.port, host=args.host))
+
+
+def _run(server: EdgeServer) -> None:
+    """Serve until stopped; an edge whose background work failed exits
+    non-zero: one line for a setting, else (its traceback logged) status 1."""
+    server.run()
+    failure = server.failure
+    if isinstance(failure, SsehubError):
+        raise failure
+    if failure is not None:
+        raise SystemExit(1)
 
 
 def _fast_loop() -> Callable[[], asyncio.AbstractEventLoop] | None:

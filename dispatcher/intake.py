@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import orjson
 from aiormq.abc import DeliveredMessage
+from pamqp.common import FieldTable
 from ssehub import batch, topology
 from ssehub.dispatcher.presence import PresenceOp, parse_presence
 from ssehub.dispatcher.routes import RouteOp, parse_route
@@ -69,11 +70,18 @@ def _from_edge(message: DeliveredMessage, out: Intake) -> None:
         out.presence.append(parse_presence(message.body))
     elif topology.ROUTE_HEADER in headers:
         out.routes.append(parse_route(message.body))
-    elif headers.get(topology.NOTICE_HEADER) in ("caps", b"caps"):
+    elif _notice(headers) is topology.Notice.CAPS:
         try:
             user = check_id(orjson.loads(message.body)["user"], "user")
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
             raise InvalidMessage(f"caps notice: malformed ({exc})") from None
-        out.notices.append(Delivery(user, None, message.body, "caps"))
+        out.notices.append(Delivery(user, None, message.body, topology.Notice.CAPS))
     else:
         raise InvalidMessage("unknown message in the dispatch queue")
+
+
+def _notice(headers: FieldTable) -> topology.Notice | None:
+    try:
+        return topology.notice_of(headers)
+    except topology.UnknownNotice as exc:
+        raise InvalidMessage(f"unknown notice {exc}") from None

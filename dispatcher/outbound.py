@@ -19,6 +19,7 @@ from ssehub.dispatcher.routes import NodePacks, RouteOp, Routes, joined_body
 from ssehub.dispatcher.sequence import Delivery
 from ssehub.fastpath.marshal import Publish
 from ssehub.pack import Packer
+from ssehub.topology import Notice, notice_properties
 
 
 def batch(
@@ -38,7 +39,8 @@ def batch(
     if table is not None:
         sends = by_node(table, deliveries, routes, heard, resync=resync)
     if settings.delivery != "nodes":  # bindings, or both for a fleet in transition
-        sends += by_user(settings.pack_deliveries, [d for d in deliveries if d.notice != "caps"])
+        plain = [d for d in deliveries if d.notice is not Notice.CAPS]
+        sends += by_user(settings.pack_deliveries, plain)
     sends += (dead_letter(letter) for letter in dead)
     return sends
 
@@ -57,14 +59,14 @@ def by_node(
     packs = NodePacks(table)
     if resync:
         table.clear()
-        packs.send(topology.ALL_NODES, b"", topology.RESYNC_PROPERTIES)
+        packs.send(topology.ALL_NODES, b"", notice_properties(Notice.RESYNC))
     now = time.monotonic()
     for node in heard:
         table.heard(node, now)
     answers = [(op.node, op.ref, table.apply(op, now)) for op in routes]
     packs.add(deliveries)
     for node, ref, shared in answers:
-        packs.send(node, joined_body(ref, shared), topology.JOINED_PROPERTIES)
+        packs.send(node, joined_body(ref, shared), notice_properties(Notice.JOINED))
     return packs.finish(time.time_ns() // 1000)
 
 
@@ -73,9 +75,10 @@ def by_user(pack_size: int, deliveries: list[Delivery]) -> list[Publish]:
     packer = Packer(pack_size)
     for d in deliveries:
         if d.notice is None:
-            packer.add(d.user_id, d.sse)
+            packer.add(d.user_id, d.body)
         else:
-            packer.alone(Publish(topology.DELIVER.name, d.user_id, d.sse, _notice(d)))
+            props = notice_properties(d.notice, d.key)
+            packer.alone(Publish(topology.DELIVER.name, d.user_id, d.body, props))
     packer.flush()
     packer.stamp(time.time_ns() // 1000)
     return packer.out
@@ -96,11 +99,3 @@ def dead_letter(letter: DeadLetter) -> Publish:
         delivery_mode=2,
     )
     return Publish("", topology.DEAD.name, letter.body, props)
-
-
-def _notice(delivery: Delivery) -> aiormq.spec.Basic.Properties:
-    if delivery.notice == "control":
-        return topology.CONTROL_PROPERTIES
-    if delivery.notice == "caps":
-        return topology.CAPS_PROPERTIES
-    return topology.receipt_properties(delivery.key)

@@ -18,6 +18,7 @@ from ssehub.dispatcher.sequence import Delivery, assign, stored_rows
 from ssehub.schema import Message
 from ssehub.storage.db import chunks, insert_rows, select_in, store_errors, sync_sqlite_engine
 from ssehub.storage.models import DedupeKey, EventRow, Member, UserCursor
+from ssehub.topology import Notice
 
 EVENT: Any = EventRow.__table__  # type: ignore[attr-defined]
 CURSOR: Any = UserCursor.__table__  # type: ignore[attr-defined]
@@ -194,6 +195,6 @@ class DispatchStore:
         rows = select_in(db, EVENT, ("user_id", "seq", "sse", "key", "receipt"), "key", keys)
         rows.sort(key=lambda r: (r[0], r[1]))
         return [
-            Delivery(u, s, sse.encode(), "receipt" if receipt else None, key)
+            Delivery(u, s, sse.encode(), Notice.RECEIPT if receipt else None, key)
             for u, s, sse, key, receipt in rows
         ]

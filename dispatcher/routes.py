@@ -129,14 +129,14 @@ class NodePacks:
             for node in nodes_of(d.user_id):
                 if d.notice is not None:
                     props = topology.notice_properties(d.notice, d.key, d.user_id)
-                    self.send(node, d.sse, props)
+                    self.send(node, d.body, props)
                     continue
                 open_ = records.get(node)
                 if open_ is None:
                     open_ = records[node] = []
                     sizes[node] = 0
-                open_.append((d.user_id, d.sse))
-                size = sizes[node] = sizes[node] + len(d.sse) + len(d.user_id) + 6
+                open_.append((d.user_id, d.body))
+                size = sizes[node] = sizes[node] + len(d.body) + len(d.user_id) + 6
                 if size >= pack.MAX_BODY_BYTES:
                     self._flush(node)
 

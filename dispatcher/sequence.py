@@ -9,20 +9,21 @@ import orjson
 from ssehub.dispatcher.expand import Fanout
 from ssehub.schema import ControlMessage, control_doc
 from ssehub.sse import render_body, render_event, with_id
+from ssehub.topology import Notice
 
 
 class Delivery(NamedTuple):
-    """One event for one user: ``sse``, its SSE bytes (``seq`` None: ephemeral).
-    A NamedTuple: a 1,000-member fan-out makes 1,000 of them (a frozen dataclass
-    cost five ``object.__setattr__`` calls each)."""
+    """One delivery for one user: an event's SSE bytes (``seq`` None: ephemeral),
+    or a notice's JSON. A NamedTuple: a 1,000-member fan-out makes 1,000 of them
+    (a frozen dataclass cost five ``object.__setattr__`` calls each)."""
 
     user_id: str
     seq: int | None  # a numbered delivery is also the row stored for it
-    sse: bytes
-    # What edges must do besides writing it (ssehub.topology.notice_properties):
-    # "receipt" (publish a receipt once written; ``key`` is its id) or
-    # "control" (``sse`` is then the JSON of a control op, not an event).
-    notice: str | None = None
+    # the SSE bytes of an event; with a CONTROL or CAPS notice, that notice's JSON
+    body: bytes
+    # What edges must do besides writing it (ssehub.topology.Notice): RECEIPT
+    # (publish a receipt once written; ``key`` is its id), CONTROL or CAPS.
+    notice: Notice | None = None
     key: str | None = None  # the event's idempotency key
 
 
@@ -31,7 +32,7 @@ def stored_rows(deliveries: Sequence[Delivery], now: float) -> list[tuple[Any, .
     key, created_at, receipt). Ephemeral events and control ops have no number
     and are not stored."""
     return [
-        (d.user_id, d.seq, d.sse.decode(), d.key, now, d.notice == "receipt")
+        (d.user_id, d.seq, d.body.decode(), d.key, now, d.notice is Notice.RECEIPT)
         for d in deliveries
         if d.seq is not None
     ]
@@ -41,7 +42,7 @@ def control_delivery(op: ControlMessage) -> Delivery:
     """A control op for the edges holding the user's streams (the op's body, as
     publishers send it, with a revoke's ``before`` resolved)."""
     doc = control_doc(op.op, reason=op.reason, before=op.before)
-    return Delivery(op.user, None, orjson.dumps(doc), "control")
+    return Delivery(op.user, None, orjson.dumps(doc), Notice.CONTROL)
 
 
 def assign(
@@ -61,7 +62,7 @@ def assign(
             sse = render_event(None, msg.event, msg.data)
             deliveries.extend(Delivery(user, None, sse) for user in fanout.recipients)
             continue
-        notice, key = "receipt" if msg.receipt else None, msg.key
+        notice, key = Notice.RECEIPT if msg.receipt else None, msg.key
         body = render_body(msg.event, msg.data)
         for user in fanout.recipients:
             seq = last_seq.get(user, 0) + 1

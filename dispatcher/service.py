@@ -203,7 +203,7 @@ class Dispatcher:
         dead = self.routes.expire(time.monotonic(), 3 * self._settings.presence_heartbeat)
         if dead:
             log.info("edges silent, routes dropped: %s", ", ".join(dead))
-            resync = topology.RESYNC_PROPERTIES
+            resync = topology.notice_properties(topology.Notice.RESYNC)
             resyncs = [Publish(topology.NODES.name, node, b"", resync) for node in dead]
             # best effort: lost with the link, the next link resyncs every edge
             link.publisher.send(resyncs).add_done_callback(_consumed)

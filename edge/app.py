@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -21,8 +21,8 @@ from ssehub.edge.metrics import EdgeMetrics
 from ssehub.edge.node import EdgeNode
 from ssehub.edge.registry import Registry
 from ssehub.edge.route import PATH, StreamRoute
-from ssehub.edge.transport import RAW_SEND
 from ssehub.errors import StoreUnavailable
+from ssehub.fastpath.transport import RAW_SEND
 from ssehub.storage.db import create_engine, create_schema
 from ssehub.storage.store import EventStore
 from starlette.applications import Starlette
@@ -45,14 +45,12 @@ def create_app(settings: Settings, *, extra: Extra | None = None) -> FastAPI:
         await create_schema(engine)
         registry = Registry()
         metrics = EdgeMetrics()
-        node = EdgeNode(settings, registry, metrics)
-        ctx = EdgeContext(settings, EventStore(engine), registry, node, metrics)
+        store = EventStore(engine)
+        node = EdgeNode(settings, registry, metrics, store)
+        ctx = EdgeContext(settings, store, registry, node, metrics)
         app.state.edge = ctx
-        tasks = [
-            asyncio.create_task(ctx.node.supervisor.run(), name="edge-amqp"),
-            asyncio.create_task(pinger(ctx), name="edge-pinger"),
-            asyncio.create_task(ctx.node.heartbeats(), name="edge-heartbeats"),
-        ]
+        running = asyncio.create_task(node.run(pinger(ctx)), name="edge-node")
+        running.add_done_callback(functools.partial(_stopped, app))
         try:
             if extra is None:
                 yield
@@ -60,12 +58,8 @@ def create_app(settings: Settings, *, extra: Extra | None = None) -> FastAPI:
                 async with extra(app):
                     yield
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            if ctx.node.supervisor.connection is not None:
-                with contextlib.suppress(Exception):
-                    await ctx.node.supervisor.connection.close()
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
             await engine.dispose()
 
     app = EdgeApp(
@@ -101,7 +95,7 @@ def create_app(settings: Settings, *, extra: Extra | None = None) -> FastAPI:
     @app.get("/metrics")
     async def metrics(request: Request) -> Response:
         ctx: EdgeContext = request.app.state.edge
-        ctx.metrics.users.set(ctx.node.bound_users)
+        ctx.metrics.users.set(len(ctx.node.seam.routed))
         ctx.metrics.tasks.set(len(asyncio.all_tasks()))
         return Response(ctx.metrics.render(), media_type="text/plain; version=0.0.4")
 
@@ -155,6 +149,29 @@ class EdgeApp(FastAPI):
         if self._cors is not None:
             app = CORSMiddleware(app, **self._cors)
         return app
+
+
+def _stopped(app: FastAPI, running: asyncio.Task[None]) -> None:
+    """The node's background work ended by itself: a bug (or a setting the
+    broker refused). The edge no longer works, so it must not go on serving:
+    the server that runs it (edge/server.py) stops, and the process fails."""
+    if running.cancelled():
+        return
+    exc = fatal_error(running.exception())
+    if exc is None:
+        return
+    fatal: Callable[[BaseException], None] | None = getattr(app.state, "fatal", None)
+    if fatal is not None:
+        fatal(exc)
+    else:
+        log.critical("the edge's background work failed; it no longer works", exc_info=exc)
+
+
+def fatal_error(exc: BaseException | None) -> BaseException | None:
+    """The one error inside task groups' ExceptionGroups, if there is one."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def _cors(settings: Settings) -> dict[str, Any] | None:

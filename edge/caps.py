@@ -14,15 +14,17 @@ At once, on this edge: when the edge alone already holds ``cap`` streams of
 the user, one more is refused before it opens (429, edge/route.py; the check
 and the registration of a stream happen in one step of the event loop).
 
-Across edges, through RabbitMQ and not the dispatcher: an edge publishes a
-*notice* ``{"node", "user", "hello", "streams": [stream ids]}`` to
-``sse.deliver`` with the user id as routing key and the header
-``x-ssehub-notice: caps``, so it reaches exactly the edges bound for that user,
-which are the edges holding streams of the user (edge/node.py hands such
-messages here instead of to the streams). Notices are sent
+Across edges: an edge publishes a *notice* ``{"node", "user", "hello",
+"streams": [stream ids]}`` with the header ``x-ssehub-notice: caps`` that
+reaches exactly the edges routed for that user, which are the edges holding
+streams of the user: with per-node delivery the dispatcher forwards it to the
+user's edges like a delivery, with per-user bindings it goes to
+``sse.deliver`` by the user's id (edge/routing.py: ``caps``). The node's inbox
+hands such notices here instead of to the streams (edge/inbox.py). Notices are
+sent
 
-- when a stream of the user opens here (a *hello*, once the node is bound for
-  the user, so the answers reach it); every edge holding streams of the user
+- when a stream of the user opens here (a *hello*, once the node is routed
+  for the user, so the answers reach it); every edge holding streams of the user
   answers a hello with its own list (answers are not answered);
 - when a stream closes here (the list without it; an empty list: "none
   left"), while other edges with streams of the user are known;
@@ -30,7 +32,7 @@ messages here instead of to the streams). Notices are sent
 
 A node's list counts for ``3 × SSEHUB_PRESENCE_HEARTBEAT`` after its last
 notice: a node that died stops re-sending, and its streams stop counting.
-The node's own notices come back to it (it is bound too) and are ignored.
+The node's own notices come back to it (it is routed too) and are ignored.
 Users held by one edge only cost one notice per stream opened, and nothing
 while idle; the books hold nothing per stream (the registry has the streams).
 """
@@ -41,8 +43,6 @@ from collections.abc import Callable, Collection
 
 import orjson
 from ssehub.edge.stream import CloseReason, Stream
-from ssehub.fastpath.marshal import Publish
-from ssehub.topology import CAPS_PROPERTIES, DELIVER
 
 EXPIRY_BEATS = 3  # a node's notice counts for this many heartbeats
 
@@ -54,14 +54,14 @@ class StreamCaps:
         cap: int,
         heartbeat: float,
         streams_of: Callable[[str], Collection[Stream]],
-        publish: Callable[[Publish], None],
+        publish: Callable[[str, bytes], None],
         now: float,
     ) -> None:
         self._node_id = node_id
         self.cap = cap
         self._heartbeat = heartbeat
         self._streams_of = streams_of  # this edge's streams of a user (the registry)
-        self._publish = publish
+        self._publish = publish  # (user, notice): by the delivery design (edge/routing.py)
         # user -> node -> (its stream ids of the user, when we last heard, monotonic)
         self._remote: dict[str, dict[str, tuple[list[str], float]]] = {}
         self._next_refresh = now + heartbeat
@@ -72,7 +72,7 @@ class StreamCaps:
         return len(self._streams_of(user_id)) >= self.cap
 
     def announce(self, user_id: str, now: float, hello: bool = True) -> None:
-        """The node is bound for ``user_id``: tell the other edges (a hello),
+        """The node is routed for ``user_id``: tell the other edges (a hello),
         and apply what is already known of them. ``hello`` False: no other
         edge held the user when this one joined (per-node delivery knows),
         so only edges already heard from need to hear of the new stream."""
@@ -86,11 +86,11 @@ class StreamCaps:
         if user_id in self._remote:
             self._send(user_id, hello=False)
             if not self._streams_of(user_id):
-                del self._remote[user_id]  # we are no longer bound: we would not hear more
+                del self._remote[user_id]  # no longer routed here: we would not hear more
 
     # -- other edges --------------------------------------------------------
     def receive(self, body: bytes, now: float) -> None:
-        """A notice from RabbitMQ (edge/node.py); malformed ones are ignored."""
+        """A notice from RabbitMQ (edge/inbox.py); malformed ones are ignored."""
         try:
             doc = orjson.loads(body)
             node, user, hello = str(doc["node"]), str(doc["user"]), bool(doc["hello"])
@@ -150,4 +150,4 @@ class StreamCaps:
     def _send(self, user_id: str, *, hello: bool) -> None:
         ids = [s.stream_id for s in self._streams_of(user_id) if s.closed is None]
         doc = {"node": self._node_id, "user": user_id, "hello": hello, "streams": ids}
-        self._publish(Publish(DELIVER.name, user_id, orjson.dumps(doc), CAPS_PROPERTIES))
+        self._publish(user_id, orjson.dumps(doc))

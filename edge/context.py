@@ -20,22 +20,16 @@ class EdgeContext:
     settings: Settings
     store: EventStore
     registry: Registry
-    node: EdgeNode
+    node: EdgeNode  # the background side: link, routes, seam, caps, receipts
     metrics: EdgeMetrics
     draining: bool = False
     tokens: TokenClock = field(init=False)  # token lifetimes (edge/expiry.py)
-    caps: StreamCaps = field(init=False)  # streams per user (edge/caps.py)
     writes: WriteRound = field(default_factory=WriteRound)  # live writes (edge/pump.py)
 
     def __post_init__(self) -> None:
         self.tokens = TokenClock(self.settings.token_warning, time.time())
-        self.caps = StreamCaps(
-            self.node.node_id,
-            self.settings.max_streams_per_user,
-            self.settings.presence_heartbeat,
-            self.registry.streams_of,
-            self.node.publish_notice,
-            time.monotonic(),
-        )
-        caps = self.caps
-        self.node.on_notice = lambda body: caps.receive(body, time.monotonic())
+
+    @property
+    def caps(self) -> StreamCaps:
+        """Streams per user across edges (edge/caps.py)."""
+        return self.node.caps

@@ -35,12 +35,15 @@ class Joiner:
         node_id: str,
         publish: Callable[[Publish], None],
         refs: Iterator[int] | None = None,
+        queue: str = topology.DISPATCH.name,
     ) -> None:
         """``refs``: the node's round numbers, shared by the joiners of all its
-        links, so that a late answer to a round of an earlier link (its queue
-        has the same name) never resolves a round of this one."""
+        links and partitions, so that a late answer to a round of an earlier
+        link (its queue has the same name) never resolves a round of this one.
+        ``queue``: the dispatch queue of the partition this joiner serves."""
         self._node_id = node_id
         self._publish = publish
+        self._queue = queue
         self._refs = refs if refs is not None else itertools.count(1)
         self._rounds: Coalescer[Op, bool] = Coalescer(self._send, False)
         self._waiting: dict[int, asyncio.Future[list[str]]] = {}
@@ -64,24 +67,21 @@ class Joiner:
         self._waiting[ref] = answer
         self._since = time.monotonic()
         try:
-            self._publish(topology.route_message(self._node_id, ref, ops))
+            self._publish(topology.route_message(self._node_id, ref, ops, self._queue))
             shared = set(await answer)
         finally:
             self._waiting.pop(ref, None)
             self._since = None
         return {op: op[0] in shared for op in ops}
 
-    def answered(self, body: bytes) -> None:
-        """A ``joined`` notice. Unknown refs (a round of an earlier link, or a
-        redelivered round answered twice) are ignored."""
-        try:
-            doc = orjson.loads(body)
-            ref, shared = int(doc["ref"]), [str(u) for u in doc["shared"]]
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            return
+    def resolve(self, ref: int, shared: list[str]) -> bool:
+        """Answer round ``ref``; False if it is not one of ours in flight (a round
+        of an earlier link, another partition's, or one answered twice)."""
         answer = self._waiting.get(ref)
-        if answer is not None and not answer.done():
-            answer.set_result(shared)
+        if answer is None or answer.done():
+            return False
+        answer.set_result(shared)
+        return True
 
     def fail(self, exc: BrokerUnavailable) -> None:
         """The link went down: no answer will come, to this round or a later one."""
@@ -89,3 +89,12 @@ class Joiner:
         for answer in self._waiting.values():
             if not answer.done():
                 answer.set_exception(exc)
+
+
+def parse_joined(body: bytes) -> tuple[int, list[str]] | None:
+    """A ``joined`` notice's round number and shared users; None if malformed."""
+    try:
+        doc = orjson.loads(body)
+        return int(doc["ref"]), [str(u) for u in doc["shared"]]
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None

@@ -58,9 +58,9 @@ async def drain(ctx: EdgeContext, period: float) -> None:
         stream.close(CloseReason.DRAIN)
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(2):
-            await ctx.node.idle()
+            await ctx.node.seam.idle()
     # Closing the connection deletes the exclusive node queue and its bindings.
-    await ctx.node.supervisor.close()
+    await ctx.node.link.supervisor.close()
 
 
 def close_all(ctx: EdgeContext) -> None:

@@ -1,21 +1,24 @@
-"""Writing a live stream without a task of its own.
+"""Writing one stream: its replay in its own task, then live writes from
+callbacks, without a task per write.
 
 Once a stream is live, its output appears in callbacks: the AMQP consumer
 offers an event, the pinger adds a ping. Waking a writer task per stream for
 each of those costs more than the write itself, so the ``Pump`` writes from
-the callback's side instead: a stream's first output of a loop iteration
-puts its pump in the edge's ``WriteRound``, whose one callback per iteration
-runs every such pump (so a burst of events to one stream becomes one write,
-and a 1,000-member event one callback). ``run`` writes the chunk straight to
-the transport (edge/transport.py), or calls the ASGI ``send`` and drives it
-by hand. A send that completes without suspending (the normal case: uvicorn
-writes to the transport and returns) costs no task; one that suspends (the
-socket is full) is finished in a task, under the write timeout, and output
-waits until it is done. Store reads (a gap, a broker reconnect) also run in
-that task.
+the callback's side: a stream's first output of a loop iteration puts its
+pump in the edge's ``WriteRound``, whose one callback per iteration runs every
+such pump (a burst of events to one stream becomes one write, a 1,000-member
+event one callback). ``run`` writes the chunk straight to the transport
+(ssehub.fastpath.transport). Only when that cannot be done (the socket is
+full, or the server is not uvicorn with httptools) does a task take over: it
+calls the ASGI ``send`` under the write timeout, and also does the store
+reads a gap or a broker reconnect asks for; output waits until it is done.
 
-The stream's own task meanwhile only waits for the client to go away; a
-``close`` from this side (slow client, drain, store down) cancels that wait.
+``running`` owns the stream's tasks in one task group: the watch for the
+client leaving, and that writer task; the replay runs in the stream's own
+task, inside it, then ``live`` returns once the stream is closed, from either
+side, and leaving ``running`` ends every task of the stream. Expected
+failures close the stream with their reason (``closes_on_failure``);
+anything else is a bug and is raised.
 """
 
 from __future__ import annotations
@@ -23,13 +26,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any
 
 from ssehub.edge.metrics import EdgeMetrics
 from ssehub.edge.stream import CloseReason, Stream
-from ssehub.edge.transport import Write
 from ssehub.errors import StoreUnavailable
+from ssehub.fastpath.transport import Write
 from ssehub.storage.store import EventStore
 from starlette.types import Receive, Send
 
@@ -51,47 +54,6 @@ def closes_on_failure(stream: Stream) -> Iterator[None]:
         stream.close(CloseReason.WRITE_TIMEOUT)
     except OSError:
         stream.close(CloseReason.DISCONNECT)
-
-
-def start(coro: Awaitable[None]) -> Awaitable[None] | None:
-    """Run ``coro`` up to its first suspension. None if it finished; otherwise
-    an awaitable that finishes it. Raises what ``coro`` raised before suspending."""
-    if not isinstance(coro, Coroutine):
-        return coro  # some other awaitable: leave it to a task
-    try:
-        waiting = coro.send(None)
-    except StopIteration:
-        return None
-    return _Rest(coro, waiting)
-
-
-class _Rest:
-    """The remainder of a coroutine that suspended on ``waiting``, as an awaitable."""
-
-    __slots__ = ("_coro", "_waiting")
-
-    def __init__(self, coro: Coroutine[Any, Any, None], waiting: Any) -> None:
-        self._coro = coro
-        self._waiting = waiting
-
-    def __await__(self) -> Generator[Any, Any, None]:
-        coro, value = self._coro, self._waiting
-        while True:
-            try:
-                sent = yield value
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:  # cancellation, timeouts: into the coroutine
-                try:
-                    value = coro.throw(exc)
-                except StopIteration:
-                    return
-            else:
-                try:
-                    value = coro.send(sent)
-                except StopIteration:
-                    return
 
 
 class WriteRound:
@@ -120,26 +82,25 @@ class WriteRound:
         for pump in due:
             try:
                 pump.run()
-            except Exception:  # one stream's bug must not stop the others' writes
-                log.exception("write round: %r failed", pump)
+            except Exception:  # a bug; its stream is closed by its pump, and the
+                log.exception("write round: %r failed", pump)  # others still write
 
 
 class Pump:
     __slots__ = (
         "_busy",
-        "_cancelled",
+        "_closed",
         "_live",
         "_metrics",
-        "_owner",
         "_page",
         "_receipts",
         "_round",
         "_scheduled",
         "_send",
+        "_spawn",
         "_store",
         "_stream",
         "_timeout",
-        "_waiting",
         "_write",
     )
 
@@ -157,8 +118,8 @@ class Pump:
         writes: WriteRound | None = None,
     ) -> None:
         """``write``: the live chunks' way past ASGI, when the server has one
-        (edge/transport.py); ``send`` takes the rest. ``writes``: the edge's
-        shared round (a round of its own otherwise)."""
+        (ssehub.fastpath.transport); ``send`` takes the rest. ``writes``: the
+        edge's shared round (a round of its own otherwise)."""
         self._stream = stream
         self._write = write
         self._receipts = receipts
@@ -168,15 +129,43 @@ class Pump:
         self._page = page
         self._timeout = timeout
         self._round = writes if writes is not None else WriteRound()
-        self._owner = asyncio.current_task()
         self._live = False
         self._scheduled = False
         self._busy: asyncio.Task[None] | None = None
-        self._waiting = False  # the owner is parked in receive()
-        self._cancelled = False  # ... and we cancelled it
+        self._spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]] | None = None
+        # set once the stream is closed, from either side: ``live`` returns
+        self._closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         stream.notify = self.poke
 
     # -- in the stream's own task ----------------------------------------------
+    @contextlib.asynccontextmanager
+    async def running(self, receive: Receive) -> AsyncIterator[None]:
+        """The stream's task group, around its replay and ``live``: the watch
+        for the client leaving and the writer task live in it, and are ended
+        (cancelled) when the body is done, however it ends."""
+        async with asyncio.TaskGroup() as tasks:
+            self._spawn = tasks.create_task
+            leaving = tasks.create_task(self._until_disconnect(receive))
+            try:
+                yield
+            finally:
+                self._live = False
+                leaving.cancel()
+                if self._busy is not None:
+                    self._busy.cancel()
+
+    async def live(self) -> None:
+        """Write from callbacks from now on; return once the stream is closed,
+        by us or by the client (inside ``running``)."""
+        self._live = True
+        self.poke()
+        await self._closed
+
+    async def _until_disconnect(self, receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self._stream.close(CloseReason.DISCONNECT)
+
     async def flush(self) -> None:
         """Write the pending output, waiting for the socket (replay pages)."""
         data, events = self._stream.take()
@@ -199,85 +188,57 @@ class Pump:
     async def sync(self, stored_upto: int | None = None, prologue: bytes | None = None) -> None:
         await self._stream.sync(self._store, self._page, self.flush, stored_upto, prologue)
 
-    async def live_until_closed(self, receive: Receive) -> None:
-        """Go live, then wait until the client leaves or ``close`` is called."""
-        self._live = True
-        self.poke()
-        if self._stream.closed is not None:
-            return
-        self._waiting = True
-        try:
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    self._stream.close(CloseReason.DISCONNECT)
-                    return
-        except asyncio.CancelledError:
-            owner = self._owner
-            if not self._cancelled or owner is None or owner.uncancel() > 0:
-                raise  # not ours: the server is shutting down
-        finally:
-            self._waiting = False
-
-    async def stop(self) -> None:
-        """No more writes from callbacks; the task in flight, if any, is cancelled."""
-        self._live = False
-        busy = self._busy
-        if busy is not None:
-            busy.cancel()
-            await asyncio.gather(busy, return_exceptions=True)
-
     # -- from callbacks --------------------------------------------------------
     def poke(self) -> None:
-        """The connection has output, wants a store read, or was closed."""
+        """The stream has output, wants a store read, or was closed."""
         if self._stream.closed is not None:
-            self._end()
+            if not self._closed.done():
+                self._closed.set_result(None)
         elif self._live and not self._scheduled and self._busy is None:
             self._scheduled = True
             self._round.add(self)
 
     def run(self) -> None:
-        """Write the pending output (called by the write round)."""
+        """Write the pending output (called by the write round). Never raises:
+        a bug closes this stream (``CloseReason.ERROR``), not the round."""
         self._scheduled = False
         stream = self._stream
         if not self._live or stream.closed is not None or self._busy is not None:
             return
         if stream.needs_sync:
-            self._spawn(None)
+            self._hand_over(None)
             return
         data, events = stream.take()
         if not data:
             return
         try:
-            write = self._write
-            if write is not None and write(data):
-                rest = None
-            else:  # no way past ASGI, or the socket is full: send waits for the drain
-                message = {"type": "http.response.body", "body": data, "more_body": True}
-                rest = start(self._send(message))
-        except OSError:
+            written = self._write is not None and self._write(data)
+        except OSError:  # the client has gone (ssehub.fastpath.transport)
             stream.close(CloseReason.DISCONNECT)
             return
         except Exception:
             log.exception("write to %s failed", stream.stream_id)
-            stream.close(CloseReason.DISCONNECT)
+            stream.close(CloseReason.ERROR)
             return
         self._metrics.written += events
-        if rest is not None:
-            self._spawn(rest)
-        else:
+        if written:
             self._written()
+        else:  # no way past ASGI, or the socket is full: a task waits for the drain
+            self._hand_over(data)
 
-    def _spawn(self, rest: Awaitable[None] | None) -> None:
-        self._busy = asyncio.create_task(self._slow(rest))
+    def _hand_over(self, data: bytes | None) -> None:
+        """The rest of the writing goes to a task of the stream's group."""
+        assert self._spawn is not None  # live only inside ``running``
+        self._busy = self._spawn(self._slow(data))
 
-    async def _slow(self, rest: Awaitable[None] | None) -> None:
+    async def _slow(self, data: bytes | None) -> None:
         stream = self._stream
         try:
             with closes_on_failure(stream):
-                if rest is not None:
+                if data is not None:
                     async with asyncio.timeout(self._timeout):
-                        await rest
+                        message = {"type": "http.response.body", "body": data, "more_body": True}
+                        await self._send(message)
                     self._written()
                 # Output that arrived meanwhile, and any store reads, in this task.
                 while stream.closed is None and (stream.needs_sync or stream.has_output):
@@ -287,8 +248,3 @@ class Pump:
                     await self.flush()
         finally:
             self._busy = None
-
-    def _end(self) -> None:
-        if self._waiting and not self._cancelled and self._owner is not None:
-            self._cancelled = True
-            self._owner.cancel()

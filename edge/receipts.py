@@ -19,6 +19,8 @@ from collections.abc import Callable
 import aiormq
 import orjson
 from ssehub import topology
+from ssehub.amqp import BROKER_ERRORS
+from ssehub.edge.seam import Spawn
 from ssehub.fastpath.confirms import BatchPublisher
 from ssehub.fastpath.marshal import Publish
 
@@ -28,13 +30,14 @@ RECEIPT_PROPERTIES = aiormq.spec.Basic.Properties(content_type="application/json
 
 
 class Receipts:
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, spawn: Spawn, clock: Callable[[], float] = time.time) -> None:
+        """``spawn``: runs a confirmation in the node's task group (edge/node.py)."""
+        self._spawn = spawn
         self._clock = clock
         self._reported: dict[str, int] = {}  # user -> highest seq reported by this edge
         self._queue: list[Publish] = []
         self._publisher: BatchPublisher | None = None
         self._scheduled = False
-        self._tasks: set[asyncio.Task[None]] = set()
 
     def attach(self, publisher: BatchPublisher | None) -> None:
         """The confirm channel of the current broker link (None: link lost)."""
@@ -77,14 +80,12 @@ class Receipts:
         if publisher is None or not self._queue:
             return  # kept until the next link
         batch, self._queue = self._queue, []
-        task = asyncio.ensure_future(self._confirm(publisher, batch))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._confirm(publisher, batch))
 
     async def _confirm(self, publisher: BatchPublisher, batch: list[Publish]) -> None:
         try:
             await publisher.send(batch)
-        except Exception as exc:  # not confirmed: again on the next link
+        except BROKER_ERRORS as exc:  # not confirmed: again on the next link
             log.warning("%d receipts not confirmed (%s); resending on reconnect", len(batch), exc)
             self._queue[:0] = batch
             if self._publisher is not publisher:

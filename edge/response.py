@@ -1,10 +1,12 @@
 """``GET /sse/connect``'s response: one client's stream, as raw ASGI.
 
-Sequence for a new stream (the order is what makes the replay/live seam exact):
-register the stream (live events are held from here on) → bind the user
-on this node → read the user's position (and revocation) and the presence
-snapshot → answer 200 → ``retry:`` and ``connected`` → replay from the store
-→ ``presence:snapshot`` → held live events → live.
+Sequence for a new stream (the order is what makes the replay/live seam
+exact, edge/seam.py): register the stream (live events are held from here
+on) → route the user to this node → read the user's position (and
+revocation) and the presence snapshot → answer 200 → ``retry:`` and
+``connected`` → replay from the store → ``presence:snapshot`` → held live
+events → live (edge/pump.py). A client that stops reading has its
+connection dropped at once (ssehub.fastpath.transport: ``aborter``).
 """
 
 from __future__ import annotations
@@ -15,15 +17,15 @@ import logging
 import time
 from secrets import token_hex
 
-import orjson
 from ssehub.edge.auth import Identity
 from ssehub.edge.context import EdgeContext
 from ssehub.edge.pump import Pump, closes_on_failure
 from ssehub.edge.registry import revoked
+from ssehub.edge.seam import Opened
 from ssehub.edge.stream import FAREWELLS, GOODBYES, CloseReason, Stream
-from ssehub.edge.transport import RAW_SEND, direct_writer
 from ssehub.errors import AuthError, BrokerUnavailable, StoreUnavailable
-from ssehub.sse import render_connected, render_event, render_retry
+from ssehub.fastpath.transport import RAW_SEND, aborter, direct_writer
+from ssehub.sse import render_connected, render_retry
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
@@ -78,18 +80,13 @@ class StreamResponse(Response):
         stream = Stream(
             self.user_id, stream_id(now), ctx.settings.client_buffer_bytes, self.identity.iat
         )
-        ctx.registry.add(stream)  # in the same step as the route's caps.full check
         if self.identity.exp is not None:
             ctx.tokens.add(stream, self.identity.exp, now)
         ctx.metrics.connections.inc()
         try:
             try:
-                shared = await ctx.node.ensure_bound(self.user_id)
-                ctx.caps.announce(self.user_id, time.monotonic(), hello=shared)
-                # both read after the bind, side by side: one round trip of waiting
-                position, snapshot = await asyncio.gather(
-                    ctx.store.position(self.user_id), self._presence_snapshot()
-                )
+                # registers the stream in this step, the route's caps check's
+                opened = await ctx.node.seam.open(stream)
             except (BrokerUnavailable, StoreUnavailable) as exc:
                 log.warning(
                     "cannot serve %s now: %s", self.user_id, exc, extra={"user": self.user_id}
@@ -97,7 +94,9 @@ class StreamResponse(Response):
                 ctx.metrics.retry_later.inc()
                 await RetryLater()(scope, receive, send)
                 return
-            # Read after the bind: a revoke committed later reaches this stream live.
+            ctx.node.caps.announce(self.user_id, time.monotonic(), hello=opened.shared)
+            position = opened.position
+            # Read after the route: a revoke committed later reaches this stream live.
             if revoked(self.identity.iat, position.revoked_before):
                 ctx.metrics.auth_failures.inc()
                 log.info(
@@ -123,22 +122,24 @@ class StreamResponse(Response):
                     self.user_id,
                     extra={"user": self.user_id, "stream": stream.stream_id, "resumed": recovered},
                 )
-            await self._serve(stream, scope, receive, send, position.last_seq, snapshot, recovered)
+            try:
+                await self._serve(stream, scope, receive, send, opened, recovered)
+            except Exception:  # a bug: raised on, the server logs its traceback
+                stream.close(CloseReason.ERROR)
+                ctx.metrics.closes.labels(CloseReason.ERROR.value).inc()
+                raise
         finally:
-            ctx.metrics.connections.dec()
-            ctx.tokens.discard(stream)
-            if ctx.registry.remove(stream):
-                ctx.node.release(self.user_id)
-            ctx.caps.closed(self.user_id)
+            self._closed(stream)
 
-    async def _presence_snapshot(self) -> bytes | None:
-        """``presence:snapshot``: the peers online now, read after the bind (so
-        any later change reaches the stream live, after the snapshot)."""
-        settings = self.ctx.settings
-        if not settings.presence:
-            return None
-        online = await self.ctx.store.online_peers(self.user_id, settings.presence_max_members)
-        return render_event(None, "presence:snapshot", orjson.dumps({"online": online}))
+    def _closed(self, stream: Stream) -> None:
+        """Whatever ended the stream (a bug included), once: synchronous, so no
+        cancellation can cut it short."""
+        ctx = self.ctx
+        ctx.metrics.connections.dec()
+        ctx.tokens.discard(stream)
+        if ctx.node.seam.close(stream):
+            ctx.node.released(self.user_id)
+        ctx.node.caps.closed(self.user_id)
 
     async def _serve(
         self,
@@ -146,11 +147,11 @@ class StreamResponse(Response):
         scope: Scope,
         receive: Receive,
         send: Send,
-        stored_upto: int,
-        snapshot: bytes | None,
+        opened: Opened,
         resumed: bool,
     ) -> None:
         ctx = self.ctx
+        raw_send = scope.get(RAW_SEND, send)  # the response has started
         pump = Pump(
             stream,
             send,
@@ -159,28 +160,38 @@ class StreamResponse(Response):
             page=ctx.settings.replay_page,
             timeout=ctx.settings.write_timeout,
             receipts=ctx.node.receipts.report,
-            write=direct_writer(scope.get(RAW_SEND, send)),  # the response has started
+            write=direct_writer(raw_send),
             writes=ctx.writes,
         )
         try:
-            with closes_on_failure(stream):
+            async with pump.running(receive):
                 started = time.perf_counter()
-                await pump.sync(stored_upto, snapshot)  # the replay, in this task
+                with closes_on_failure(stream):  # the replay, in this task
+                    await pump.sync(opened.position.last_seq, opened.snapshot)
                 if resumed:
                     ctx.metrics.replay_seconds.observe(time.perf_counter() - started)
                     ctx.metrics.replay_events.observe(stream.replayed)
-                await pump.live_until_closed(receive)
+                await pump.live()
         finally:
-            await pump.stop()
             ctx.metrics.replayed_events.inc(stream.replayed)
         fields = {"user": stream.user_id, "stream": stream.stream_id, "reason": stream.closed}
         if log.isEnabledFor(logging.DEBUG):
             log.debug("stream %s closed (%s)", stream.stream_id, stream.closed, extra=fields)
         if stream.closed is not None:
             ctx.metrics.closes.labels(stream.closed.value).inc()
-        if stream.closed in (CloseReason.SLOW, CloseReason.WRITE_TIMEOUT):
+        if stream.closed in SLOW:
             log.info("closing slow client %s (%s)", stream.stream_id, stream.closed, extra=fields)
             ctx.metrics.slow_closes.inc()
+            abort = aborter(raw_send)
+            if abort is not None:
+                # At once, unsent bytes and all: a graceful close would wait for a
+                # client that stopped reading to take them, for as long as it likes.
+                abort()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1.0):  # the server sees it gone
+                        while (await receive())["type"] != "http.disconnect":
+                            pass
+                return
         if stream.closed is not CloseReason.DISCONNECT:
             # The output left, with a farewell event last (the client learns why);
             # then the end of the chunked body. A frozen client may never take it.
@@ -190,3 +201,7 @@ class StreamResponse(Response):
             with contextlib.suppress(TimeoutError, OSError):
                 async with asyncio.timeout(1.0):
                     await send({"type": "http.response.body", "body": last, "more_body": False})
+
+
+# closes for a client that does not take what it is sent: its connection is dropped
+SLOW = frozenset({CloseReason.SLOW, CloseReason.WRITE_TIMEOUT})

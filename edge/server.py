@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import logging
 import signal
 from types import FrameType
 
@@ -12,7 +13,10 @@ from fastapi import FastAPI
 from ssehub.config import Settings
 from ssehub.edge.context import EdgeContext
 from ssehub.edge.lifecycle import close_all, drain
+from ssehub.errors import SsehubError
 from ssehub.logs import uvicorn_log_config
+
+log = logging.getLogger("ssehub.edge")
 
 
 class EdgeServer(uvicorn.Server):
@@ -25,6 +29,9 @@ class EdgeServer(uvicorn.Server):
         self.app = app
         self._drain_seconds = settings.drain_seconds
         self._draining: asyncio.Task[None] | None = None
+        # what stopped the edge's background work, if anything did (edge/app.py)
+        self.failure: BaseException | None = None
+        app.state.fatal = self._fatal
         has = importlib.util.find_spec
         config = uvicorn.Config(
             app,
@@ -51,6 +58,17 @@ class EdgeServer(uvicorn.Server):
         else:
             close_all(ctx)
             super().handle_exit(sig, frame)
+
+    def _fatal(self, exc: BaseException) -> None:
+        """The edge's background work failed (a bug, or a setting the broker
+        refused): stop serving at once; the caller raises ``failure``."""
+        if not isinstance(exc, SsehubError):  # a bug: its traceback, once
+            log.critical("the edge's background work failed", exc_info=exc)
+        self.failure = exc
+        ctx = getattr(self.app.state, "edge", None)
+        if ctx is not None:
+            close_all(ctx)
+        self.should_exit = True
 
     async def _drain(self, ctx: EdgeContext) -> None:
         await drain(ctx, self._drain_seconds)

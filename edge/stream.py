@@ -29,7 +29,7 @@ class CloseReason(StrEnum):
     """Why a stream ended; also the ``reason`` label of the close counter."""
 
     DISCONNECT = "disconnect"  # the client went away
-    SLOW = "slow"  # unsent output passed the bound
+    SLOW = "slow"  # unsent output passed ``max_buffer``
     WRITE_TIMEOUT = "write-timeout"  # one write blocked too long
     DRAIN = "drain"  # the edge is shutting down
     STORE = "store"  # the store failed during a read
@@ -37,6 +37,7 @@ class CloseReason(StrEnum):
     TOKEN_REVOKED = "token-revoked"  # a control revoke covering the stream's token
     TOKEN_EXPIRED = "token-expired"  # the token's exp passed (edge/expiry.py)
     TOO_MANY_STREAMS = "too-many-streams"  # over the per-user cap (edge/caps.py)
+    ERROR = "error"  # a bug in the edge (logged with its traceback)
 
 
 def goodbye(reason: str) -> bytes:
@@ -65,12 +66,12 @@ class Stream:
         "_receipts",
         "_syncing",
         "_taken",
-        "bound",
         "closed",
         "cursor",
         "events_out",
         "expires_at",
         "issued_at",
+        "max_buffer",
         "notify",
         "replayed",
         "stream_id",
@@ -79,14 +80,15 @@ class Stream:
     )
 
     def __init__(
-        self, user_id: str, stream_id: str, bound: int, issued_at: float | None = None
+        self, user_id: str, stream_id: str, max_buffer: int, issued_at: float | None = None
     ) -> None:
         self.user_id = user_id
         self.issued_at = issued_at  # the token's ``iat``: a revoke covers it or not
         # the ``connectionId`` of the contract's ``connected``; its order is the
         # streams' open order (edge/caps.py)
         self.stream_id = stream_id
-        self.bound = bound
+        # unsent output + held events past this many bytes: a slow client
+        self.max_buffer = max_buffer
         self.expires_at: float | None = None  # the token's exp (edge/expiry.py)
         self.token_bucket: set[Stream] | None = None  # the expiry wheel's bucket holding it
         self.cursor = 0
@@ -114,7 +116,7 @@ class Stream:
         if self._syncing or self._need_sync:
             self._held.append((seq, sse))
             self._held_bytes += len(sse)
-            self._check_bound()
+            self._check_limit()
         elif not self._accept(seq, sse):
             self._held.append((seq, sse))
             self._held_bytes += len(sse)
@@ -146,7 +148,7 @@ class Stream:
         """Close with a last (ephemeral) event that says why: written before the
         stream ends, whatever the replay or held events are doing."""
         if self.closed is None:
-            self._push(sse, check=False)  # not bounded: the stream ends anyway
+            self._push(sse, check=False)  # not limited: the stream ends anyway
             self.close(reason)
 
     def close(self, reason: CloseReason) -> None:
@@ -181,9 +183,9 @@ class Stream:
         prologue: bytes | None = None,
     ) -> None:
         """Write every stored event after the cursor, then the held live ones.
-        ``stored_upto``: the user's last number as read *after* binding; when the
+        ``stored_upto``: the user's last number as read *after* routing; when the
         cursor is already there, nothing stored can be missing (anything newer is
-        published after the bind, so it is held) and the first read is skipped.
+        published after the route, so it is held) and the first read is skipped.
         ``prologue``: written after the first replay, before the held events
         (``presence:snapshot``). Raises StoreUnavailable; the caller closes the
         stream and the client resumes from its cursor."""
@@ -197,7 +199,7 @@ class Stream:
                 reads += 1
                 for seq, sse, receipt, key in rows:
                     if seq > self.cursor:
-                        # Replay is paced by flush() per page, not by the live bound.
+                        # Replay is paced by flush() per page, not by the live limit.
                         self._push(sse, check=False)
                         self.cursor = seq
                         self.replayed += 1
@@ -251,11 +253,11 @@ class Stream:
         if count:
             self.events_out += 1
         if check:
-            self._check_bound()
+            self._check_limit()
         self.notify()
 
-    def _check_bound(self) -> None:
-        if self._out_bytes + self._held_bytes > self.bound:
+    def _check_limit(self) -> None:
+        if self._out_bytes + self._held_bytes > self.max_buffer:
             self.close(CloseReason.SLOW)
 
 

@@ -18,11 +18,24 @@ import aio_pika
 import aiormq.exceptions
 from aio_pika.abc import AbstractChannel, AbstractConnection
 from ssehub.backoff import Backoff
+from ssehub.errors import BrokerUnavailable
 from yarl import URL
 
 log = logging.getLogger("ssehub.amqp")
 
 Setup = Callable[[AbstractConnection], Awaitable[None]]
+
+# What a broker link can do to us that a reconnect repairs: the broker closing a
+# connection or channel (aiormq's AMQPError tree), a channel used after it
+# closed, the network (ConnectionError, OSError, TimeoutError) and our own
+# BrokerUnavailable. Anything else (an AttributeError, a ConfigError) is a bug
+# or a wrong setting: retrying it forever would hide it.
+BROKER_ERRORS: tuple[type[BaseException], ...] = (
+    aiormq.exceptions.AMQPError,
+    aiormq.exceptions.ChannelInvalidStateError,
+    OSError,  # ConnectionError and TimeoutError are OSErrors
+    BrokerUnavailable,
+)
 Lost = Callable[[], Awaitable[None]]
 
 
@@ -119,8 +132,10 @@ class AmqpSupervisor:
                 await self.connection.close()
 
     async def run(self) -> None:
-        """Run until cancelled or closed; never raises for broker trouble.
-        Each failed attempt logs one line saying why."""
+        """Run until cancelled or closed. Broker trouble (``BROKER_ERRORS``) is
+        logged in one line saying why and retried with backoff; anything else
+        raised by the connect or the owner's ``setup`` ends the run with it (the
+        process fails, and says why once)."""
         backoff = Backoff(0.1, self._max_delay)
         while not self._closing:
             connection: AbstractConnection | None = None
@@ -140,9 +155,7 @@ class AmqpSupervisor:
                 if self._closing:
                     break
                 log.warning("%s: lost the RabbitMQ connection; reconnecting", self._name)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
+            except BROKER_ERRORS as exc:
                 log.warning(
                     "%s: %s; retrying in %.1fs",
                     self._name,

@@ -15,6 +15,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
+from ssehub.errors import SsehubError
+
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
@@ -36,21 +38,38 @@ class Coalescer(Generic[K, V]):
         return await answer
 
     async def _rounds(self) -> None:
+        wanted: dict[K, list[asyncio.Future[V]]] = {}
         try:
             while self._wanted:
                 wanted, self._wanted = self._wanted, {}
                 try:
                     found = await self._fetch(list(wanted))
                 except Exception as exc:
-                    for answers in wanted.values():
-                        for answer in answers:
-                            if not answer.done():  # its caller may have gone
-                                answer.set_exception(exc)
+                    _fail(wanted, exc)
                     continue
                 for key, answers in wanted.items():
                     value = found.get(key, self._missing)
                     for answer in answers:
                         if not answer.done():
                             answer.set_result(value)
+        except BaseException:
+            # Cancelled (its owner is stopping) or worse: no caller may be left
+            # waiting for a round that will never run.
+            gone = RoundCancelled("the round was cancelled before it answered")
+            _fail(wanted, gone)
+            _fail(self._wanted, gone)
+            self._wanted = {}
+            raise
         finally:
             self._round = None
+
+
+class RoundCancelled(SsehubError):
+    """A coalesced round was cancelled before it answered (its owner stopped)."""
+
+
+def _fail(wanted: dict[K, list[asyncio.Future[V]]], exc: BaseException) -> None:
+    for answers in wanted.values():
+        for answer in answers:
+            if not answer.done():  # its caller may have gone
+                answer.set_exception(exc)

@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     # -- dispatcher ---------------------------------------------------------
     # the same in every process of a deployment
     delivery: Delivery = "nodes"
+    # users and conversations are split over this many dispatch partitions
+    # (ssehub.partition); fixed for a deployment
+    partitions: int = Field(default=1, ge=1, le=1024)
     batch_size: int = Field(default=500, ge=1)
     # Deliveries per sse.deliver message (ssehub.pack); 1: one message each.
     pack_deliveries: int = Field(default=256, ge=1, le=4096)

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 
 import aiormq
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue, ExchangeType
 from pamqp.common import FieldTable
-from ssehub.config import Delivery, QueueType
-from ssehub.errors import ConfigError
+from ssehub.config import QueueType
+from ssehub.errors import ConfigError, SsehubError
 from ssehub.fastpath.marshal import Publish
 
 ERROR_HEADER = "x-ssehub-error"  # on sse.dead messages: why it was rejected
@@ -79,13 +80,17 @@ def dispatcher_queues(queue_type: QueueType = "classic") -> tuple[QueueSpec, ...
     )
 
 
-def edge_queue(node_id: str, delivery: Delivery = "bindings") -> QueueSpec:
+def node_bindings(node_id: str) -> tuple[tuple[ExchangeSpec, str], ...]:
+    """Per-node delivery: a node queue is bound by its node id and by ALL_NODES."""
+    return ((NODES, node_id), (NODES, ALL_NODES))
+
+
+def edge_queue(node_id: str, bindings: tuple[tuple[ExchangeSpec, str], ...] = ()) -> QueueSpec:
     """One queue per edge process. Exclusive: RabbitMQ deletes it, with all its
     bindings, the moment the process's connection goes away, so a killed edge
     leaves no orphan behind. Classic whatever the vhost's default queue type:
-    quorum queues cannot be exclusive. Per-user bindings are the edge's
-    (edge/node.py); per-node delivery needs only these two."""
-    bindings = ((NODES, node_id), (NODES, ALL_NODES)) if delivery != "bindings" else ()
+    quorum queues cannot be exclusive. ``bindings``: the delivery design's
+    (edge/routing.py); per-user bindings are added while the edge runs."""
     return QueueSpec(
         f"ssehub.edge.{node_id}",
         durable=False,
@@ -162,11 +167,13 @@ PRESENCE_PROPERTIES = aiormq.spec.Basic.Properties(headers={PRESENCE_HEADER: 1})
 ROUTE_PROPERTIES = aiormq.spec.Basic.Properties(headers={ROUTE_HEADER: 1})
 
 
-def route_message(node_id: str, ref: int, ops: list[tuple[str, bool]]) -> Publish:
-    """Edge → dispatcher, into the dispatch queue: a round of joins (True) and
-    leaves, in order; the dispatcher answers ``joined`` with ``ref``."""
+def route_message(
+    node_id: str, ref: int, ops: list[tuple[str, bool]], queue: str = DISPATCH.name
+) -> Publish:
+    """Edge → dispatcher, into the dispatch ``queue``: a round of joins (True)
+    and leaves, in order; the dispatcher answers ``joined`` with ``ref``."""
     body = {"node": node_id, "ref": ref, "ops": [[user, 1 if join else 0] for user, join in ops]}
-    return Publish("", DISPATCH.name, orjson.dumps(body), ROUTE_PROPERTIES)
+    return Publish("", queue, orjson.dumps(body), ROUTE_PROPERTIES)
 
 
 # sse.deliver messages: body = the event's SSE bytes, ready to write as is (its ``id:`` line
@@ -175,23 +182,29 @@ def route_message(node_id: str, ref: int, ops: list[tuple[str, bool]]) -> Publis
 # Shared, immutable: built once.
 DELIVERY_PROPERTIES = aiormq.spec.Basic.Properties()
 
-# Deliveries that ask more of an edge than writing them carry a header naming
-# it: "receipt" (report the event once written; NOTICE_KEY holds its id),
-# "control" (the body is a control op's JSON, for the user's streams) or "caps".
-NOTICE_HEADER = "x-ssehub-notice"
-NOTICE_KEY = "x-ssehub-key"
-CONTROL_PROPERTIES = aiormq.spec.Basic.Properties(headers={NOTICE_HEADER: "control"})
-# "caps": an edge's streams of the user, for the per-user stream cap (edge/caps.py)
-CAPS_PROPERTIES = aiormq.spec.Basic.Properties(headers={NOTICE_HEADER: "caps"})
-# Dispatcher → one node (SSEHUB_DELIVERY=nodes): "joined" answers a route
-# message (body {"ref", "shared"}); "resync": join every user again, then
-# re-read every stream from the store (the dispatcher lost its table).
-JOINED_PROPERTIES = aiormq.spec.Basic.Properties(headers={NOTICE_HEADER: "joined"})
-RESYNC_PROPERTIES = aiormq.spec.Basic.Properties(headers={NOTICE_HEADER: "resync"})
+NOTICE_HEADER = "x-ssehub-notice"  # a delivery that asks more of an edge: its Notice
+NOTICE_KEY = "x-ssehub-key"  # on a receipt notice: the event's idempotency key
 
 
-def receipt_properties(key: str | None, user: str | None = None) -> aiormq.spec.Basic.Properties:
-    headers: FieldTable = {NOTICE_HEADER: "receipt"}
+class Notice(StrEnum):
+    """What an edge must do with a delivery besides writing it (``NOTICE_HEADER``)."""
+
+    RECEIPT = "receipt"  # an event: report a receipt once written (``NOTICE_KEY``: its key)
+    CONTROL = "control"  # the body is a control op's JSON, for the user's streams
+    CAPS = "caps"  # an edge's streams of the user, for the stream cap (edge/caps.py)
+    # dispatcher → one node (per-node delivery): a round of joins applied (body
+    # {"ref", "shared"}); and "join every user again, then re-read every stream"
+    # (the dispatcher's table is new)
+    JOINED = "joined"
+    RESYNC = "resync"
+
+
+def notice_properties(
+    notice: Notice, key: str | None = None, user: str | None = None
+) -> aiormq.spec.Basic.Properties:
+    """The properties of a notice; ``user`` when the routing key is a node's, not
+    the user's."""
+    headers: FieldTable = {NOTICE_HEADER: notice.value}
     if key is not None:
         headers[NOTICE_KEY] = key
     if user is not None:
@@ -199,9 +212,21 @@ def receipt_properties(key: str | None, user: str | None = None) -> aiormq.spec.
     return aiormq.spec.Basic.Properties(headers=headers)
 
 
-def notice_properties(notice: str, key: str | None, user: str) -> aiormq.spec.Basic.Properties:
-    """A notice for one node: ``notice`` for ``user`` (named in USER_HEADER,
-    the routing key being the node's)."""
-    if notice == "receipt":
-        return receipt_properties(key, user)
-    return aiormq.spec.Basic.Properties(headers={NOTICE_HEADER: notice, USER_HEADER: user})
+def notice_of(headers: FieldTable) -> Notice | None:
+    """The notice a delivery's headers name, None for none. Raises UnknownNotice
+    for one this version does not know (a newer peer's): never written to a
+    client as if it were an event."""
+    value = headers.get(NOTICE_HEADER)
+    if value is None:
+        return None
+    try:
+        return Notice(value.decode() if isinstance(value, bytes) else str(value))
+    except ValueError:
+        raise UnknownNotice(value) from None
+
+
+class UnknownNotice(SsehubError):
+    """A delivery names a notice this version does not know."""
+
+
+CAPS_PROPERTIES = notice_properties(Notice.CAPS)  # shared, immutable: built once

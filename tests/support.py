@@ -140,7 +140,7 @@ async def running_edge(settings: Settings) -> AsyncIterator[tuple[str, FastAPI]]
     app = create_app(settings)
     async with serve(app) as url:
         async with asyncio.timeout(15):
-            await app.state.edge.node.supervisor.ready.wait()
+            await app.state.edge.node.link.supervisor.ready.wait()
         yield url, app
 
 

@@ -132,11 +132,11 @@ async def test_disconnect_releases_binding(stack: Stack) -> None:
         await connected(c1)
         async with open_stream(stack.edge, stack.token(user)) as (_, c2):
             await connected(c2)
-            assert user in node._bound
+            assert user in node.seam.routed
         # one stream left: still bound
         await _eventually(lambda: len([c for c in registry.streams() if c.user_id == user]) == 1)
-        assert user in node._bound
-    await _eventually(lambda: user not in node._bound and not registry.has_user(user))
+        assert user in node.seam.routed
+    await _eventually(lambda: user not in node.seam.routed and not registry.has_user(user))
 
 
 async def _eventually(cond, timeout: float = 2.0) -> None:  # type: ignore[no-untyped-def]

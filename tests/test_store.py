@@ -59,8 +59,8 @@ async def test_sequences_are_per_user_and_gap_free(engine: AsyncEngine) -> None:
     d1 = await store.commit_batch([ev(a, 1), ev(b, 1), ev(a, 2)])
     d2 = await store.commit_batch([ev(a, 3), ev(a, "t", ephemeral=True)])
     assert [(d.user_id, d.seq) for d in d1 + d2] == [(a, 1), (b, 1), (a, 2), (a, 3), (a, None)]
-    assert d1[0].sse == b"id: 1\nevent: e\ndata: 1\n\n"
-    assert d2[-1].sse == b"event: e\ndata: t\n\n"
+    assert d1[0].body == b"id: 1\nevent: e\ndata: 1\n\n"
+    assert d2[-1].body == b"event: e\ndata: t\n\n"
     reader = EventStore(engine)
     assert await reader.position(a) == Position(3, 0)
     assert await reader.position(uid()) == Position(0, 0)
@@ -102,7 +102,7 @@ async def test_dedupe_republishes_and_expires(engine: AsyncEngine) -> None:
     assert [d.seq for d in first] == [1]
     # a redelivery: no new event, but the stored event goes out again
     again = await store.commit_batch([ev(a, 1, key=key)])
-    assert [(d.seq, d.sse) for d in again] == [(1, first[0].sse)]
+    assert [(d.seq, d.body) for d in again] == [(1, first[0].body)]
     assert (await EventStore(engine).position(a)).last_seq == 1
     clock.now += 101  # past the window: the key is forgotten
     later = await store.commit_batch([ev(a, 1, key=key)])

@@ -47,7 +47,7 @@ async def demo(broker_url: str, tmp_path_factory: pytest.TempPathFactory) -> Asy
         add_demo_routes(app, settings, publisher)
         try:
             async with serve(app) as url:
-                await app.state.edge.node.supervisor.ready.wait()
+                await app.state.edge.node.link.supervisor.ready.wait()
                 yield url
         finally:
             await publisher.close()

@@ -99,3 +99,23 @@ async def test_a_cancelled_caller_does_not_break_the_round() -> None:
     assert source.rounds == [["a", "b"]]
     assert await asyncio.wait_for(co.get("a"), WAIT) == 1
     assert source.rounds == [["a", "b"], ["a"]]
+
+
+async def test_a_cancelled_round_wakes_its_waiters_and_the_next_rounds_with_an_error() -> None:
+    from ssehub.coalesce import RoundCancelled
+
+    source = Source({"a": 1, "b": 2})
+    source.gate = asyncio.Event()  # the first round never finishes by itself
+    coalescer: Coalescer[str, int] = Coalescer(source.fetch, 0)
+    first = asyncio.ensure_future(coalescer.get("a"))
+    async with asyncio.timeout(WAIT):
+        await source.entered.wait()
+    second = asyncio.ensure_future(coalescer.get("b"))  # waits for the next round
+    await asyncio.sleep(0)  # wait-ok: one turn, so that "b" is queued
+    assert coalescer._round is not None
+    coalescer._round.cancel()
+    for waiter in (first, second):
+        with pytest.raises(RoundCancelled):
+            async with asyncio.timeout(WAIT):
+                await waiter
+    assert await coalescer.get("b") == 2  # a later request starts a new round

@@ -16,6 +16,7 @@ from ssehub.dispatcher.routes import NodePacks, RouteOp, Routes, joined_body, pa
 from ssehub.dispatcher.sequence import Delivery
 from ssehub.errors import InvalidMessage
 from ssehub.fastpath.marshal import Publish
+from ssehub.topology import Notice
 
 
 def op(node: str, *ops: tuple[str, bool], ref: int = 1) -> RouteOp:
@@ -84,11 +85,11 @@ def test_a_notice_travels_alone_after_its_nodes_earlier_deliveries() -> None:
     packs.add(
         [
             Delivery("a", 1, b"id: 1\n\n"),
-            Delivery("a", 2, b"id: 2\n\n", "receipt", "k-2"),
+            Delivery("a", 2, b"id: 2\n\n", Notice.RECEIPT, "k-2"),
             Delivery("a", 3, b"id: 3\n\n"),
         ]
     )
-    packs.send("n1", joined_body(7, []), topology.JOINED_PROPERTIES)
+    packs.send("n1", joined_body(7, []), topology.notice_properties(Notice.JOINED))
     out = packs.finish(0)
     assert [m.routing_key for m in out] == ["n1"] * 4
     assert records(out[0]) == [("a", b"id: 1\n\n")]
@@ -157,7 +158,7 @@ def test_intake_sorts_an_edges_signals_and_dead_letters_bad_ones() -> None:
         0.0,
     )
     assert intake.routes == [RouteOp("n1", 3, (("a", True), ("b", False)))]
-    assert intake.notices == [Delivery("a", None, caps, "caps")]
+    assert intake.notices == [Delivery("a", None, caps, Notice.CAPS)]
     assert [d.reason for d in intake.dead] == [
         "route: malformed ('node')",
         "unknown message in the dispatch queue",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from ssehub.dispatcher.expand import Fanout
 from ssehub.dispatcher.sequence import Delivery, assign, stored_rows
+from ssehub.topology import Notice
 
 from tests.unit.dispatcher.messages import event
 
@@ -30,7 +31,7 @@ def test_numbers_run_on_within_a_batch_in_order() -> None:
     last: dict[str, int] = {}
     fanouts = [Fanout(event("user.u", name, i), ("u",)) for i, name in enumerate("xyz")]
     deliveries = assign(fanouts, last)
-    assert [(d.seq, d.sse) for d in deliveries] == [
+    assert [(d.seq, d.body) for d in deliveries] == [
         (1, b"id: 1\nevent: x\ndata: 0\n\n"),
         (2, b"id: 2\nevent: y\ndata: 1\n\n"),
         (3, b"id: 3\nevent: z\ndata: 2\n\n"),
@@ -59,7 +60,7 @@ def test_ephemeral_events_get_no_number_and_are_not_stored() -> None:
 
 def test_a_receipt_event_is_stored_with_its_flag_and_delivered_as_a_notice() -> None:
     deliveries = assign([Fanout(event("user.a", "m", 1, id="r1", receipt=True), ("a",))], {})
-    assert deliveries == [Delivery("a", 1, b"id: 1\nevent: m\ndata: 1\n\n", "receipt", "r1")]
+    assert deliveries == [Delivery("a", 1, b"id: 1\nevent: m\ndata: 1\n\n", Notice.RECEIPT, "r1")]
     assert stored_rows(deliveries, 2.0) == [
         ("a", 1, "id: 1\nevent: m\ndata: 1\n\n", "r1", 2.0, True)
     ]

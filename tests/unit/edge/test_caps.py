@@ -9,19 +9,18 @@ from ssehub.edge.caps import StreamCaps
 from ssehub.edge.registry import Registry
 from ssehub.edge.response import stream_id
 from ssehub.edge.stream import FAREWELLS, CloseReason, Stream
-from ssehub.fastpath.marshal import Publish
-from ssehub.topology import NOTICE_HEADER
 
 
 class Edge:
     """One edge's caps with its published notices collected."""
 
     def __init__(self, node: str, cap: int = 2, heartbeat: float = 10) -> None:
-        self.sent: list[Publish] = []
+        self.sent: list[tuple[str, bytes]] = []  # (user, notice), as handed to the routing
         self.registry = Registry()
-        self.caps = StreamCaps(
-            node, cap, heartbeat, self.registry.streams_of, self.sent.append, 0.0
-        )
+        self.caps = StreamCaps(node, cap, heartbeat, self.registry.streams_of, self._publish, 0.0)
+
+    def _publish(self, user: str, body: bytes) -> None:
+        self.sent.append((user, body))
 
     def open(self, user: str, sid: str, now: float = 0.0) -> Stream:
         stream = Stream(user, sid, 1 << 20)
@@ -36,7 +35,7 @@ class Edge:
         self.caps.closed(stream.user_id)
 
     def docs(self) -> list[dict[str, object]]:
-        out = [orjson.loads(p.body) for p in self.sent]
+        out = [orjson.loads(body) for _, body in self.sent]
         self.sent.clear()
         return out
 
@@ -44,11 +43,10 @@ class Edge:
 def relay(src: Edge, *dst: Edge, now: float = 0.0) -> None:
     """Deliver what ``src`` published to ``dst`` (what RabbitMQ does)."""
     sent, src.sent[:] = list(src.sent), []
-    for p in sent:
-        assert p.exchange == "sse.deliver"
-        assert p.properties.headers == {NOTICE_HEADER: "caps"}
+    for user, body in sent:
+        assert orjson.loads(body)["user"] == user
         for edge in dst:
-            edge.caps.receive(p.body, now)
+            edge.caps.receive(body, now)
 
 
 def test_local_cap() -> None:

@@ -10,13 +10,20 @@ from collections.abc import Callable
 import orjson
 import pytest
 from ssehub import topology
-from ssehub.edge.joins import Joiner
+from ssehub.edge.joins import Joiner, parse_joined
 from ssehub.errors import BrokerUnavailable
 from ssehub.fastpath.marshal import Publish
 
 
 def answer(ref: int, shared: list[str]) -> bytes:
     return orjson.dumps({"ref": ref, "shared": shared})
+
+
+def answered(joiner: Joiner, body: bytes) -> None:
+    """A ``joined`` notice reaching the joiner (edge/routing.py: ``answered``)."""
+    parsed = parse_joined(body)
+    if parsed is not None:
+        joiner.resolve(*parsed)
 
 
 async def until(cond: Callable[[], object]) -> None:
@@ -44,15 +51,15 @@ async def test_requests_made_while_a_round_waits_share_the_next_round() -> None:
     assert orjson.loads(sent[0].body) == {"node": "n1", "ref": 1, "ops": [["a", 1]]}
     assert joiner.waited(float("inf")) > 0
 
-    joiner.answered(answer(99, []))  # not ours (an earlier link's round): ignored
-    joiner.answered(b"garbage")
+    answered(joiner, answer(99, []))  # not ours (an earlier link's round): ignored
+    answered(joiner, b"garbage")
     await one_turn()
     assert not first.done()
-    joiner.answered(answer(1, []))
+    answered(joiner, answer(1, []))
     assert await first is False
     await until(lambda: len(sent) >= 2)
     assert orjson.loads(sent[1].body) == {"node": "n1", "ref": 2, "ops": [["b", 1], ["c", 0]]}
-    joiner.answered(answer(2, ["b"]))  # another edge holds b too
+    answered(joiner, answer(2, ["b"]))  # another edge holds b too
     assert await asyncio.gather(*rest) == [True, False]
     assert joiner.waited(float("inf")) == 0
 
@@ -84,8 +91,8 @@ async def test_a_late_answer_to_an_earlier_links_round_resolves_nothing() -> Non
     pending = asyncio.ensure_future(new.apply("b", True))
     await until(lambda: sent)
     assert orjson.loads(sent[0].body)["ref"] == 2
-    new.answered(answer(1, []))  # the old link's round, answered late
+    answered(new, answer(1, []))  # the old link's round, answered late
     await one_turn()
     assert not pending.done()
-    new.answered(answer(2, []))
+    answered(new, answer(2, []))
     assert await pending is False

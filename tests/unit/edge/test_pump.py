@@ -1,5 +1,5 @@
-"""ssehub.edge.pump: running a coroutine inline until it first suspends; the
-write round that runs every pump with output in one callback."""
+"""ssehub.edge.pump: the write round that runs every pump with output in one
+callback; a stream's tasks owned by its task group."""
 
 from __future__ import annotations
 
@@ -7,41 +7,12 @@ import asyncio
 from typing import Any, cast
 
 import pytest
-from ssehub.edge.pump import Pump, WriteRound, start
+from ssehub.edge.metrics import EdgeMetrics
+from ssehub.edge.pump import Pump, WriteRound
+from ssehub.edge.stream import CloseReason, Stream
+from ssehub.storage.store import EventStore
 
-
-async def test_start_runs_a_coroutine_until_it_suspends() -> None:
-    log: list[str] = []
-
-    async def quick() -> None:
-        log.append("quick")
-
-    gate = asyncio.Event()
-
-    async def blocked() -> None:
-        log.append("before")
-        await gate.wait()
-        log.append("after")
-
-    assert start(quick()) is None
-    rest = start(blocked())
-    assert rest is not None and log == ["quick", "before"]
-    task = asyncio.ensure_future(rest)
-    gate.set()
-    await asyncio.wait_for(task, 5)
-    assert log == ["quick", "before", "after"]
-
-    # a cancelled remainder cancels the coroutine, which can clean up
-    gate.clear()
-    rest = start(blocked())
-    assert rest is not None
-    task = asyncio.ensure_future(rest)
-    # one loop turn, so the task starts and the throw reaches the coroutine
-    await asyncio.sleep(0)  # wait-ok: one loop turn
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert log[-1] == "before"
+from tests.unit.edge.streams import FakeStore, sse
 
 
 class FakePump:
@@ -82,3 +53,121 @@ async def test_a_write_round_runs_every_pump_once_in_order_in_one_callback(
     writes.add(cast(Pump, FakePump("d", log)))  # the next iteration's round
     await asyncio.sleep(0)  # wait-ok: one loop turn
     assert log[-1] == "d"
+
+
+# -- a stream's tasks: owned by its task group --------------------------------
+class Client:
+    """The ASGI side of one stream: what was sent, and a receive() that waits
+    until the test says the client left."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+        self.gone = asyncio.Event()
+        self.block: asyncio.Event | None = None  # set: send waits for it (a full socket)
+        self.fail: BaseException | None = None
+
+    async def send(self, message: Any) -> None:
+        if self.fail is not None:
+            raise self.fail
+        if self.block is not None:
+            await self.block.wait()
+        self.sent.append(message.get("body", b""))
+
+    async def receive(self) -> Any:
+        await self.gone.wait()
+        return {"type": "http.disconnect"}
+
+
+def make_pump(client: Client, write: Any = None) -> tuple[Stream, Pump]:
+    stream = Stream("u1", "s1", 1 << 20)
+    stream.cursor = 0
+    pump = Pump(
+        stream,
+        client.send,
+        cast(EventStore, FakeStore()),
+        EdgeMetrics(),
+        page=10,
+        timeout=5,
+        write=write,
+    )
+    return stream, pump
+
+
+async def serve(pump: Pump, client: Client) -> None:
+    async with pump.running(client.receive):
+        await pump.sync(0)
+        await pump.live()
+
+
+async def test_closing_from_our_side_ends_every_task_of_the_stream_and_not_the_owner() -> None:
+    client = Client()
+    stream, pump = make_pump(client)
+    before = len(asyncio.all_tasks())
+    owner = asyncio.ensure_future(serve(pump, client))
+    await asyncio.sleep(0)  # wait-ok: one turn, the stream is live
+    stream.offer(1, sse(1))  # no direct writer: the write goes to a task of the group
+    async with asyncio.timeout(5):
+        while not client.sent:
+            await asyncio.sleep(0)  # wait-ok: the writer task's turn
+    stream.close(CloseReason.SLOW)
+    async with asyncio.timeout(5):
+        await owner  # returns: the owner was not cancelled, no uncancel anywhere
+    assert client.sent == [sse(1)]
+    assert len(asyncio.all_tasks()) == before  # the watch and the writer are gone
+
+
+async def test_a_client_leaving_closes_the_stream() -> None:
+    client = Client()
+    stream, pump = make_pump(client)
+    owner = asyncio.ensure_future(serve(pump, client))
+    await asyncio.sleep(0)  # wait-ok: one turn, the stream is live
+    client.gone.set()
+    async with asyncio.timeout(5):
+        await owner
+    assert stream.closed is CloseReason.DISCONNECT
+
+
+async def test_a_write_waiting_for_a_full_socket_is_cancelled_with_the_stream() -> None:
+    client = Client()
+    client.block = asyncio.Event()  # the socket never drains
+    stream, pump = make_pump(client, write=lambda _chunk: False)  # full: ASGI must wait
+    owner = asyncio.ensure_future(serve(pump, client))
+    await asyncio.sleep(0)  # wait-ok: one turn, the stream is live
+    stream.offer(1, sse(1))
+    await asyncio.sleep(0)  # wait-ok: the write round hands the chunk to a task
+    await asyncio.sleep(0)  # wait-ok: ... which starts waiting
+    assert pump._busy is not None
+    busy = pump._busy
+    stream.close(CloseReason.DRAIN)
+    async with asyncio.timeout(5):
+        await owner
+    assert busy.cancelled()
+
+
+async def test_a_bug_in_the_writer_task_is_raised_not_taken_for_a_disconnect() -> None:
+    client = Client()
+    client.fail = RuntimeError("a bug")
+    stream, pump = make_pump(client, write=lambda _chunk: False)
+    owner = asyncio.ensure_future(serve(pump, client))
+    await asyncio.sleep(0)  # wait-ok: one turn, the stream is live
+    stream.offer(1, sse(1))
+    with pytest.raises(ExceptionGroup) as raised:
+        async with asyncio.timeout(5):
+            await owner
+    assert raised.group_contains(RuntimeError, match="a bug")
+    assert stream.closed is not CloseReason.DISCONNECT
+
+
+async def test_a_bug_in_a_direct_write_closes_its_stream_as_an_error() -> None:
+    client = Client()
+
+    def broken(_chunk: bytes) -> bool:
+        raise RuntimeError("a bug")
+
+    stream, pump = make_pump(client, write=broken)
+    owner = asyncio.ensure_future(serve(pump, client))
+    await asyncio.sleep(0)  # wait-ok: one turn, the stream is live
+    stream.offer(1, sse(1))
+    async with asyncio.timeout(5):
+        await owner
+    assert stream.closed is CloseReason.ERROR

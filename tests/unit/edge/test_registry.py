@@ -9,7 +9,7 @@ from tests.unit.edge.streams import live, sse
 
 
 def stream(user: str, n: int) -> Stream:
-    return Stream(user, f"{user}-c{n}", bound=1 << 20)
+    return Stream(user, f"{user}-c{n}", max_buffer=1 << 20)
 
 
 def test_first_and_last_stream_of_a_user() -> None:

@@ -15,7 +15,7 @@ from tests.unit.edge.streams import FakeStore, Writer, live, sse, sync
 
 @pytest.fixture
 def stream() -> Stream:
-    return Stream("u1", "c-1", bound=1 << 20)
+    return Stream("u1", "c-1", max_buffer=1 << 20)
 
 
 @pytest.fixture
@@ -219,7 +219,7 @@ async def test_pings_are_not_events(stream: Stream) -> None:
 
 async def test_unsent_output_past_the_bound_closes_slow() -> None:
     size = len(sse(1))
-    stream = Stream("u1", "c-1", bound=2 * size)
+    stream = Stream("u1", "c-1", max_buffer=2 * size)
     await live(stream)
     stream.offer(1, sse(1))
     stream.offer(2, sse(2))
@@ -232,7 +232,7 @@ async def test_unsent_output_past_the_bound_closes_slow() -> None:
 
 async def test_taking_the_output_makes_room() -> None:
     size = len(sse(1))
-    stream = Stream("u1", "c-1", bound=size)
+    stream = Stream("u1", "c-1", max_buffer=size)
     await live(stream)
     for seq in range(1, 6):
         stream.offer(seq, sse(seq))
@@ -241,7 +241,7 @@ async def test_taking_the_output_makes_room() -> None:
 
 
 async def test_held_events_count_toward_the_bound() -> None:
-    stream = Stream("u1", "c-1", bound=len(sse(1)))
+    stream = Stream("u1", "c-1", max_buffer=len(sse(1)))
     stream.offer(1, sse(1))  # held: the first sync has not run
     assert stream.closed is None
     stream.offer(2, sse(2))
@@ -249,7 +249,7 @@ async def test_held_events_count_toward_the_bound() -> None:
 
 
 async def test_replay_is_not_bounded_by_the_live_bound() -> None:
-    stream = Stream("u1", "c-1", bound=len(sse(1)))
+    stream = Stream("u1", "c-1", max_buffer=len(sse(1)))
     writer = Writer(stream)
     await sync(stream, FakeStore(range(1, 4)), 10, writer.flush)
     assert writer.flushes == [(sse(1) + sse(2) + sse(3), 3)]

@@ -1,4 +1,4 @@
-"""ssehub.edge.transport on a real uvicorn: chunks written past ASGI interleave
+"""ssehub.fastpath.transport on a real uvicorn: chunks written past ASGI interleave
 with ASGI's own, byte for byte as HTTP/1.1 chunked encoding; a full socket is
 left to ASGI; anything but uvicorn's httptools cycle gets no writer.
 
@@ -14,7 +14,7 @@ from typing import Any, cast
 
 import pytest
 from fastapi import FastAPI
-from ssehub.edge.transport import NEEDED, direct_writer
+from ssehub.fastpath.transport import NEEDED, direct_writer
 from starlette.types import Message, Receive, Scope, Send
 
 from tests.support import serve
@@ -77,7 +77,7 @@ async def test_direct_chunks_interleave_with_asgi_ones(server: Any) -> None:
         write = direct_writer(send)
         assert write is not None, (
             "uvicorn's httptools RequestResponseCycle no longer has all of "
-            f"{NEEDED} (and flow.write_paused): ssehub.edge.transport needs updating"
+            f"{NEEDED} (and flow.write_paused): ssehub.fastpath.transport needs updating"
         )
         assert write(b"id: 1\ndata: one\n\n")
         await send(body(b"id: 2\ndata: two\n\n"))

@@ -1,4 +1,5 @@
-"""Writing a live stream's chunks straight to uvicorn's transport.
+"""Writing a live stream's chunks straight to uvicorn's transport, and
+aborting the connection of a client that stopped reading.
 
 A live write is one chunk to one socket, and an edge does tens of thousands
 a second (a 1,000-member conversation event is 1,000 of them). Through ASGI
@@ -17,6 +18,15 @@ without the coroutine, for uvicorn's httptools cycle only:
 - a full socket (``write_paused``) is left to ASGI's ``send``, which waits
   for the drain under the write timeout; the headers, the replay and the
   last chunk always go through ASGI.
+
+``aborter`` gives the way to drop a connection at once, its unsent bytes
+with it (``transport.abort()``: an RST, not a close that waits to flush what a
+client that stopped reading will never take). The server then sees the
+client gone and does not complain that the response never completed. With
+another server there is none, and the stream ends with a plain close.
+
+uvicorn is pinned (``UVICORN_PINNED``, pyproject.toml); the test names the
+attribute an upgrade moved.
 """
 
 from __future__ import annotations
@@ -33,6 +43,8 @@ try:
     CYCLE = RequestResponseCycle
 except ImportError:  # httptools not installed: uvicorn serves with h11
     CYCLE = None
+
+UVICORN_PINNED = ">=0.55,<0.56"
 
 # The server's own ``send``, put in the scope by the app (edge/app.py) before any
 # middleware wraps it: CORS wraps it for the headers, never for body chunks.
@@ -53,12 +65,20 @@ NEEDED = (
 )
 
 
-def direct_writer(send: Send) -> Write | None:
-    """For a started, chunked httptools response: write chunks to its transport."""
+def _cycle(send: Send) -> Any:
+    """uvicorn's httptools cycle behind ``send``, if it has what we use; else None."""
     cycle: Any = getattr(send, "__self__", None)
     if CYCLE is None or type(cycle) is not CYCLE:
         return None
     if not all(hasattr(cycle, name) for name in NEEDED) or not hasattr(cycle.flow, "write_paused"):
+        return None
+    return cycle
+
+
+def direct_writer(send: Send) -> Write | None:
+    """For a started, chunked httptools response: write chunks to its transport."""
+    cycle = _cycle(send)
+    if cycle is None:
         return None
     if not cycle.response_started or cycle.chunked_encoding is not True:
         return None
@@ -73,3 +93,13 @@ def direct_writer(send: Send) -> Write | None:
         return True
 
     return write
+
+
+def aborter(send: Send) -> Callable[[], None] | None:
+    """For an httptools response: drop its connection at once (an RST), unsent
+    bytes and all; the server sees the client gone. None with another server."""
+    cycle = _cycle(send)
+    if cycle is None:
+        return None
+    transport = cycle.transport
+    return transport.abort  # type: ignore[no-any-return]
