@@ -148,9 +148,7 @@ async def publish(url: str, deliveries: list[list[Delivery]], mode: str) -> floa
                 packer = Packer(Settings.model_fields["pack_deliveries"].default)
                 for d in ds:
                     packer.add(d.user_id, d.body)
-                packer.flush()
-                packer.stamp(time.time_ns() // 1000)
-                await publisher.publish(packer.out)
+                await publisher.publish(packer.finish(time.time_ns() // 1000))
             else:
                 await publisher.publish([Publish(name, d.user_id, d.body, props) for d in ds])
         return time.perf_counter() - t0

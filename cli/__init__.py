@@ -75,6 +75,13 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         help="serve /healthz, /readyz, /metrics on this port (default: no HTTP port)",
     )
+    disp.add_argument(
+        "--partitions",
+        metavar="LIST",
+        default=None,
+        help="work on these partitions only, e.g. 0-3,7 (default: a fair share of all "
+        "SSEHUB_PARTITIONS, moving as processes come and go)",
+    )
     disp.set_defaults(func=serve.dispatcher)
 
     tok = sub.add_parser("token", help="print a signed development JWT for USER")

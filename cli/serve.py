@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from ssehub.config import DEV_JWT_SECRET, Settings
-from ssehub.errors import SsehubError
+from ssehub.errors import ConfigError, SsehubError
 from ssehub.fastpath import receiver
 from ssehub.logs import configure_logging
 
@@ -83,11 +83,18 @@ def edge(args: argparse.Namespace) -> None:
 def dispatcher(args: argparse.Namespace) -> None:
     from ssehub.cli import settings
     from ssehub.dispatcher.main import serve
+    from ssehub.dispatcher.share import parse_pin
 
     config = settings()
+    pinned = None
+    if args.partitions is not None:
+        try:
+            pinned = parse_pin(args.partitions, config.partitions)
+        except ValueError as exc:
+            raise ConfigError(f"--partitions {args.partitions}: {exc}") from None
     _start(config)
     with asyncio.Runner(loop_factory=_fast_loop()) as runner:
-        runner.run(serve(config, port=args.port, host=args.host))
+        runner.run(serve(config, port=args.port, host=args.host, pinned=pinned))
 
 
 def _run(server: EdgeServer) -> None:

@@ -23,16 +23,14 @@ Probes run only where the HTTP port is served (the only reader of the answer).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 
 import aiormq
-import pamqp.frame
-from aiormq.abc import ChannelFrame, DeliveredMessage
-from pamqp import commands as spec
+from aiormq.abc import DeliveredMessage
 from ssehub import topology
+from ssehub.amqp import BROKER_ERRORS
 from ssehub.fastpath.marshal import Publish
 
 log = logging.getLogger("ssehub.dispatcher")
@@ -41,30 +39,14 @@ PROBE_EVERY = 5.0
 WINDOW = 3 * PROBE_EVERY
 
 
-def probe_message(name: str) -> Publish:
+def probe_message(name: str, queue: str = topology.DISPATCH.name) -> Publish:
     properties = aiormq.spec.Basic.Properties(headers={topology.PROBE_HEADER: name})
-    return Publish("", topology.DISPATCH.name, b"", properties)
+    return Publish("", queue, b"", properties)
 
 
 def is_probe(message: DeliveredMessage) -> bool:
-    return message.routing_key == topology.DISPATCH.name and topology.PROBE_HEADER in (
-        message.header.properties.headers or {}
-    )
-
-
-def ack_now(channel: aiormq.abc.AbstractChannel, tag: int) -> None:
-    """Ack one delivery synchronously, in order with everything written after it.
-
-    A probe is acked alone, outside any batch: written into the connection's
-    writer queue now, before any later batch's multiple-ack (which then simply
-    no longer covers it). If the writer queue is full, it is left to the next
-    batch's multiple-ack, which covers every lower tag anyway."""
-    raw: aiormq.Channel = channel  # type: ignore[assignment]
-    if raw.is_closed:
-        return
-    payload = pamqp.frame.marshal(spec.Basic.Ack(delivery_tag=tag), raw.number)
-    with contextlib.suppress(asyncio.QueueFull):
-        raw.write_queue.put_nowait(ChannelFrame(payload=payload, should_close=False))
+    headers = message.header.properties.headers
+    return headers is not None and topology.PROBE_HEADER in headers
 
 
 def _unconfirmed(confirmed: asyncio.Future[None]) -> None:
@@ -76,8 +58,11 @@ class Activity:
     """Fed by the consumer callback (one attribute store per delivery) and
     read by the HTTP port; ``run`` turns the flag into a time and probes."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, every: float = PROBE_EVERY
+    ) -> None:
         self._clock = clock
+        self._every = every  # probe when idle this long; active for 3 × this after a delivery
         self.seen = False  # a delivery since the last tick
         self._last: float | None = None  # when one was last noticed, on this link
 
@@ -92,12 +77,12 @@ class Activity:
         if self.seen:
             self.seen = False
             self._last = now
-        return self._last is None or now - self._last >= PROBE_EVERY
+        return self._last is None or now - self._last >= self._every
 
     def active(self, holding: bool) -> bool:
         """``holding``: deliveries in hand, not yet acked."""
         self.tick()
-        return holding or (self._last is not None and self._clock() - self._last < WINDOW)
+        return holding or (self._last is not None and self._clock() - self._last < 3 * self._every)
 
     async def run(self, probe: Callable[[], asyncio.Future[None] | None]) -> None:
         """Until cancelled: every ``PROBE_EVERY / 5`` s, probe if one is due."""
@@ -106,10 +91,10 @@ class Activity:
             if self.tick() and self._clock() >= next_probe:
                 try:
                     confirmed = probe()
-                except Exception as exc:  # the link is going down: the supervisor knows
+                except BROKER_ERRORS as exc:  # the link is going down: the supervisor knows
                     log.debug("probe not sent: %s", exc)
                 else:
                     if confirmed is not None:
                         confirmed.add_done_callback(_unconfirmed)
-                next_probe = self._clock() + PROBE_EVERY
-            await asyncio.sleep(PROBE_EVERY / 5)
+                next_probe = self._clock() + self._every
+            await asyncio.sleep(self._every / 5)

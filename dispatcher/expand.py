@@ -30,6 +30,8 @@ class Plan:
     # keys already accepted before this batch: their stored events are re-published,
     # so a redelivery after a crash between commit and publish still reaches edges
     repeated_keys: list[str] = field(default_factory=list)
+    # the membership the batch was planned on (its diffs are written from it)
+    members_before: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
     @property
     def recipients(self) -> set[str]:

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from ssehub.amqp import BROKER_ERRORS
 from ssehub.dispatcher.service import Dispatcher
 from ssehub.errors import StoreUnavailable
 from ssehub.storage.db import store_errors
@@ -60,8 +61,9 @@ class DispatcherHttp:
         if problems:
             body = {"status": "unavailable", "problems": problems}
             return 503, JSON, orjson.dumps(body)
-        role = "active" if self._dispatcher.active else "standby"
-        return 200, JSON, orjson.dumps({"status": role})
+        partitions = self._dispatcher.partitions
+        role = "active" if partitions else "standby"
+        return 200, JSON, orjson.dumps({"status": role, "partitions": partitions})
 
     async def _ping_store(self) -> None:
         with store_errors():
@@ -70,14 +72,17 @@ class DispatcherHttp:
 
     async def _metrics(self) -> bytes:
         d, m = self._dispatcher, self._dispatcher.metrics
-        m.active.set(1 if d.active else 0)
-        if d.routes is not None:
-            m.routed_users.set(len(d.routes))
-            m.edges.set(d.routes.edges)
+        held = set(d.partitions)
+        m.active.set(1 if held else 0)
+        tables = [w.outbound.table for w in d.workers.values() if w.partition in held]
+        m.routed_users.set(sum(len(t) for t in tables if t is not None))
+        m.edges.set(max((t.edges for t in tables if t is not None), default=0))
+        for p in d.workers:
+            m.partition_active.labels(str(p)).set(1 if p in held else 0)
         try:
             async with asyncio.timeout(CHECK_TIMEOUT):
                 ready = await d.queue_ready()
-        except Exception as exc:  # the link is going down; the supervisor deals with it
+        except BROKER_ERRORS as exc:  # the link is going: its supervisor knows
             log.debug("queue depth not read: %r", exc)
             ready = None
         if ready is not None:
@@ -124,12 +129,10 @@ async def serving(
     http = DispatcherHttp(dispatcher, engine)
     server = await asyncio.start_server(http.handle, host, port, limit=MAX_HEAD)
     bound = int(server.sockets[0].getsockname()[1])
-    probes = asyncio.create_task(dispatcher.activity.run(dispatcher.probe), name="dispatcher-probe")
+    dispatcher.probing = True  # /readyz tells which partitions it is active for
     log.info("dispatcher HTTP port on %s:%d (/healthz /readyz /metrics)", host, bound)
     try:
         yield bound
     finally:
-        probes.cancel()
-        await asyncio.gather(probes, return_exceptions=True)
         server.close()
         await server.wait_closed()

@@ -14,6 +14,7 @@ import orjson
 from aiormq.abc import DeliveredMessage
 from pamqp.common import FieldTable
 from ssehub import batch, topology
+from ssehub.dispatcher import forward
 from ssehub.dispatcher.presence import PresenceOp, parse_presence
 from ssehub.dispatcher.routes import RouteOp, parse_route
 from ssehub.dispatcher.sequence import Delivery
@@ -45,8 +46,8 @@ def sort_batch(
         routing_key = message.routing_key or ""
         message_id = message.header.properties.message_id
         try:
-            if routing_key == topology.DISPATCH.name:  # from an edge, not via sse.events
-                _from_edge(message, out)
+            if routing_key.startswith(topology.DISPATCH.name):  # ours, not via sse.events
+                _internal(message, out)
             elif routing_key == batch.ROUTING_KEY:
                 for item in batch.parse_batch(message.body, message_id, max_batch_bytes, now):
                     if isinstance(item, batch.ItemError):
@@ -62,11 +63,14 @@ def sort_batch(
     return out
 
 
-def _from_edge(message: DeliveredMessage, out: Intake) -> None:
-    """Edges' signals come straight to the dispatch queue: presence, route
+def _internal(message: DeliveredMessage, out: Intake) -> None:
+    """What comes straight to a dispatch queue: another stage's forward
+    (partitions, dispatcher/forward.py), and edges' signals: presence, route
     rounds, and (per-node delivery) caps notices to forward to the user's edges."""
     headers = message.header.properties.headers or {}
-    if topology.PRESENCE_HEADER in headers:
+    if topology.FORWARD_HEADER in headers:
+        out.good.extend(forward.decode(message.body))
+    elif topology.PRESENCE_HEADER in headers:
         out.presence.append(parse_presence(message.body))
     elif topology.ROUTE_HEADER in headers:
         out.routes.append(parse_route(message.body))

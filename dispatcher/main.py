@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,7 +15,10 @@ from ssehub.config import Settings
 from ssehub.dispatcher.http import serving
 from ssehub.dispatcher.persist import DispatchStore
 from ssehub.dispatcher.service import Dispatcher
+from ssehub.errors import unwrap
 from ssehub.storage.db import create_engine, create_schema
+
+log = logging.getLogger("ssehub.dispatcher")
 
 
 @asynccontextmanager
@@ -24,18 +28,25 @@ async def running_dispatcher(
     *,
     port: int | None = None,
     host: str = "127.0.0.1",
+    pinned: frozenset[int] | None = None,
 ) -> AsyncIterator[Dispatcher]:
     """A dispatcher running in the background of the caller's event loop.
     ``port``: serve /healthz, /readyz and /metrics there (0: any free port; the
-    bound one is ``dispatcher.http_port``); None: no HTTP port."""
+    bound one is ``dispatcher.http_port``); None: no HTTP port. ``pinned``:
+    the partitions it works on (None: its fair share of all)."""
     engine = create_engine(settings.database_url, writer=True)
     try:
         await create_schema(engine)
+        if settings.partitions > 1 and engine.dialect.name == "sqlite":
+            log.warning(SQLITE_PARTITIONS, settings.partitions)
         store = DispatchStore(
-            engine, settings.dedupe_window, presence_cap=settings.presence_max_members
+            engine,
+            settings.dedupe_window,
+            presence_cap=settings.presence_max_members,
+            partitions=settings.partitions,
         )
-        dispatcher = Dispatcher(settings, store, name)
-        task = asyncio.create_task(dispatcher.run(), name=name)
+        dispatcher = Dispatcher(settings, store, name, pinned)
+        task = dispatcher.running = asyncio.create_task(dispatcher.run(), name=name)
         try:
             async with contextlib.AsyncExitStack() as http:
                 if port is not None:
@@ -50,17 +61,41 @@ async def running_dispatcher(
                 yield dispatcher
         finally:
             dispatcher.stop()
-            await task
-            store.close()
+            try:
+                await task  # raises what ended it, if anything but stop() did
+            except BaseExceptionGroup as failure:
+                raise unwrap(failure) from None
+            finally:
+                store.close()
     finally:
         await engine.dispose()
 
 
-async def serve(settings: Settings, port: int | None = None, host: str = "127.0.0.1") -> None:
-    """``ssehub dispatcher``: until SIGTERM/SIGINT, then finish the batch in hand."""
+async def serve(
+    settings: Settings,
+    port: int | None = None,
+    host: str = "127.0.0.1",
+    pinned: frozenset[int] | None = None,
+) -> None:
+    """``ssehub dispatcher``: until SIGTERM/SIGINT, then finish the batches in
+    hand. Raises what ended the dispatcher if it ended by itself (a bug, or a
+    setting the broker refused)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with running_dispatcher(settings, port=port, host=host):
-        await stop.wait()
+    async with running_dispatcher(settings, port=port, host=host, pinned=pinned) as dispatcher:
+        assert dispatcher.running is not None
+        stopped: asyncio.Future[object] = asyncio.ensure_future(stop.wait())
+        ended: asyncio.Future[object] = asyncio.shield(dispatcher.running)
+        await asyncio.wait((stopped, ended), return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+
+
+# Said once at start: SQLite has one writer at a time, so partitions work but
+# do not add throughput, and several processes on one file wait for each other.
+SQLITE_PARTITIONS = (
+    "SSEHUB_PARTITIONS=%d on SQLite: partitions work, but SQLite writes one "
+    "transaction at a time, so they add no throughput and dispatcher processes "
+    "sharing the file wait for each other's writes; use PostgreSQL to scale out"
+)

@@ -136,6 +136,28 @@ class DispatcherMetrics:
             "Per-node delivery: edges heard from (read when scraped)",
             registry=r,
         )
+        self.partition_active = Gauge(
+            "ssehub_dispatcher_partition_active",
+            "1 for each partition this process is active for (read when scraped)",
+            ["partition"],
+            registry=r,
+        )
+        self.partition_events = Counter(
+            "ssehub_dispatcher_partition_events",
+            "Per-user deliveries committed, by partition",
+            ["partition"],
+            registry=r,
+        )
+        self.forwarded = Counter(
+            "ssehub_dispatcher_forwarded_messages",
+            "Messages handed on to another partition (the front's, and stage C's)",
+            registry=r,
+        )
+        self.releases = Counter(
+            "ssehub_dispatcher_partition_releases",
+            "Partitions this process released to even out the share",
+            registry=r,
+        )
 
     def dead_letter(self, reason: str) -> None:
         self.dead_letters.labels(dead_letter_reason(reason)).inc()

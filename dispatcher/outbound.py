@@ -1,17 +1,27 @@
-"""What a dispatcher batch publishes, as data: its deliveries routed by the
+"""What a partition's batch publishes, as data: its deliveries routed by the
 deployment's design (``SSEHUB_DELIVERY``), the answers to the edges' joins,
 and its dead letters, in the order the delivery guarantees need.
 
-Pure but for the routing table, which applying a batch's route rounds
-updates (dispatcher/routes.py).
+One ``Outbound`` per delivery design, chosen once (``outbound_for``); nothing
+else in the dispatcher asks which design runs:
+
+- ``ByNode`` (``nodes``): one message per edge holding a recipient, routed by
+  the partition's table of who is where (dispatcher/routes.py);
+- ``ByUser`` (``bindings``): packs on ``sse.deliver``, routed by the edges'
+  per-user bindings (ssehub.pack);
+- ``Both`` (``both``): the two at once, for a fleet moving from bindings to
+  nodes (k8s/README.md).
+
+Pure but for the routing table, which applying a batch's route rounds updates.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import aiormq
+import orjson
 from ssehub import topology
 from ssehub.config import Settings
 from ssehub.dispatcher.intake import DeadLetter
@@ -22,66 +32,116 @@ from ssehub.pack import Packer
 from ssehub.topology import Notice, notice_properties
 
 
-def batch(
-    settings: Settings,
-    table: Routes | None,
-    deliveries: list[Delivery],
-    dead: list[DeadLetter],
-    routes: Sequence[RouteOp] = (),
-    heard: Sequence[str] = (),
-    *,
-    resync: bool = False,
-) -> list[Publish]:
-    """One batch's messages, to publish as one write (ssehub.fastpath).
-    ``resync``: the dispatcher just became active on its link, so its table
-    may be stale: clear it and ask every edge to join again first."""
-    sends: list[Publish] = []
-    if table is not None:
-        sends = by_node(table, deliveries, routes, heard, resync=resync)
-    if settings.delivery != "nodes":  # bindings, or both for a fleet in transition
-        plain = [d for d in deliveries if d.notice is not Notice.CAPS]
-        sends += by_user(settings.pack_deliveries, plain)
-    sends += (dead_letter(letter) for letter in dead)
-    return sends
+class ByNode:
+    """Per-node delivery; the table is the partition's, in memory."""
+
+    def __init__(self, partition: int) -> None:
+        self.table: Routes | None = Routes()
+        # a resync names the partition whose table is new: its users rejoin
+        self._resync_body = orjson.dumps({"partitions": [partition]})
+
+    def messages(
+        self,
+        deliveries: list[Delivery],
+        routes: Sequence[RouteOp],
+        heard: Sequence[str],
+        *,
+        fresh: bool,
+    ) -> list[Publish]:
+        """``fresh``: this dispatcher just became active for the partition, so
+        the table may be stale: clear it and ask the edges to join again first.
+        Then the batch's rounds, in order; the deliveries routed by the table;
+        the rounds' answers last (the seam rests on it: dispatcher/routes.py)."""
+        table = self.table
+        assert table is not None
+        packs = NodePacks(table)
+        if fresh:
+            table.clear()
+            packs.send(topology.ALL_NODES, self._resync_body, notice_properties(Notice.RESYNC))
+        now = time.monotonic()
+        for node in heard:
+            table.heard(node, now)
+        answers = [(op.node, op.ref, table.apply(op, now)) for op in routes]
+        packs.add(deliveries)
+        for node, ref, shared in answers:
+            packs.send(node, joined_body(ref, shared), notice_properties(Notice.JOINED))
+        return packs.finish(time.time_ns() // 1000)
+
+    def expire(self, now: float, ttl: float) -> list[Publish]:
+        """Drop edges silent for ``ttl`` and tell each to join again: if it is
+        only slow, it re-reads its streams."""
+        assert self.table is not None
+        dead = self.table.expire(now, ttl)
+        resync = notice_properties(Notice.RESYNC)
+        return [Publish(topology.NODES.name, node, self._resync_body, resync) for node in dead]
 
 
-def by_node(
-    table: Routes,
-    deliveries: list[Delivery],
-    routes: Sequence[RouteOp],
-    heard: Sequence[str],
-    *,
-    resync: bool = False,
-) -> list[Publish]:
-    """Per-node delivery: the batch's route rounds applied, in order, then its
-    deliveries routed by the table, then the rounds' answers (after the
-    deliveries: the seam rests on it; dispatcher/routes.py)."""
-    packs = NodePacks(table)
-    if resync:
-        table.clear()
-        packs.send(topology.ALL_NODES, b"", notice_properties(Notice.RESYNC))
-    now = time.monotonic()
-    for node in heard:
-        table.heard(node, now)
-    answers = [(op.node, op.ref, table.apply(op, now)) for op in routes]
-    packs.add(deliveries)
-    for node, ref, shared in answers:
-        packs.send(node, joined_body(ref, shared), notice_properties(Notice.JOINED))
-    return packs.finish(time.time_ns() // 1000)
+class ByUser:
+    """Per-user bindings: no table; edges bind what they hold."""
+
+    table: Routes | None = None
+
+    def __init__(self, pack_size: int) -> None:
+        self._pack_size = pack_size
+
+    def messages(
+        self,
+        deliveries: list[Delivery],
+        routes: Sequence[RouteOp],
+        heard: Sequence[str],
+        *,
+        fresh: bool,
+    ) -> list[Publish]:
+        """Packs on sse.deliver, with BCC (ssehub.pack); caps notices go by the
+        edges themselves with bindings."""
+        packer = Packer(self._pack_size)
+        for d in deliveries:
+            if d.notice is None:
+                packer.add(d.user_id, d.body)
+            elif d.notice is not Notice.CAPS:
+                props = notice_properties(d.notice, d.key)
+                packer.alone(Publish(topology.DELIVER.name, d.user_id, d.body, props))
+        return packer.finish(time.time_ns() // 1000)
+
+    def expire(self, now: float, ttl: float) -> list[Publish]:
+        return []
 
 
-def by_user(pack_size: int, deliveries: list[Delivery]) -> list[Publish]:
-    """Per-user bindings: packs on sse.deliver, with BCC (ssehub.pack)."""
-    packer = Packer(pack_size)
-    for d in deliveries:
-        if d.notice is None:
-            packer.add(d.user_id, d.body)
-        else:
-            props = notice_properties(d.notice, d.key)
-            packer.alone(Publish(topology.DELIVER.name, d.user_id, d.body, props))
-    packer.flush()
-    packer.stamp(time.time_ns() // 1000)
-    return packer.out
+class Both:
+    """Both designs at once (a fleet in transition)."""
+
+    def __init__(self, partition: int, pack_size: int) -> None:
+        self._nodes = ByNode(partition)
+        self._users = ByUser(pack_size)
+        self.table = self._nodes.table
+
+    def messages(
+        self,
+        deliveries: list[Delivery],
+        routes: Sequence[RouteOp],
+        heard: Sequence[str],
+        *,
+        fresh: bool,
+    ) -> list[Publish]:
+        return self._nodes.messages(deliveries, routes, heard, fresh=fresh) + self._users.messages(
+            deliveries, routes, heard, fresh=fresh
+        )
+
+    def expire(self, now: float, ttl: float) -> list[Publish]:
+        return self._nodes.expire(now, ttl)
+
+
+Outbound = ByNode | ByUser | Both
+
+
+def outbound_for(settings: Settings, partition: int) -> Outbound:
+    """The one place the dispatcher decides its delivery design."""
+    designs: dict[str, Callable[[], Outbound]] = {
+        "nodes": lambda: ByNode(partition),
+        "bindings": lambda: ByUser(settings.pack_deliveries),
+        "both": lambda: Both(partition, settings.pack_deliveries),
+    }
+    return designs[settings.delivery]()
 
 
 def dead_letter(letter: DeadLetter) -> Publish:

@@ -5,17 +5,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from sqlalchemy import delete, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
-from ssehub.dispatcher.expand import conversations_of, keys_of, plan_batch
+from sqlalchemy.util import await_only
+from ssehub.dispatcher.expand import Plan, conversations_of, keys_of, plan_batch
 from ssehub.dispatcher.presence import PresenceOp, apply_presence, sweep_presence
+from ssehub.dispatcher.scope import Scope
 from ssehub.dispatcher.sequence import Delivery, assign, stored_rows
-from ssehub.schema import Message
+from ssehub.schema import EventMessage, Message
+from ssehub.sse import render_event
 from ssehub.storage.db import chunks, insert_rows, select_in, store_errors, sync_sqlite_engine
 from ssehub.storage.models import DedupeKey, EventRow, Member, UserCursor
 from ssehub.topology import Notice
@@ -25,6 +28,14 @@ CURSOR: Any = UserCursor.__table__  # type: ignore[attr-defined]
 MEMBER: Any = Member.__table__  # type: ignore[attr-defined]
 DEDUPE: Any = DedupeKey.__table__  # type: ignore[attr-defined]
 T = TypeVar("T")
+# Inside a store transaction: wait for a coroutine of the event loop (the
+# forward's broker confirm), from the store's thread or SQLAlchemy's greenlet.
+Wait = Callable[[Coroutine[Any, Any, None]], None]
+
+
+# Stage C hands the events of members owned by other partitions on to them
+# before its commit (dispatcher/forward.py); it waits for the broker's confirm.
+Forward = Callable[[dict[int, list[Message]]], Coroutine[Any, Any, None]]
 
 
 class DispatchStore:
@@ -34,8 +45,10 @@ class DispatchStore:
         dedupe_window: float,
         clock: Callable[[], float] = time.time,
         presence_cap: int = 100,
+        partitions: int = 1,
     ) -> None:
         self.engine = engine
+        self._partitions = partitions
         self._sync = sync_sqlite_engine(engine) if engine.dialect.name == "sqlite" else None
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="ssehub-store")
         self._db: Connection | None = None  # SQLite: the store thread's (_in_thread)
@@ -44,40 +57,88 @@ class DispatchStore:
         self._presence_cap = presence_cap
 
     async def commit_batch(
-        self, messages: Sequence[Message], presence: Sequence[PresenceOp] = ()
+        self,
+        messages: Sequence[Message],
+        presence: Sequence[PresenceOp] = (),
+        *,
+        partition: int = 0,
+        forward: Forward | None = None,
     ) -> list[Delivery]:
-        """Apply, number and store a batch atomically; return what to publish.
+        """Apply, number and store a batch of ``partition`` atomically; return
+        what to publish. Events for members of other partitions are handed to
+        ``forward`` inside the transaction, before the commit: a batch that is
+        redelivered after a crash either was not committed (it is planned again
+        on the same members and forwarded again, deduped there) or was, after
+        its forward had been confirmed.
 
-        Raises StoreUnavailable; the caller retries the whole batch, which is
-        safe because nothing of it was committed."""
+        Raises StoreUnavailable (or the forward's broker error); the caller
+        retries or redelivers the whole batch, which is safe because nothing
+        of it was committed."""
 
-        def commit(db: Connection) -> list[Delivery]:
-            deliveries = self._commit(db, messages)
+        def commit(db: Connection, wait: Wait) -> list[Delivery]:
+            scope = Scope(partition, self._partitions)
+            plan, remote = self._plan(db, messages, scope)
+            if remote:
+                assert forward is not None, "events for other partitions need a forward"
+                wait(forward(remote))
+            deliveries = self._commit(db, plan, scope)
             if presence:
-                deliveries += apply_presence(db, list(presence), self._clock(), self._presence_cap)
+                now = self._clock()
+                said = apply_presence(db, list(presence), now, self._presence_cap, scope)
+                deliveries += self._announce(said, scope, forward, wait)
             return deliveries
 
         return await self._transaction(commit)
 
-    async def sweep_presence(self, grace: float, node_ttl: float) -> list[Delivery]:
+    async def sweep_presence(
+        self,
+        grace: float,
+        node_ttl: float,
+        *,
+        partition: int = 0,
+        forward: Forward | None = None,
+    ) -> list[Delivery]:
         """Expire silent edge nodes; return the ``user:offline`` deliveries due."""
         now = self._clock()
-        return await self._transaction(
-            lambda db: sweep_presence(db, now, grace, node_ttl, self._presence_cap)
-        )
+        scope = Scope(partition, self._partitions)
 
-    async def _transaction(self, work: Callable[[Connection], T]) -> T:
+        def sweep(db: Connection, wait: Wait) -> list[Delivery]:
+            said = sweep_presence(db, now, grace, node_ttl, self._presence_cap, scope)
+            return self._announce(said, scope, forward, wait)
+
+        return await self._transaction(sweep)
+
+    def _announce(
+        self, said: list[EventMessage], scope: Scope, forward: Forward | None, wait: Wait
+    ) -> list[Delivery]:
+        """Presence announcements: this partition's peers as deliveries, the
+        others' handed on (ephemeral: best effort)."""
+        local, remote = scope.split(said)
+        if remote and forward is not None:
+            wait(forward(remote))
+        return [
+            Delivery(user, None, render_event(None, m.event, m.data))
+            for m in local
+            for user in m.targets
+        ]
+
+    async def _transaction(self, work: Callable[[Connection, Wait], T]) -> T:
         """``work`` in one transaction, as plain (sync) SQLAlchemy code. SQLite:
         on the store's own thread, in one hop, with the sync driver (through
         aiosqlite every statement was a thread hop of its own, which waits for
         the GIL while the event loop is busy). PostgreSQL: in the async
-        connection's greenlet (SQLAlchemy's ``run_sync``)."""
+        connection's greenlet (SQLAlchemy's ``run_sync``). ``work`` may wait
+        for a coroutine of the event loop with the ``Wait`` it is given."""
         with store_errors():
             if self._sync is not None:
                 loop = asyncio.get_running_loop()
-                return await loop.run_in_executor(self._thread, self._in_thread, work)
+
+                def in_thread(db: Connection) -> T:
+                    return work(db, lambda aw: _from_thread(aw, loop))
+
+                return await loop.run_in_executor(self._thread, self._in_thread, in_thread)
             async with self.engine.begin() as db:
-                return await db.run_sync(work)
+                return await db.run_sync(lambda c: work(c, await_only))
 
     def _in_thread(self, work: Callable[[Connection], T]) -> T:
         # One connection for as long as it works: a pool checkout and a new
@@ -106,11 +167,20 @@ class DispatchStore:
             self._thread.shutdown(wait=False)
             self._sync.dispose()
 
-    def _commit(self, db: Connection, messages: Sequence[Message]) -> list[Delivery]:
-        now = self._clock()
+    def _plan(
+        self, db: Connection, messages: Sequence[Message], scope: Scope
+    ) -> tuple[Plan, dict[int, list[Message]]]:
+        """The batch planned on the store's state; with partitions, its events
+        for other partitions' users taken out of it, to hand on."""
         members = self._load_members(db, conversations_of(messages))
-        seen = self._load_seen(db, keys_of(messages), now - self._window)
+        seen = self._load_seen(db, keys_of(messages), self._clock() - self._window, scope)
         plan = plan_batch(messages, members, seen)
+        plan.members_before = members
+        return scope.take_remote(plan)
+
+    def _commit(self, db: Connection, plan: Plan, scope: Scope) -> list[Delivery]:
+        now = self._clock()
+        members = plan.members_before
         last_seq = self._load_last_seq(db, plan.recipients)
         before = dict(last_seq)
         deliveries = assign(plan.fanouts, last_seq)
@@ -135,12 +205,12 @@ class DispatchStore:
             db,
             DEDUPE,
             ("key", "created_at"),
-            [(k, now) for k in plan.new_keys],
+            [(scope.key(k), now) for k in plan.new_keys],
             key="key",
             update=("created_at",),
         )
         self._revoke(db, plan.revocations)
-        repeated = self._stored_deliveries(db, plan.repeated_keys)
+        repeated = self._stored_deliveries(db, plan.repeated_keys, scope)
         return repeated + deliveries
 
     def _revoke(self, db: Connection, revocations: dict[str, float]) -> None:
@@ -167,12 +237,13 @@ class DispatchStore:
             found.setdefault(conv, set()).add(user)
         return {conv: frozenset(users) for conv, users in found.items()}
 
-    def _load_seen(self, db: Connection, keys: set[str], since: float) -> set[str]:
+    def _load_seen(self, db: Connection, keys: set[str], since: float, scope: Scope) -> set[str]:
         # The window is applied here, not in SQL: with it in the WHERE clause
         # PostgreSQL chose the created_at index and scanned every recent key
         # (0.3-1 s per batch once the table held a few 10k keys).
-        rows = select_in(db, DEDUPE, ("key", "created_at"), "key", keys)
-        return {k for k, created_at in rows if created_at >= since}
+        scoped = {scope.key(k): k for k in keys}
+        rows = select_in(db, DEDUPE, ("key", "created_at"), "key", scoped)
+        return {scoped[k] for k, created_at in rows if created_at >= since}
 
     def _load_last_seq(self, db: Connection, users: set[str]) -> dict[str, int]:
         return dict(select_in(db, CURSOR, ("user_id", "last_seq"), "user_id", users))
@@ -191,10 +262,19 @@ class DispatchStore:
                 MEMBER.insert(), [{"conversation_id": conv, "user_id": u} for u in sorted(new)]
             )
 
-    def _stored_deliveries(self, db: Connection, keys: list[str]) -> list[Delivery]:
+    def _stored_deliveries(self, db: Connection, keys: list[str], scope: Scope) -> list[Delivery]:
+        """The stored events of keys seen before, to publish again; with
+        partitions, those of this partition's users (a key's events for other
+        partitions' users are theirs to publish)."""
         rows = select_in(db, EVENT, ("user_id", "seq", "sse", "key", "receipt"), "key", keys)
         rows.sort(key=lambda r: (r[0], r[1]))
         return [
             Delivery(u, s, sse.encode(), Notice.RECEIPT if receipt else None, key)
             for u, s, sse, key, receipt in rows
+            if scope.owns(u)
         ]
+
+
+def _from_thread(work: Coroutine[Any, Any, None], loop: asyncio.AbstractEventLoop) -> None:
+    """On the store's thread: run ``work`` on the loop and wait for it."""
+    asyncio.run_coroutine_threadsafe(work, loop).result()

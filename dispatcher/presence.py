@@ -13,28 +13,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import bindparam, delete, select, text, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.engine import Connection
-from ssehub.dispatcher.sequence import Delivery
+from ssehub.dispatcher.scope import Scope
 from ssehub.errors import InvalidMessage
-from ssehub.schema import check_id
-from ssehub.sse import render_event
+from ssehub.schema import EventMessage, check_id
 from ssehub.storage.db import chunks, insert_ignore, upsert
 from ssehub.storage.models import NodeRow, OnlineRow, PresenceRow
+from ssehub.storage.peers import co_members
 
 PRESENCE: Any = PresenceRow.__table__  # type: ignore[attr-defined]
 NODE: Any = NodeRow.__table__  # type: ignore[attr-defined]
 ONLINE: Any = OnlineRow.__table__  # type: ignore[attr-defined]
-
-# Peers in conversations of at most :cap members: presence in a 1,000-member room
-# would cost a million deliveries when everyone connects, and says little there.
-CO_MEMBERS = text(
-    "SELECT DISTINCT m1.user_id, m2.user_id FROM ssehub_member m1 JOIN ssehub_member m2"
-    " ON m2.conversation_id = m1.conversation_id"
-    " WHERE m1.user_id IN :users AND m2.user_id <> m1.user_id"
-    " AND (SELECT COUNT(*) FROM ssehub_member m3"
-    "      WHERE m3.conversation_id = m1.conversation_id) <= :cap"
-).bindparams(bindparam("users", expanding=True))
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,15 +47,18 @@ def parse_presence(body: bytes) -> PresenceOp:
         raise InvalidMessage(f"presence: malformed ({exc})") from None
 
 
-def apply_presence(db: Connection, ops: list[PresenceOp], now: float, cap: int) -> list[Delivery]:
+def apply_presence(
+    db: Connection, ops: list[PresenceOp], now: float, cap: int, scope: Scope
+) -> list[EventMessage]:
     """Record a batch of ops (the last op per user and node wins) in a few bulk
-    statements; return ``user:online`` deliveries for users who were not online
-    before. A comeback within the grace period, or a flap inside one batch, says
-    nothing."""
+    statements; return ``user:online`` for users who were not online before,
+    as ephemeral ``users`` events to their peers. A comeback within the grace
+    period, or a flap inside one batch, says nothing. ``scope``: the
+    partition's (its users' rows, its record of the edges alive)."""
     nodes = sorted({op.node for op in ops})
     db.execute(
         upsert(db, NODE, "node_id", ["last_seen"]),
-        [{"node_id": n, "last_seen": now} for n in nodes],
+        [{"node_id": scope.node(n), "last_seen": now} for n in nodes],
     )
     final = {(op.user, op.node): op.online for op in ops if op.user is not None}
     if not final:
@@ -86,17 +79,22 @@ def apply_presence(db: Connection, ops: list[PresenceOp], now: float, cap: int) 
 
 
 def sweep_presence(
-    db: Connection, now: float, grace: float, node_ttl: float, cap: int
-) -> list[Delivery]:
-    """Expire silent nodes; announce ``user:offline`` for users gone past the grace."""
-    dead = [
-        n for (n,) in db.execute(select(NODE.c.node_id).where(NODE.c.last_seen < now - node_ttl))
-    ]
-    for node in dead:
+    db: Connection, now: float, grace: float, node_ttl: float, cap: int, scope: Scope
+) -> list[EventMessage]:
+    """Expire silent nodes; announce ``user:offline`` for users gone past the
+    grace. Of ``scope``'s partition only: its record of the nodes, its users."""
+    suffix = scope.nodes_suffix()
+    rows = db.execute(select(NODE.c.node_id).where(NODE.c.last_seen < now - node_ttl))
+    dead = [n for (n,) in rows if n.endswith(suffix)]  # (suffix "": every node)
+    for scoped in dead:
+        node = scoped.removesuffix(suffix) if suffix else scoped
         rows = db.execute(select(PRESENCE.c.user_id).where(PRESENCE.c.node_id == node))
-        users = sorted(u for (u,) in rows)
-        db.execute(delete(PRESENCE).where(PRESENCE.c.node_id == node))
-        db.execute(delete(NODE).where(NODE.c.node_id == node))
+        users = sorted(u for (u,) in rows if scope.owns(u))
+        for part in chunks(users):
+            db.execute(
+                delete(PRESENCE).where(PRESENCE.c.node_id == node, PRESENCE.c.user_id.in_(part))
+            )
+        db.execute(delete(NODE).where(NODE.c.node_id == scoped))
         _settle(db, users, now)
     gone = [
         u
@@ -105,6 +103,7 @@ def sweep_presence(
                 ONLINE.c.offline_since.is_not(None), ONLINE.c.offline_since <= now - grace
             )
         )
+        if scope.owns(u)
     ]
     for part in chunks(gone):
         db.execute(delete(ONLINE).where(ONLINE.c.user_id.in_(part)))
@@ -135,13 +134,22 @@ def _settle(db: Connection, users: list[str], now: float) -> list[str]:
     return came
 
 
-def _announce(db: Connection, users: list[str], event: str, cap: int) -> list[Delivery]:
-    out: list[Delivery] = []
-    for part in chunks(users):
-        peers: dict[str, list[str]] = {}
-        for user, peer in db.execute(CO_MEMBERS, {"users": part, "cap": cap}):
-            peers.setdefault(user, []).append(peer)
-        for user in part:
-            sse = render_event(None, event, orjson.dumps({"userId": user}))
-            out.extend(Delivery(peer, None, sse) for peer in sorted(peers.get(user, ())))
-    return out
+def _announce(db: Connection, users: list[str], event: str, cap: int) -> list[EventMessage]:
+    """One ephemeral ``users`` event per user announced, to its peers."""
+    peers: dict[str, list[str]] = {}
+    for user, peer in co_members(db, users, cap):
+        peers.setdefault(user, []).append(peer)
+    return [
+        EventMessage(
+            "users",
+            "",
+            event,
+            orjson.dumps({"userId": user}),
+            None,
+            frozenset(),
+            True,
+            targets=tuple(sorted(peers[user])),
+        )
+        for user in users
+        if user in peers
+    ]

@@ -119,25 +119,21 @@ class NodePacks:
 
     def __init__(self, routes: Routes) -> None:
         self._routes = routes
-        self._records: dict[str, list[tuple[str, bytes]]] = {}  # open packs, by node
-        self._bytes: dict[str, int] = {}
+        self._open: dict[str, pack.Records] = {}  # by node
         self.out: list[Publish] = []
 
     def add(self, deliveries: Sequence[Delivery]) -> None:
-        nodes_of, records, sizes = self._routes.nodes_of, self._records, self._bytes
+        nodes_of, open_ = self._routes.nodes_of, self._open
         for d in deliveries:
             for node in nodes_of(d.user_id):
                 if d.notice is not None:
                     props = topology.notice_properties(d.notice, d.key, d.user_id)
                     self.send(node, d.body, props)
                     continue
-                open_ = records.get(node)
-                if open_ is None:
-                    open_ = records[node] = []
-                    sizes[node] = 0
-                open_.append((d.user_id, d.body))
-                size = sizes[node] = sizes[node] + len(d.body) + len(d.user_id) + 6
-                if size >= pack.MAX_BODY_BYTES:
+                records = open_.get(node)
+                if records is None:
+                    records = open_[node] = pack.Records()
+                if records.add(d.user_id, d.body):
                     self._flush(node)
 
     def send(self, node: str, body: bytes, props: aiormq.spec.Basic.Properties) -> None:
@@ -148,25 +144,16 @@ class NodePacks:
     def finish(self, sent_at_us: int) -> list[Publish]:
         """Flush every node; each node's first pack carries the publish time
         (the edge's publish-to-write latency, sampled once per batch)."""
-        for node in list(self._records):
+        for node in list(self._open):
             self._flush(node)
-        stamped: set[str] = set()
-        for i, message in enumerate(self.out):
-            headers = message.properties.headers or {}
-            if pack.PACK_HEADER in headers and message.routing_key not in stamped:
-                stamped.add(message.routing_key)
-                props = aiormq.spec.Basic.Properties(
-                    headers={**headers, topology.SENT_AT_HEADER: sent_at_us}
-                )
-                self.out[i] = message._replace(properties=props)
+        pack.stamp(self.out, sent_at_us, per_key=True)
         return self.out
 
     def _flush(self, node: str) -> None:
-        records = self._records.pop(node, None)
+        records = self._open.pop(node, None)
         if records is not None:
-            del self._bytes[node]
             props = aiormq.spec.Basic.Properties(headers={pack.PACK_HEADER: len(records)})
-            self.out.append(Publish(topology.NODES.name, node, pack.encode(records), props))
+            self.out.append(Publish(topology.NODES.name, node, pack.encode(records.records), props))
 
 
 def joined_body(ref: int, shared: list[str]) -> bytes:

@@ -21,7 +21,7 @@ from ssehub.edge.metrics import EdgeMetrics
 from ssehub.edge.node import EdgeNode
 from ssehub.edge.registry import Registry
 from ssehub.edge.route import PATH, StreamRoute
-from ssehub.errors import StoreUnavailable
+from ssehub.errors import StoreUnavailable, unwrap
 from ssehub.fastpath.transport import RAW_SEND
 from ssehub.storage.db import create_engine, create_schema
 from ssehub.storage.store import EventStore
@@ -157,21 +157,15 @@ def _stopped(app: FastAPI, running: asyncio.Task[None]) -> None:
     the server that runs it (edge/server.py) stops, and the process fails."""
     if running.cancelled():
         return
-    exc = fatal_error(running.exception())
-    if exc is None:
+    failure = running.exception()
+    if failure is None:
         return
+    exc = unwrap(failure)
     fatal: Callable[[BaseException], None] | None = getattr(app.state, "fatal", None)
     if fatal is not None:
         fatal(exc)
     else:
         log.critical("the edge's background work failed; it no longer works", exc_info=exc)
-
-
-def fatal_error(exc: BaseException | None) -> BaseException | None:
-    """The one error inside task groups' ExceptionGroups, if there is one."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
 
 
 def _cors(settings: Settings) -> dict[str, Any] | None:

@@ -3,8 +3,9 @@
 Built by the supervisor's ``setup`` and thrown away whole on any loss
 (shared/amqp.py): recovery is the start-up path. On each new link, in order:
 
-1. the contract's exchanges and the dispatch queue are declared (presence
-   signals and joins go straight into the dispatch queue);
+1. the contract's exchanges and the dispatch queues are declared (presence
+   signals and joins go straight into a partition's queue), and the
+   deployment's partition count checked;
 2. the node queue, exclusive, with the delivery design's bindings;
 3. a channel for signals (presence, heartbeats, joins, caps notices: published
    without waiting) and a confirm channel for receipts (edge/receipts.py);
@@ -49,6 +50,7 @@ class EdgeLink:
     ) -> None:
         self._node_id = node_id
         self._queue_type = settings.queue_type
+        self._partitions = settings.partitions
         self._routing = routing
         self._receipts = receipts
         self._inbox = inbox
@@ -87,7 +89,7 @@ class EdgeLink:
     async def _setup(self, connection: AbstractConnection) -> None:
         self._channels = []
         consume = await self._channel(connection, confirms=False)
-        await topology.declare_core(consume, self._queue_type)
+        await topology.declare_deployment(consume, self._queue_type, self._partitions)
         spec = topology.edge_queue(self._node_id, self._routing.bindings())
         queue = await topology.declare_queue(consume, spec)
         signals = await self._channel(connection, confirms=False)

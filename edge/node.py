@@ -138,9 +138,14 @@ class EdgeNode:
     async def _heartbeats(self) -> None:
         """Tell the dispatcher this node is alive: a silent node's users go
         offline, and (per-node delivery) are no longer routed here."""
-        beat = topology.presence_message(self.node_id, None, True)
+        n = self._settings.partitions
+        beats = [
+            topology.presence_message(self.node_id, None, True, topology.dispatch_queue(p, n))
+            for p in range(n)
+        ]
         while True:
-            self.link.signal(beat)  # best effort: lost with the link, the next one goes
+            for beat in beats:  # best effort: lost with the link, the next one goes
+                self.link.signal(beat)
             await asyncio.sleep(self._settings.presence_heartbeat)
 
 

@@ -30,6 +30,7 @@ from ssehub.topology import ExchangeSpec
 
 Bindings = tuple[tuple[ExchangeSpec, str], ...]
 Signal = Callable[[Publish], None]  # best effort, into the broker (edge/link.py)
+Queue = Callable[[str], str]  # a user's dispatch queue
 
 # Per-node delivery: how long a new stream waits for its user's join to be
 # answered before it goes on without (and re-reads the store once it is).
@@ -71,9 +72,12 @@ class JoinRouting:
 
     async def attach(self, link: Attached) -> None:
         self._joiners = [
-            Joiner(self._node_id, self._signal, self._refs, topology.DISPATCH.name)
-            for _ in range(self._partitions)
+            Joiner(self._node_id, self._signal, self._refs, self._queue(p))
+            for p in range(self._partitions)
         ]
+
+    def _queue(self, partition: int) -> str:
+        return topology.dispatch_queue(partition, self._partitions)
 
     def detach(self) -> None:
         """The link went down: no answer will come to a round in flight."""
@@ -105,17 +109,20 @@ class JoinRouting:
                     return
 
     def caps(self, user_id: str, body: bytes) -> None:
-        """Through the dispatcher, which forwards it to the user's edges."""
-        self._signal(Publish("", topology.DISPATCH.name, body, topology.CAPS_PROPERTIES))
+        """Through the user's dispatcher, which forwards it to the user's edges."""
+        queue = self._queue(self._partition(user_id))
+        self._signal(Publish("", queue, body, topology.CAPS_PROPERTIES))
 
 
 class BindingRouting:
     shared_when_routed = True  # bindings cannot tell: always say hello
 
-    def __init__(self, node_id: str, signal: Signal, presence: bool) -> None:
+    def __init__(self, node_id: str, signal: Signal, presence: bool, queue: Queue) -> None:
+        """``queue``: the dispatch queue of a user's partition (presence)."""
         self._node_id = node_id
         self._signal = signal
         self._presence = presence
+        self._queue = queue
         self._binders: list[Binder] = []
         self._turn = 0
         self._fail: Callable[[], None] = _nothing
@@ -148,7 +155,8 @@ class BindingRouting:
         self._turn = (self._turn + 1) % len(self._binders)
         await self._binders[self._turn].apply(user_id, join)
         if self._presence:  # with joins, the join itself is the signal
-            self._signal(topology.presence_message(self._node_id, user_id, join))
+            message = topology.presence_message(self._node_id, user_id, join, self._queue(user_id))
+            self._signal(message)
         return True
 
     def broken(self) -> None:
@@ -171,7 +179,9 @@ def routing_for(
     """The one place the edge decides its delivery design (``both``: joins,
     for dispatchers that route both ways while a fleet moves)."""
     if settings.delivery == "bindings":
-        return BindingRouting(node_id, signal, settings.presence)
+        n = settings.partitions
+        queue = lambda user: topology.dispatch_queue(partition(user), n)  # noqa: E731
+        return BindingRouting(node_id, signal, settings.presence, queue)
     return JoinRouting(node_id, signal, partition, settings.partitions)
 
 

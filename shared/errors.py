@@ -34,3 +34,11 @@ class BrokerUnavailable(SsehubError):
 
 class PublishError(SsehubError):
     """The broker did not confirm a published message."""
+
+
+def unwrap(exc: BaseException) -> BaseException:
+    """The one error inside task groups' ExceptionGroups, if there is only one
+    (what ended a service, to report as itself: a ConfigError in one line)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc

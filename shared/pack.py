@@ -64,6 +64,49 @@ def decode(body: bytes) -> Iterator[tuple[str, bytes]]:
         raise MalformedPack(str(exc)) from exc
 
 
+class Records:
+    """One open pack: its records, in order, and their encoded size."""
+
+    __slots__ = ("records", "size")
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, bytes]] = []
+        self.size = 0
+
+    def add(self, user: str, sse: bytes) -> bool:
+        """Add a record; True once the pack is full (``MAX_BODY_BYTES``)."""
+        self.records.append((user, sse))
+        self.size += len(sse) + len(user) + 6
+        return self.size >= MAX_BODY_BYTES
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+def stamp(out: list[Publish], sent_at_us: int, *, per_key: bool) -> None:
+    """The batch's publish time on its first delivery (the edges' publish-to-
+    write latency, sampled once per batch): the first one of all, or with
+    ``per_key`` the first pack to each routing key (each edge). Notices are
+    never stamped."""
+    stamped: set[str] = set()
+    for i, message in enumerate(out):
+        props = message.properties
+        headers = props.headers or {}
+        if props is DELIVERY_PROPERTIES:
+            headers = {}
+        elif PACK_HEADER not in headers:
+            if per_key:
+                continue
+            return
+        if message.routing_key in stamped:
+            continue
+        stamped.add(message.routing_key)
+        new = aiormq.spec.Basic.Properties(headers={**headers, SENT_AT_HEADER: sent_at_us})
+        out[i] = message._replace(properties=new)
+        if not per_key:
+            return
+
+
 def _publish(records: list[tuple[str, bytes]], users: list[str]) -> Publish:
     if len(records) == 1:  # a pack of one is the plain fast path
         user, sse = records[0]
@@ -77,16 +120,15 @@ class Packer:
     """Plain deliveries → packs of at most ``size`` records, in order.
 
     ``add`` each plain delivery; ``alone`` a message that must travel by itself
-    (a notice: it carries headers), after everything added before it; ``flush``
+    (a notice: it carries headers), after everything added before it; ``finish``
     at the end. ``size`` 1 is one message per delivery (the previous design,
     kept for comparison)."""
 
     def __init__(self, size: int) -> None:
         self._size = size
-        self._records: list[tuple[str, bytes]] = []
+        self._open = Records()
         self._users: dict[str, None] = {}  # distinct, in first-seen order
         self._key_bytes = 0
-        self._body_bytes = 0
         self.out: list[Publish] = []
 
     def add(self, user: str, sse: bytes) -> None:
@@ -96,9 +138,7 @@ class Packer:
                 self.flush()
             self._users[user] = None
             self._key_bytes += key
-        self._records.append((user, sse))
-        self._body_bytes += len(sse) + len(user) + 6
-        if len(self._records) >= self._size or self._body_bytes >= MAX_BODY_BYTES:
+        if self._open.add(user, sse) or len(self._open) >= self._size:
             self.flush()
 
     def alone(self, message: Publish) -> None:
@@ -107,22 +147,12 @@ class Packer:
         self.out.append(message)
 
     def flush(self) -> None:
-        if self._records:
-            self.out.append(_publish(self._records, list(self._users)))
-        self._records, self._users, self._key_bytes, self._body_bytes = [], {}, 0, 0
+        if self._open.records:
+            self.out.append(_publish(self._open.records, list(self._users)))
+        self._open, self._users, self._key_bytes = Records(), {}, 0
 
-    def stamp(self, sent_at_us: int) -> None:
-        """The first message carries the batch's publish time (the edges'
-        publish-to-write latency, sampled once per batch), if it is a delivery."""
-        if not self.out:
-            return
-        first = self.out[0]
-        if first.properties is DELIVERY_PROPERTIES:
-            props = aiormq.spec.Basic.Properties(headers={SENT_AT_HEADER: sent_at_us})
-        elif PACK_HEADER in (first.properties.headers or {}):
-            headers = dict(first.properties.headers or {})
-            headers[SENT_AT_HEADER] = sent_at_us
-            props = aiormq.spec.Basic.Properties(headers=headers)
-        else:
-            return
-        self.out[0] = first._replace(properties=props)
+    def finish(self, sent_at_us: int) -> list[Publish]:
+        """Flush, and stamp the first delivery with the publish time."""
+        self.flush()
+        stamp(self.out, sent_at_us, per_key=False)
+        return self.out

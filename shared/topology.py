@@ -61,6 +61,69 @@ DISPATCH = QueueSpec(
 )
 DEAD = QueueSpec("sse.dead")
 
+# SSEHUB_PARTITIONS > 1 (docs/architecture.md, "Partitions"): ssehub.dispatch is
+# the intake, split by the front stage into one queue per partition; each is
+# worked on by one dispatcher process at a time (single active consumer). With
+# one partition the intake is partition 0's queue: the layout of before.
+FORWARD_HEADER = "x-ssehub-forward"  # a stage → a partition: messages (dispatcher/forward.py)
+# The deployment's partition count, held by the broker as a queue argument it
+# checks on every declare (x-max-length of an empty marker queue): a process
+# configured with another count is refused with both values in the broker's words.
+PARTITIONS_MARKER = "ssehub.partitions"
+
+
+def dispatch_queue(partition: int, partitions: int) -> str:
+    """The queue of ``partition`` (of ``partitions``): edges' joins and
+    presence go there, and the front's forwards."""
+    return DISPATCH.name if partitions == 1 else f"{DISPATCH.name}.{partition}"
+
+
+def partition_queues(partitions: int, queue_type: QueueType = "classic") -> tuple[QueueSpec, ...]:
+    """One durable single-active-consumer queue per partition (none when the
+    intake is the only partition), not bound: the front publishes to them."""
+    if partitions == 1:
+        return ()
+    specs = (
+        QueueSpec(dispatch_queue(p, partitions), arguments={"x-single-active-consumer": True})
+        for p in range(partitions)
+    )
+    return tuple(_typed(spec, queue_type) for spec in specs)
+
+
+def _typed(spec: QueueSpec, queue_type: QueueType) -> QueueSpec:
+    if queue_type == "classic":  # no x-queue-type: declared exactly as before the setting
+        return spec
+    return replace(spec, arguments={**spec.arguments, "x-queue-type": queue_type})
+
+
+_COUNT = re.compile(r"received (?:the value )?'?(\d+|none)'?.* current is (?:the value )?'?(\d+)'?")
+
+
+async def declare_partitions(channel: AbstractChannel, partitions: int) -> None:
+    """The deployment's partition count: set by the first process, checked by
+    every later one. Raises ConfigError naming both counts when they differ."""
+    try:
+        await channel.declare_queue(
+            PARTITIONS_MARKER,
+            durable=True,
+            arguments={
+                "x-max-length": partitions,
+                "x-overflow": "reject-publish",
+                "x-queue-type": "classic",
+            },
+        )
+    except aiormq.exceptions.ChannelPreconditionFailed as exc:
+        found = _COUNT.search(str(exc))
+        if found is None or "x-max-length" not in str(exc):
+            raise
+        raise ConfigError(
+            f"SSEHUB_PARTITIONS={partitions} but this deployment has {found.group(2)} "
+            f"partitions (the queue {PARTITIONS_MARKER!r} says so): set "
+            f"SSEHUB_PARTITIONS={found.group(2)} in every process, or change the count "
+            "as k8s/README.md says"
+        ) from None
+
+
 # SSEHUB_DELIVERY=nodes: each edge queue is bound here twice, by its node id
 # and by ALL_NODES; the dispatcher sends each edge one message per batch.
 NODES = ExchangeSpec("ssehub.nodes", ExchangeType.DIRECT)
@@ -72,12 +135,7 @@ EXCHANGES = (EVENTS, DELIVER, RECEIPTS, NODES)
 def dispatcher_queues(queue_type: QueueType = "classic") -> tuple[QueueSpec, ...]:
     """The dispatch queue and ``sse.dead`` as ``queue_type`` queues. Classic ones
     carry no ``x-queue-type``: declared exactly as before the setting existed."""
-    if queue_type == "classic":
-        return (DISPATCH, DEAD)
-    return tuple(
-        replace(spec, arguments={**spec.arguments, "x-queue-type": queue_type})
-        for spec in (DISPATCH, DEAD)
-    )
+    return tuple(_typed(spec, queue_type) for spec in (DISPATCH, DEAD))
 
 
 def node_bindings(node_id: str) -> tuple[tuple[ExchangeSpec, str], ...]:
@@ -151,16 +209,30 @@ async def declare_core(
     return exchanges
 
 
-def presence_message(node_id: str, user_id: str | None, online: bool) -> Publish:
-    """Edge → dispatcher, straight into the dispatch queue (default exchange), so it
-    is ordered with the events: a user online on a node, offline, or (no user) a
-    heartbeat of the node."""
+async def declare_deployment(
+    channel: AbstractChannel, queue_type: QueueType, partitions: int
+) -> dict[str, AbstractExchange]:
+    """What dispatchers and edges need: the core, the partition count checked,
+    and the partition queues (edges publish joins into them)."""
+    exchanges = await declare_core(channel, queue_type)
+    await declare_partitions(channel, partitions)
+    for spec in partition_queues(partitions, queue_type):
+        await declare_queue(channel, spec)
+    return exchanges
+
+
+def presence_message(
+    node_id: str, user_id: str | None, online: bool, queue: str = DISPATCH.name
+) -> Publish:
+    """Edge → dispatcher, straight into a dispatch ``queue`` (default exchange),
+    so it is ordered with the events: a user online on a node, offline, or (no
+    user) a heartbeat of the node (to every partition's queue)."""
     body = (
         {"node": node_id}
         if user_id is None
         else {"node": node_id, "user": user_id, "online": online}
     )
-    return Publish("", DISPATCH.name, orjson.dumps(body), PRESENCE_PROPERTIES)
+    return Publish("", queue, orjson.dumps(body), PRESENCE_PROPERTIES)
 
 
 PRESENCE_PROPERTIES = aiormq.spec.Basic.Properties(headers={PRESENCE_HEADER: 1})

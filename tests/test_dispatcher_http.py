@@ -117,7 +117,8 @@ async def _active_standby_failover(settings: Settings) -> None:
             await publish(settings.rabbitmq_url, [(f"user.{uid()}", b'{"event":"x","data":1}')])
             await until_role(first, "active")
             # The standby probed at start; the probe, like everything, went to the active one.
-            assert (await get(second + "/readyz")).json() == {"status": "standby"}
+            assert (await get(second + "/readyz")).json() == {"status": "standby", "partitions": []}
+            assert (await get(first + "/readyz")).json() == {"status": "active", "partitions": [0]}
             assert (await scrape(second))["ssehub_dispatcher_active"] == 0
             assert (await scrape(first))["ssehub_dispatcher_active"] == 1
             await first_alive.aclose()  # the active one leaves: RabbitMQ promotes the standby

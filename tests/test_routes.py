@@ -71,8 +71,10 @@ async def test_an_edge_dropped_from_the_table_rejoins_and_loses_nothing(
 
         # The dispatcher takes the edge for dead (no heartbeat for 3 beats):
         # its users are no longer routed there, and it is told to join again.
-        dispatcher.routes.heard(node, -1e9)  # type: ignore[union-attr]
-        dispatcher._expire_routes()
+        table = dispatcher.workers[0].outbound.table
+        assert table is not None
+        table.heard(node, -1e9)
+        dispatcher.workers[0].expire_routes()
         assert routes_of(dispatcher, user) == []
         for i in range(2, 6):  # some routed nowhere, some after the rejoin
             await publisher.send_event_to_user(user, "during", i)
@@ -106,8 +108,9 @@ async def test_streams_open_with_no_dispatcher_and_catch_up_once_one_runs(
 
 
 def routes_of(dispatcher: Dispatcher, user: str) -> list[str]:
-    assert dispatcher.routes is not None
-    return sorted(dispatcher.routes.nodes_of(user))
+    table = dispatcher.workers[0].outbound.table
+    assert table is not None
+    return sorted(table.nodes_of(user))
 
 
 async def test_a_fleet_moving_from_bindings_to_nodes_gets_every_event_once(

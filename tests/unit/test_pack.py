@@ -88,8 +88,7 @@ def test_stamp_marks_the_first_delivery_or_pack_only() -> None:
     packer = pack.Packer(2)
     for user in "abc":
         packer.add(user, sse(1))
-    packer.flush()
-    packer.stamp(123)
+    packer.finish(123)
     first, second = packer.out
     assert first.properties.headers == {pack.PACK_HEADER: 2, "BCC": ["b"], SENT_AT_HEADER: 123}
     assert second.properties is DELIVERY_PROPERTIES

@@ -132,7 +132,7 @@ def test_a_route_round_checks_user_ids() -> None:
         parse_route(b'{"node": "n", "ref": 1, "ops": [["", 1]]}')
 
 
-def _from_edge(body: bytes, headers: dict[str, Any], tag: int = 1) -> DeliveredMessage:
+def _internal(body: bytes, headers: dict[str, Any], tag: int = 1) -> DeliveredMessage:
     props = Basic.Properties(headers=headers)
     delivery = Basic.Deliver("ctag", tag, False, "", topology.DISPATCH.name)
     return DeliveredMessage(
@@ -148,10 +148,10 @@ def test_intake_sorts_an_edges_signals_and_dead_letters_bad_ones() -> None:
     caps = orjson.dumps({"node": "n1", "user": "a", "hello": True, "streams": ["c-1"]})
     intake = sort_batch(
         [
-            _from_edge(route.body, {topology.ROUTE_HEADER: 1}),
-            _from_edge(caps, {topology.NOTICE_HEADER: "caps"}, 2),
-            _from_edge(b"{}", {topology.ROUTE_HEADER: 1}, 3),
-            _from_edge(b"{}", {}, 4),
+            _internal(route.body, {topology.ROUTE_HEADER: 1}),
+            _internal(caps, {topology.NOTICE_HEADER: "caps"}, 2),
+            _internal(b"{}", {topology.ROUTE_HEADER: 1}, 3),
+            _internal(b"{}", {}, 4),
         ],
         1 << 16,
         1 << 20,
