@@ -2,24 +2,35 @@
 
 Process-wide set-up happens here, once, at start: logging, and the AMQP
 frame receiver of ``ssehub.fastpath`` (the only process-wide patch).
+
+What can stop a service is checked in the order a user fixes it, each in one
+line: the settings, then the port (bound here, before anything connects).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from ssehub.config import DEV_JWT_SECRET, Settings
 from ssehub.fastpath import receiver
+from ssehub.listen import bind
 from ssehub.logs import configure_logging
+
+log = logging.getLogger("ssehub.cli")
 
 
 def _start(config: Settings) -> None:
     configure_logging(config.log_level, config.log_format)
     receiver.install()
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
 def dev(args: argparse.Namespace) -> None:
@@ -41,6 +52,7 @@ def dev(args: argparse.Namespace) -> None:
             "log_format": base.log_format if "log_format" in base.model_fields_set else "text",
         }
     )
+    sock = bind(args.host, args.port)
     _start(config)
     if base.jwt_secret is None:
         print(
@@ -61,8 +73,8 @@ def dev(args: argparse.Namespace) -> None:
 
     app = create_app(config, extra=with_dispatcher)
     add_demo_routes(app, config, publisher)
-    print(f"ssehub dev: open http://{args.host}:{args.port}/ in two browser tabs", flush=True)
-    EdgeServer(app, config, args.host, args.port).run()
+    print(f"ssehub dev: open {_url(args.host, args.port)} in two browser tabs", flush=True)
+    EdgeServer(app, config, args.host, args.port).run(sockets=[sock])
 
 
 def edge(args: argparse.Namespace) -> None:
@@ -71,8 +83,11 @@ def edge(args: argparse.Namespace) -> None:
     from ssehub.edge.server import EdgeServer
 
     config = settings()
+    app = create_app(config)
+    sock = bind(args.host, args.port)
     _start(config)
-    EdgeServer(create_app(config), config, args.host, args.port).run()
+    log.info("ssehub edge: serving on %s", _url(args.host, args.port))
+    EdgeServer(app, config, args.host, args.port).run(sockets=[sock])
 
 
 def dispatcher(args: argparse.Namespace) -> None:

@@ -19,6 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from ssehub.dispatcher.service import Dispatcher
 from ssehub.errors import StoreUnavailable
+from ssehub.listen import bind
 from ssehub.storage.db import store_errors
 
 log = logging.getLogger("ssehub.dispatcher")
@@ -122,7 +123,12 @@ async def serving(
 ) -> AsyncIterator[int]:
     """Serve the port (0: any free one) while inside; yields the bound port."""
     http = DispatcherHttp(dispatcher, engine)
-    server = await asyncio.start_server(http.handle, host, port, limit=MAX_HEAD)
+    sock = bind(host, port)  # a port in use: one line (PortUnavailable), before anything runs
+    try:
+        server = await asyncio.start_server(http.handle, sock=sock, limit=MAX_HEAD)
+    except BaseException:
+        sock.close()
+        raise
     bound = int(server.sockets[0].getsockname()[1])
     probes = asyncio.create_task(dispatcher.activity.run(dispatcher.probe), name="dispatcher-probe")
     log.info("dispatcher HTTP port on %s:%d (/healthz /readyz /metrics)", host, bound)

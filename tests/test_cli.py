@@ -1,4 +1,5 @@
-"""The ``ssehub`` command as a new user meets it: version, tokens, typos, broker errors."""
+"""The ``ssehub`` command as a new user meets it: version, tokens, typos, broker
+errors, a busy port."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -27,10 +29,17 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env | extra
 
 
-def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+def run(*args: str, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*CLI, *args], env=clean_env(**env), capture_output=True, text=True, timeout=60
+        [*CLI, *args], env=clean_env(**env), capture_output=True, text=True, timeout=60, cwd=cwd
     )
+
+
+def closed_port() -> int:
+    """A port nothing listens on (it was free a moment ago)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def test_version() -> None:
@@ -52,6 +61,41 @@ def test_a_typo_in_a_setting_is_warned_about() -> None:
     done = run("token", "alice", SSEHUB_JWT_SECRT="x" * 40)
     assert done.returncode == 0
     assert "SSEHUB_JWT_SECRT is not a setting of ssehub" in done.stderr
+
+
+SERVICES = ["dev", "edge", "dispatcher"]
+
+
+def service_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    defaults = {
+        "SSEHUB_JWT_SECRET": "s" * 40,
+        "SSEHUB_DATABASE_URL": f"sqlite:///{tmp_path / 'ssehub.db'}",
+        "SSEHUB_LOG_FORMAT": "text",
+        "SSEHUB_RECONNECT_MAX_DELAY": "0.2",
+        # never the machine's default vhost: a test that needs the broker passes its own
+        "SSEHUB_RABBITMQ_URL": f"amqp://guest:guest@127.0.0.1:{closed_port()}/",
+    }
+    return clean_env(**(defaults | extra))
+
+
+@pytest.mark.parametrize("command", SERVICES)
+def test_a_busy_port_is_one_line(command: str, tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as holder:
+        port = holder.getsockname()[1]
+        done = subprocess.run(
+            [*CLI, command, "--host", "127.0.0.1", "--port", str(port)],
+            env=service_env(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+        )
+    assert done.returncode == 2
+    assert done.stdout == ""  # no "open http://..." for a server that never started
+    assert done.stderr.splitlines() == [
+        f"ssehub: port {port} on 127.0.0.1 is already in use (by another ssehub or another "
+        "program); stop it, or choose another port with --port"
+    ]
 
 
 def test_a_wrong_vhost_is_said_in_words(amqp_url: str) -> None:
