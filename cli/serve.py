@@ -4,7 +4,8 @@ Process-wide set-up happens here, once, at start: logging, and the AMQP
 frame receiver of ``ssehub.fastpath`` (the only process-wide patch).
 
 What can stop a service is checked in the order a user fixes it, each in one
-line: the settings, then the port (bound here, before anything connects).
+line: the settings, then the port (bound here, before anything connects),
+then the store (waited for, one line per failed attempt).
 """
 
 from __future__ import annotations
@@ -27,6 +28,23 @@ log = logging.getLogger("ssehub.cli")
 def _start(config: Settings) -> None:
     configure_logging(config.log_level, config.log_format)
     receiver.install()
+
+
+def _wait_for_store(config: Settings, name: str) -> None:
+    """Before the server starts: while uvicorn starts an app it holds Ctrl+C and
+    reports a failed start as a traceback; here Ctrl+C ends the wait, and a
+    database of another schema is one line (a ConfigError)."""
+    from ssehub.storage.db import create_engine
+    from ssehub.storage.reach import open_store
+
+    async def wait() -> None:
+        engine = create_engine(config.database_url)
+        try:
+            await open_store(engine, name=name, max_delay=config.reconnect_max_delay)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(wait())
 
 
 def _url(host: str, port: int) -> str:
@@ -61,6 +79,7 @@ def dev(args: argparse.Namespace) -> None:
             file=sys.stderr,
             flush=True,
         )
+    _wait_for_store(config, "ssehub-dev")
     publisher = Publisher(config.rabbitmq_url, queue_type=config.queue_type)
 
     @asynccontextmanager
@@ -86,6 +105,7 @@ def edge(args: argparse.Namespace) -> None:
     app = create_app(config)
     sock = bind(args.host, args.port)
     _start(config)
+    _wait_for_store(config, "ssehub-edge")
     log.info("ssehub edge: serving on %s", _url(args.host, args.port))
     EdgeServer(app, config, args.host, args.port).run(sockets=[sock])
 

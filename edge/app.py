@@ -23,7 +23,8 @@ from ssehub.edge.registry import Registry
 from ssehub.edge.route import PATH, StreamRoute
 from ssehub.edge.transport import RAW_SEND
 from ssehub.errors import StoreUnavailable
-from ssehub.storage.db import create_engine, create_schema
+from ssehub.storage.db import create_engine
+from ssehub.storage.reach import open_store
 from ssehub.storage.store import EventStore
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -42,7 +43,9 @@ def create_app(settings: Settings, *, extra: Extra | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings.database_url)
-        await create_schema(engine)
+        # `ssehub edge` and `ssehub dev` wait for the store before the server
+        # starts (cli/serve.py); this covers one that went away since.
+        await open_store(engine, name="ssehub-edge", max_delay=settings.reconnect_max_delay)
         registry = Registry()
         metrics = EdgeMetrics()
         node = EdgeNode(settings, registry, metrics)

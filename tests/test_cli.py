@@ -1,5 +1,5 @@
 """The ``ssehub`` command as a new user meets it: version, tokens, typos, broker
-errors, a busy port."""
+and store errors, a busy port."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import asyncio
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -40,6 +42,24 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+async def stderr_until(
+    proc: asyncio.subprocess.Process, done: Callable[[list[str]], bool], timeout: float = 30
+) -> list[str]:
+    """The process's stderr lines, read until ``done`` says enough."""
+    assert proc.stderr is not None
+    lines: list[str] = []
+    try:
+        async with asyncio.timeout(timeout):
+            while not done(lines):
+                line = (await proc.stderr.readline()).decode()
+                if not line:
+                    break
+                lines.append(line)
+    except TimeoutError:
+        raise AssertionError(f"timed out; stderr so far: {''.join(lines)}") from None
+    return lines
 
 
 def test_version() -> None:
@@ -96,6 +116,83 @@ def test_a_busy_port_is_one_line(command: str, tmp_path: Path) -> None:
         f"ssehub: port {port} on 127.0.0.1 is already in use (by another ssehub or another "
         "program); stop it, or choose another port with --port"
     ]
+
+
+@pytest.mark.parametrize("command", SERVICES)
+async def test_an_unreachable_database_is_one_line_per_attempt(
+    command: str, tmp_path: Path
+) -> None:
+    port = closed_port()
+    env = service_env(
+        tmp_path, SSEHUB_DATABASE_URL=f"postgresql://ssehub:pw-2718x@127.0.0.1:{port}/events"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        *CLI,
+        command,
+        "--port",
+        str(closed_port()),
+        env=env,
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        lines = await stderr_until(proc, lambda ls: sum("retrying" in x for x in ls) >= 3)
+    finally:
+        proc.kill()
+        out, _ = await proc.communicate()
+    retries = [line for line in lines if "retrying" in line]
+    assert all(
+        f"cannot reach PostgreSQL at 127.0.0.1:{port} (database 'events'): Connection refused"
+        in line
+        for line in retries
+    ), retries
+    text = "".join(lines)
+    assert "pw-2718x" not in text and "Traceback" not in text
+    assert b"open http" not in out  # the demo is not offered before it can work
+
+
+@pytest.mark.postgres
+async def test_a_missing_database_is_named_and_waited_for(
+    pg_server_url: str, tmp_path: Path
+) -> None:
+    parts = urlsplit(pg_server_url)
+    missing = urlunsplit(parts._replace(path=f"/ssehub_{uid('db').replace('-', '_')}"))
+    env = service_env(tmp_path, SSEHUB_DATABASE_URL=missing)
+    proc = await asyncio.create_subprocess_exec(
+        *CLI, "dispatcher", env=env, cwd=tmp_path, stderr=subprocess.PIPE
+    )
+    try:
+        lines = await stderr_until(proc, lambda ls: sum("retrying" in x for x in ls) >= 2)
+    finally:
+        proc.kill()
+        await proc.wait()
+    name = missing.rsplit("/", 1)[1]
+    where = f"{parts.hostname}:{parts.port or 5432}"
+    assert f"PostgreSQL at {where} has no database {name!r}" in lines[-1]
+    assert "Traceback" not in "".join(lines)
+
+
+async def test_a_store_that_comes_later_is_used(amqp_url: str, tmp_path: Path) -> None:
+    """SQLite in a directory that does not exist yet: retried until it does."""
+    later = tmp_path / "later"
+    env = service_env(
+        tmp_path,
+        SSEHUB_DATABASE_URL=f"sqlite:///{later / 'ssehub.db'}",
+        SSEHUB_RABBITMQ_URL=amqp_url,
+    )
+    proc = await asyncio.create_subprocess_exec(
+        *CLI, "dispatcher", env=env, cwd=tmp_path, stderr=subprocess.PIPE
+    )
+    try:
+        lines = await stderr_until(proc, lambda ls: any("retrying" in x for x in ls))
+        assert f"cannot open the SQLite database '{later / 'ssehub.db'}'" in lines[-1]
+        later.mkdir()
+        lines += await stderr_until(proc, lambda ls: any("answers" in x for x in ls))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await proc.wait()
+    assert "Traceback" not in "".join(lines)
 
 
 def test_a_wrong_vhost_is_said_in_words(amqp_url: str) -> None:
