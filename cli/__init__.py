@@ -15,7 +15,14 @@ import sys
 from collections.abc import Sequence
 
 import ssehub
-from ssehub.config import Settings, load_settings, unknown_settings
+from ssehub.config import (
+    ENV_FILE,
+    Settings,
+    closest_setting,
+    env_file_names,
+    load_settings,
+    unknown_settings,
+)
 from ssehub.errors import SsehubError
 
 SERVER_EXTRA = "pip install 'ssehub[server]'"
@@ -42,10 +49,16 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def settings(**overrides: object) -> Settings:
-    """The settings, parsed once; a typo'd ``SSEHUB_*`` variable is warned about."""
-    for name in unknown_settings(os.environ):
+    """The settings, parsed once; a typo'd ``SSEHUB_*`` variable, in the
+    environment or in ``.env``, is warned about."""
+    typos = [("", name) for name in unknown_settings(os.environ)]
+    typos += [(f"{ENV_FILE}: ", name) for name in unknown_settings(env_file_names())]
+    for where, name in typos:
+        guess = closest_setting(name)
+        hint = f"did you mean {guess}?" if guess else "typo?"
         print(
-            f"ssehub: warning: {name} is not a setting of ssehub (typo?); ignored", file=sys.stderr
+            f"ssehub: warning: {where}{name} is not a setting of ssehub ({hint}); ignored",
+            file=sys.stderr,
         )
     return load_settings(**overrides)
 

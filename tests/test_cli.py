@@ -83,6 +83,19 @@ def test_a_typo_in_a_setting_is_warned_about() -> None:
     assert "SSEHUB_JWT_SECRT is not a setting of ssehub" in done.stderr
 
 
+def test_a_typo_in_dotenv_is_warned_about_like_one_in_the_environment(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("SSEHUB_PING_INTERVL=5\nOTHER_TOOL_SETTING=1\n")
+    done = run("token", "alice", cwd=tmp_path, SSEHUB_RETRY_MSS="1")
+    assert done.returncode == 0, done.stderr
+    warnings = [line for line in done.stderr.splitlines() if "warning" in line]
+    assert warnings == [
+        "ssehub: warning: SSEHUB_RETRY_MSS is not a setting of ssehub "
+        "(did you mean SSEHUB_RETRY_MS?); ignored",
+        "ssehub: warning: .env: SSEHUB_PING_INTERVL is not a setting of ssehub "
+        "(did you mean SSEHUB_PING_INTERVAL?); ignored",
+    ]
+
+
 SERVICES = ["dev", "edge", "dispatcher"]
 
 
