@@ -1,5 +1,5 @@
 """The ``ssehub`` command as a new user meets it: version, tokens, typos, broker
-and store errors, a busy port."""
+and store errors, a busy port, ``publish``'s output."""
 
 from __future__ import annotations
 
@@ -206,6 +206,35 @@ async def test_a_store_that_comes_later_is_used(amqp_url: str, tmp_path: Path) -
         proc.send_signal(signal.SIGTERM)
         await proc.wait()
     assert "Traceback" not in "".join(lines)
+
+
+def test_publish_says_what_it_published(amqp_url: str) -> None:
+    done = run(
+        "publish", "user", "alice", "message:new", '{"text":"hi"}', SSEHUB_RABBITMQ_URL=amqp_url
+    )
+    assert done.returncode == 0, done.stderr
+    assert re.fullmatch(
+        r"published user\.alice: message:new \(idempotency key [0-9a-f]{32}\)\n", done.stdout
+    ), done.stdout
+    done = run("publish", "members", "conv1", "set", "alice", "bob", SSEHUB_RABBITMQ_URL=amqp_url)
+    assert done.stdout.startswith("published members.conv1: set alice bob (idempotency key ")
+
+
+def test_publish_with_the_broker_down_is_one_line() -> None:
+    port = closed_port()
+    done = run(
+        "publish",
+        "user",
+        "alice",
+        "message:new",
+        "{}",
+        SSEHUB_RABBITMQ_URL=f"amqp://guest:pw-1618x@127.0.0.1:{port}/",
+    )
+    assert done.returncode == 2
+    assert done.stdout == ""
+    (line,) = done.stderr.splitlines()
+    assert f"cannot reach RabbitMQ at 127.0.0.1:{port}" in line
+    assert "pw-1618x" not in line
 
 
 def test_a_wrong_vhost_is_said_in_words(amqp_url: str) -> None:
