@@ -1,5 +1,5 @@
 """The ``ssehub`` command as a new user meets it: version, tokens, typos, broker
-and store errors, a busy port, ``publish``'s output."""
+and store errors, a busy port, ``publish``'s output, ``--help``."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import jwt
 import pytest
-from ssehub.config import DEV_JWT_SECRET
+from ssehub.config import DEV_JWT_SECRET, setting_names
 
 from tests.sse import open_stream
 from tests.support import Stack, uid
@@ -235,6 +235,22 @@ def test_publish_with_the_broker_down_is_one_line() -> None:
     (line,) = done.stderr.splitlines()
     assert f"cannot reach RabbitMQ at 127.0.0.1:{port}" in line
     assert "pw-1618x" not in line
+
+
+@pytest.mark.parametrize("command", SERVICES)
+def test_the_help_of_a_service_gives_every_option_a_meaning_and_names_its_settings(
+    command: str,
+) -> None:
+    done = run(command, "--help")
+    assert done.returncode == 0
+    options = re.findall(r"^  (--\w+) \w+\s+(.+?)(?=^  \S|^$)", done.stdout, re.M | re.S)
+    assert {name for name, _ in options} == {"--host", "--port"}
+    assert all("default" in text for _, text in options), options
+    named = set(re.findall(r"SSEHUB_[A-Z_]+[A-Z]", done.stdout))
+    assert {"SSEHUB_RABBITMQ_URL", "SSEHUB_DATABASE_URL"} <= named
+    assert named <= setting_names(), named - setting_names()
+    if command != "dispatcher":
+        assert "SSEHUB_JWT_SECRET" in named
 
 
 def test_a_wrong_vhost_is_said_in_words(amqp_url: str) -> None:
