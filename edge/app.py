@@ -10,6 +10,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from importlib import resources
 from typing import Any
 
+import ssehub
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
@@ -76,6 +77,7 @@ def create_app(settings: Settings, *, extra: Extra | None = None) -> FastAPI:
         _cors(settings),
         cookie=settings.jwt_cookie,
         title="ssehub edge",
+        version=ssehub.__version__,
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
@@ -110,7 +112,8 @@ def create_app(settings: Settings, *, extra: Extra | None = None) -> FastAPI:
 
     helper = resources.files("ssehub.edge").joinpath("static/ssehub.js").read_bytes()
 
-    @app.get("/ssehub.js", include_in_schema=False)
+    # HEAD as well as GET, like any static file (FastAPI adds no HEAD by itself)
+    @app.api_route("/ssehub.js", methods=["GET", "HEAD"], include_in_schema=False)
     async def ssehub_js() -> Response:
         # the browser helper (SPEC "Browser helper"); short cache: it changes with upgrades
         return Response(
