@@ -21,6 +21,7 @@ from ssehub.dispatcher.service import Dispatcher
 from ssehub.errors import StoreUnavailable
 from ssehub.listen import bind
 from ssehub.storage.db import store_errors
+from ssehub.storage.reach import describe
 
 log = logging.getLogger("ssehub.dispatcher")
 
@@ -57,7 +58,7 @@ class DispatcherHttp:
         try:
             await self._ping_store()
         except StoreUnavailable as exc:
-            problems.append(str(exc))
+            problems.append(f"store: {describe(exc, self._engine.url)}")
         if problems:
             body = {"status": "unavailable", "problems": problems}
             return 503, JSON, orjson.dumps(body)

@@ -25,7 +25,7 @@ from ssehub.edge.route import PATH, StreamRoute
 from ssehub.edge.transport import RAW_SEND
 from ssehub.errors import StoreUnavailable
 from ssehub.storage.db import create_engine
-from ssehub.storage.reach import open_store
+from ssehub.storage.reach import describe, open_store
 from ssehub.storage.store import EventStore
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -98,7 +98,7 @@ def create_app(settings: Settings, *, extra: Extra | None = None) -> FastAPI:
         try:
             await ctx.store.ping()
         except StoreUnavailable as exc:
-            problems.append(str(exc))
+            problems.append(f"store: {describe(exc, ctx.store.engine.url)}")
         if problems:
             return JSONResponse({"status": "unavailable", "problems": problems}, status_code=503)
         return JSONResponse({"status": "ready", "connections": len(ctx.registry)})

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import httpx
 import jwt
 import pytest
 from ssehub.config import DEV_JWT_SECRET, setting_names
@@ -135,7 +136,7 @@ def test_a_busy_port_is_one_line(command: str, tmp_path: Path) -> None:
 async def test_an_unreachable_database_is_one_line_per_attempt(
     command: str, tmp_path: Path
 ) -> None:
-    port = closed_port()
+    port, http_port = closed_port(), closed_port()
     env = service_env(
         tmp_path, SSEHUB_DATABASE_URL=f"postgresql://ssehub:pw-2718x@127.0.0.1:{port}/events"
     )
@@ -143,7 +144,7 @@ async def test_an_unreachable_database_is_one_line_per_attempt(
         *CLI,
         command,
         "--port",
-        str(closed_port()),
+        str(http_port),
         env=env,
         cwd=tmp_path,
         stderr=subprocess.PIPE,
@@ -151,6 +152,15 @@ async def test_an_unreachable_database_is_one_line_per_attempt(
     )
     try:
         lines = await stderr_until(proc, lambda ls: sum("retrying" in x for x in ls) >= 3)
+        if command == "dispatcher":  # its probes answer while it waits, and say why
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}") as http:
+                assert (await http.get("/healthz")).status_code == 200
+                ready = await http.get("/readyz")
+            assert ready.status_code == 503
+            assert (
+                f"store: cannot reach PostgreSQL at 127.0.0.1:{port} (database 'events'): "
+                "Connection refused"
+            ) in ready.json()["problems"]
     finally:
         proc.kill()
         out, _ = await proc.communicate()
