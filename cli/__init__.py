@@ -15,7 +15,15 @@ import sys
 from collections.abc import Sequence
 
 import ssehub
-from ssehub.config import Settings, load_settings, unknown_settings
+from ssehub.cli.helptext import description, settings_epilog
+from ssehub.config import (
+    ENV_FILE,
+    Settings,
+    closest_setting,
+    env_file_names,
+    load_settings,
+    unknown_settings,
+)
 from ssehub.errors import SsehubError
 
 SERVER_EXTRA = "pip install 'ssehub[server]'"
@@ -42,10 +50,16 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def settings(**overrides: object) -> Settings:
-    """The settings, parsed once; a typo'd ``SSEHUB_*`` variable is warned about."""
-    for name in unknown_settings(os.environ):
+    """The settings, parsed once; a typo'd ``SSEHUB_*`` variable, in the
+    environment or in ``.env``, is warned about."""
+    typos = [("", name) for name in unknown_settings(os.environ)]
+    typos += [(f"{ENV_FILE}: ", name) for name in unknown_settings(env_file_names())]
+    for where, name in typos:
+        guess = closest_setting(name)
+        hint = f"did you mean {guess}?" if guess else "typo?"
         print(
-            f"ssehub: warning: {name} is not a setting of ssehub (typo?); ignored", file=sys.stderr
+            f"ssehub: warning: {where}{name} is not a setting of ssehub ({hint}); ignored",
+            file=sys.stderr,
         )
     return load_settings(**overrides)
 
@@ -57,18 +71,40 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"ssehub {ssehub.__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    dev = sub.add_parser("dev", help="dispatcher + edge + demo page in one process")
-    _listen(dev)
+    dev = _service(
+        sub,
+        "dev",
+        "dispatcher + edge + demo page in one process",
+        "Run a dispatcher, an edge and the demo page in one process, for development: "
+        "open the address it prints in two browser tabs and chat. The local RabbitMQ "
+        "and a SQLite file unless the settings below say otherwise.",
+    )
+    _listen(dev, "the demo page and the streams")
     dev.set_defaults(func=serve.dev)
 
-    edge = sub.add_parser("edge", help="one edge node")
-    _listen(edge)
+    edge = _service(
+        sub,
+        "edge",
+        "one edge node",
+        "Run one edge node: the streams (GET /sse/connect), the browser helper "
+        "(/ssehub.js), /healthz, /readyz and /metrics. SIGTERM closes its streams in "
+        "staggered batches (their clients resume on another edge), then it exits.",
+    )
+    _listen(edge, "the streams")
     edge.set_defaults(func=serve.edge)
 
-    disp = sub.add_parser("dispatcher", help="one dispatcher (others wait as standbys)")
+    disp = _service(
+        sub,
+        "dispatcher",
+        "one dispatcher (others wait as standbys)",
+        "Run one dispatcher: it validates, numbers, stores and routes the published "
+        "events. Start two or more: one is active, the others wait as standbys.",
+    )
     # All interfaces by default, like any exporter: the port is opt-in and what
     # it serves is for probes and Prometheus (k8s/base/dispatcher.yaml relies on it).
-    disp.add_argument("--host", default="0.0.0.0", help="of the HTTP port (default 0.0.0.0)")
+    disp.add_argument(
+        "--host", default="0.0.0.0", help="address of the HTTP port (default 0.0.0.0: every one)"
+    )
     disp.add_argument(
         "--port",
         type=int,
@@ -85,7 +121,7 @@ def parser() -> argparse.ArgumentParser:
     disp.set_defaults(func=serve.dispatcher)
 
     tok = sub.add_parser("token", help="print a signed development JWT for USER")
-    tok.add_argument("user")
+    tok.add_argument("user", help="the user id (the token's subject)")
     tok.add_argument("--ttl", type=float, default=24 * 3600, help="seconds (default 1 day)")
     tok.set_defaults(func=tools.token)
 
@@ -111,9 +147,27 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _listen(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+def _service(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, summary: str, text: str
+) -> argparse.ArgumentParser:
+    """A command that runs a service: what it does, then its options, then the
+    settings it reads (ssehub.cli.helptext)."""
+    return sub.add_parser(
+        name,
+        help=summary,
+        description=description(text),
+        epilog=settings_epilog(name),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def _listen(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to serve on (default 127.0.0.1: this machine only; 0.0.0.0: every one)",
+    )
+    p.add_argument("--port", type=int, default=8000, help=f"port to serve {what} on (default 8000)")
 
 
 def _event_args(p: argparse.ArgumentParser) -> None:

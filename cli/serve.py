@@ -2,12 +2,17 @@
 
 Process-wide set-up happens here, once, at start: logging, and the AMQP
 frame receiver of ``ssehub.fastpath`` (the only process-wide patch).
+
+What can stop a service is checked in the order a user fixes it, each in one
+line: the settings, then the port (bound here, before anything connects),
+then the store (waited for, one line per failed attempt).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -16,15 +21,41 @@ from typing import TYPE_CHECKING
 from ssehub.config import DEV_JWT_SECRET, Settings
 from ssehub.errors import ConfigError, SsehubError
 from ssehub.fastpath import receiver
+from ssehub.listen import bind
 from ssehub.logs import configure_logging
 
 if TYPE_CHECKING:
+    import socket
+
     from ssehub.edge.server import EdgeServer
+
+log = logging.getLogger("ssehub.cli")
 
 
 def _start(config: Settings) -> None:
     configure_logging(config.log_level, config.log_format)
     receiver.install()
+
+
+def _wait_for_store(config: Settings, name: str) -> None:
+    """Before the server starts: while uvicorn starts an app it holds Ctrl+C and
+    reports a failed start as a traceback; here Ctrl+C ends the wait, and a
+    database of another schema is one line (a ConfigError)."""
+    from ssehub.storage.db import create_engine
+    from ssehub.storage.reach import open_store
+
+    async def wait() -> None:
+        engine = create_engine(config.database_url)
+        try:
+            await open_store(engine, name=name, max_delay=config.reconnect_max_delay)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(wait())
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
 def dev(args: argparse.Namespace) -> None:
@@ -46,6 +77,7 @@ def dev(args: argparse.Namespace) -> None:
             "log_format": base.log_format if "log_format" in base.model_fields_set else "text",
         }
     )
+    sock = bind(args.host, args.port)
     _start(config)
     if base.jwt_secret is None:
         print(
@@ -54,6 +86,7 @@ def dev(args: argparse.Namespace) -> None:
             file=sys.stderr,
             flush=True,
         )
+    _wait_for_store(config, "ssehub-dev")
     publisher = Publisher(config.rabbitmq_url, queue_type=config.queue_type)
 
     @asynccontextmanager
@@ -66,8 +99,8 @@ def dev(args: argparse.Namespace) -> None:
 
     app = create_app(config, extra=with_dispatcher)
     add_demo_routes(app, config, publisher)
-    print(f"ssehub dev: open http://{args.host}:{args.port}/ in two browser tabs", flush=True)
-    _run(EdgeServer(app, config, args.host, args.port))
+    print(f"ssehub dev: open {_url(args.host, args.port)} in two browser tabs", flush=True)
+    _run(EdgeServer(app, config, args.host, args.port), sock)
 
 
 def edge(args: argparse.Namespace) -> None:
@@ -76,8 +109,12 @@ def edge(args: argparse.Namespace) -> None:
     from ssehub.edge.server import EdgeServer
 
     config = settings()
+    app = create_app(config)
+    sock = bind(args.host, args.port)
     _start(config)
-    _run(EdgeServer(create_app(config), config, args.host, args.port))
+    _wait_for_store(config, "ssehub-edge")
+    log.info("ssehub edge: serving on %s", _url(args.host, args.port))
+    _run(EdgeServer(app, config, args.host, args.port), sock)
 
 
 def dispatcher(args: argparse.Namespace) -> None:
@@ -97,10 +134,10 @@ def dispatcher(args: argparse.Namespace) -> None:
         runner.run(serve(config, port=args.port, host=args.host, pinned=pinned))
 
 
-def _run(server: EdgeServer) -> None:
-    """Serve until stopped; an edge whose background work failed exits
-    non-zero: one line for a setting, else (its traceback logged) status 1."""
-    server.run()
+def _run(server: EdgeServer, sock: socket.socket) -> None:
+    """Serve on ``sock`` until stopped; an edge whose background work failed
+    exits non-zero: one line for a setting, else (its traceback logged) status 1."""
+    server.run(sockets=[sock])
     failure = server.failure
     if isinstance(failure, SsehubError):
         raise failure

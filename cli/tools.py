@@ -9,6 +9,7 @@ import sys
 import orjson
 from ssehub.config import DEV_JWT_SECRET, Settings
 from ssehub.errors import SsehubError
+from ssehub.logs import configure_logging
 from ssehub.publisher import Publisher
 
 
@@ -31,7 +32,21 @@ def token(args: argparse.Namespace) -> None:
 def publish(args: argparse.Namespace) -> None:
     from ssehub.cli import settings
 
-    print(asyncio.run(_publish(settings(), args)))
+    config = settings()
+    # aiormq logs each failed connect itself; the error raised after the last
+    # attempt says it once, in words (host and port, never the password)
+    configure_logging("WARNING")
+    key = asyncio.run(_publish(config, args))
+    print(f"published {_what(args)} (idempotency key {key})")
+
+
+def _what(args: argparse.Namespace) -> str:
+    """The message, as the routing key and what it carries."""
+    if args.kind == "members":
+        return f"members.{args.target}: {args.op} {' '.join(args.users) or '(nobody)'}"
+    if args.kind == "control":
+        return f"control.{args.target}: {args.op}"
+    return f"{args.kind}.{args.target}: {args.event}"
 
 
 async def _publish(config: Settings, args: argparse.Namespace) -> str:

@@ -20,7 +20,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ssehub.amqp import BROKER_ERRORS
 from ssehub.dispatcher.service import Dispatcher
 from ssehub.errors import StoreUnavailable
+from ssehub.listen import bind
 from ssehub.storage.db import store_errors
+from ssehub.storage.reach import describe
 
 log = logging.getLogger("ssehub.dispatcher")
 
@@ -57,7 +59,7 @@ class DispatcherHttp:
         try:
             await self._ping_store()
         except StoreUnavailable as exc:
-            problems.append(str(exc))
+            problems.append(f"store: {describe(exc, self._engine.url)}")
         if problems:
             body = {"status": "unavailable", "problems": problems}
             return 503, JSON, orjson.dumps(body)
@@ -127,7 +129,12 @@ async def serving(
 ) -> AsyncIterator[int]:
     """Serve the port (0: any free one) while inside; yields the bound port."""
     http = DispatcherHttp(dispatcher, engine)
-    server = await asyncio.start_server(http.handle, host, port, limit=MAX_HEAD)
+    sock = bind(host, port)  # a port in use: one line (PortUnavailable), before anything runs
+    try:
+        server = await asyncio.start_server(http.handle, sock=sock, limit=MAX_HEAD)
+    except BaseException:
+        sock.close()
+        raise
     bound = int(server.sockets[0].getsockname()[1])
     dispatcher.probing = True  # /readyz tells which partitions it is active for
     log.info("dispatcher HTTP port on %s:%d (/healthz /readyz /metrics)", host, bound)

@@ -16,7 +16,8 @@ from ssehub.dispatcher.http import serving
 from ssehub.dispatcher.persist import DispatchStore
 from ssehub.dispatcher.service import Dispatcher
 from ssehub.errors import unwrap
-from ssehub.storage.db import create_engine, create_schema
+from ssehub.storage.db import create_engine
+from ssehub.storage.reach import open_store
 
 log = logging.getLogger("ssehub.dispatcher")
 
@@ -30,44 +31,47 @@ async def running_dispatcher(
     host: str = "127.0.0.1",
     pinned: frozenset[int] | None = None,
 ) -> AsyncIterator[Dispatcher]:
-    """A dispatcher running in the background of the caller's event loop.
+    """A dispatcher running in the background of the caller's event loop, once
+    the store answers (until then each failed attempt logs one line).
     ``port``: serve /healthz, /readyz and /metrics there (0: any free port; the
-    bound one is ``dispatcher.http_port``); None: no HTTP port. ``pinned``:
-    the partitions it works on (None: its fair share of all)."""
+    bound one is ``dispatcher.http_port``), from the start, so that probes see
+    a dispatcher that waits for its store; None: no HTTP port. ``pinned``: the
+    partitions it works on (None: its fair share of all). Raises what ended
+    the dispatcher, if anything but leaving did (a bug, or a setting the
+    broker refused)."""
     engine = create_engine(settings.database_url, writer=True)
+    store = DispatchStore(
+        engine,
+        settings.dedupe_window,
+        presence_cap=settings.presence_max_members,
+        partitions=settings.partitions,
+    )
     try:
-        await create_schema(engine)
-        if settings.partitions > 1 and engine.dialect.name == "sqlite":
-            log.warning(SQLITE_PARTITIONS, settings.partitions)
-        store = DispatchStore(
-            engine,
-            settings.dedupe_window,
-            presence_cap=settings.presence_max_members,
-            partitions=settings.partitions,
-        )
         dispatcher = Dispatcher(settings, store, name, pinned)
-        task = dispatcher.running = asyncio.create_task(dispatcher.run(), name=name)
-        try:
-            async with contextlib.AsyncExitStack() as http:
-                if port is not None:
-                    # Readiness pings through an engine of its own, opening a fresh
-                    # connection each time (a pooled one says little about the store
-                    # now), and not the writer's, whose connections take SQLite's
-                    # write lock (ssehub.storage.db).
-                    reader = create_async_engine(settings.database_url, poolclass=NullPool)
-                    http.push_async_callback(reader.dispose)
-                    served = serving(dispatcher, reader, host, port)
-                    dispatcher.http_port = await http.enter_async_context(served)
-                yield dispatcher
-        finally:
-            dispatcher.stop()
+        async with contextlib.AsyncExitStack() as http:
+            if port is not None:
+                # Readiness pings through an engine of its own, opening a fresh
+                # connection each time (a pooled one says little about the store
+                # now), and not the writer's, whose connections take SQLite's
+                # write lock (ssehub.storage.db).
+                reader = create_async_engine(settings.database_url, poolclass=NullPool)
+                http.push_async_callback(reader.dispose)
+                served = serving(dispatcher, reader, host, port)
+                dispatcher.http_port = await http.enter_async_context(served)
+            await open_store(engine, name=f"ssehub-{name}", max_delay=settings.reconnect_max_delay)
+            if settings.partitions > 1 and engine.dialect.name == "sqlite":
+                log.warning(SQLITE_PARTITIONS, settings.partitions)
+            task = dispatcher.running = asyncio.create_task(dispatcher.run(), name=name)
             try:
-                await task  # raises what ended it, if anything but stop() did
-            except BaseExceptionGroup as failure:
-                raise unwrap(failure) from None
+                yield dispatcher
             finally:
-                store.close()
+                dispatcher.stop()
+                try:
+                    await task
+                except BaseExceptionGroup as failure:
+                    raise unwrap(failure) from None
     finally:
+        store.close()
         await engine.dispose()
 
 
@@ -78,18 +82,34 @@ async def serve(
     pinned: frozenset[int] | None = None,
 ) -> None:
     """``ssehub dispatcher``: until SIGTERM/SIGINT, then finish the batches in
-    hand. Raises what ended the dispatcher if it ended by itself (a bug, or a
-    setting the broker refused)."""
+    hand (a signal while it still waits for the store ends the wait). Raises
+    what ended the dispatcher if it ended by itself."""
     stop = asyncio.Event()
+    waiting = True
+
+    async def run() -> None:
+        nonlocal waiting
+        async with running_dispatcher(settings, port=port, host=host, pinned=pinned) as d:
+            waiting = False
+            assert d.running is not None
+            stopped: asyncio.Future[object] = asyncio.ensure_future(stop.wait())
+            ended: asyncio.Future[object] = asyncio.shield(d.running)
+            await asyncio.wait((stopped, ended), return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+
+    task = asyncio.create_task(run(), name="dispatcher-main")
+
+    def on_signal() -> None:
+        if waiting:
+            task.cancel()  # nothing taken up yet: nothing to finish
+        stop.set()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    async with running_dispatcher(settings, port=port, host=host, pinned=pinned) as dispatcher:
-        assert dispatcher.running is not None
-        stopped: asyncio.Future[object] = asyncio.ensure_future(stop.wait())
-        ended: asyncio.Future[object] = asyncio.shield(dispatcher.running)
-        await asyncio.wait((stopped, ended), return_when=asyncio.FIRST_COMPLETED)
-        stopped.cancel()
+        loop.add_signal_handler(sig, on_signal)
+    await asyncio.wait([task])
+    if not task.cancelled():
+        task.result()
 
 
 # Said once at start: SQLite has one writer at a time, so partitions work but

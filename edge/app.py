@@ -10,6 +10,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from importlib import resources
 from typing import Any
 
+import ssehub
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
@@ -23,7 +24,8 @@ from ssehub.edge.registry import Registry
 from ssehub.edge.route import PATH, StreamRoute
 from ssehub.errors import StoreUnavailable, unwrap
 from ssehub.fastpath.transport import RAW_SEND
-from ssehub.storage.db import create_engine, create_schema
+from ssehub.storage.db import create_engine
+from ssehub.storage.reach import describe, open_store
 from ssehub.storage.store import EventStore
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -42,7 +44,9 @@ def create_app(settings: Settings, *, extra: Extra | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings.database_url)
-        await create_schema(engine)
+        # `ssehub edge` and `ssehub dev` wait for the store before the server
+        # starts (cli/serve.py); this covers one that went away since.
+        await open_store(engine, name="ssehub-edge", max_delay=settings.reconnect_max_delay)
         registry = Registry()
         metrics = EdgeMetrics()
         store = EventStore(engine)
@@ -67,6 +71,7 @@ def create_app(settings: Settings, *, extra: Extra | None = None) -> FastAPI:
         _cors(settings),
         cookie=settings.jwt_cookie,
         title="ssehub edge",
+        version=ssehub.__version__,
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
@@ -87,7 +92,7 @@ def create_app(settings: Settings, *, extra: Extra | None = None) -> FastAPI:
         try:
             await ctx.store.ping()
         except StoreUnavailable as exc:
-            problems.append(str(exc))
+            problems.append(f"store: {describe(exc, ctx.store.engine.url)}")
         if problems:
             return JSONResponse({"status": "unavailable", "problems": problems}, status_code=503)
         return JSONResponse({"status": "ready", "connections": len(ctx.registry)})
@@ -101,7 +106,8 @@ def create_app(settings: Settings, *, extra: Extra | None = None) -> FastAPI:
 
     helper = resources.files("ssehub.edge").joinpath("static/ssehub.js").read_bytes()
 
-    @app.get("/ssehub.js", include_in_schema=False)
+    # HEAD as well as GET, like any static file (FastAPI adds no HEAD by itself)
+    @app.api_route("/ssehub.js", methods=["GET", "HEAD"], include_in_schema=False)
     async def ssehub_js() -> Response:
         # the browser helper (SPEC "Browser helper"); short cache: it changes with upgrades
         return Response(

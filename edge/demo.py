@@ -13,12 +13,33 @@ from ssehub.edge.auth import TokenVerifier, mint_token
 from ssehub.edge.credentials import extract_token
 from ssehub.errors import AuthError, SsehubError
 from ssehub.publisher import Publisher
+from ssehub.schema import MAX_ID_BYTES
 
 ROOM = "demo-room"
+MAX_NAME = 64  # characters, as the sign-in field allows
 
 
 class Login(BaseModel):
-    user: str = Field(min_length=1, max_length=64)
+    user: str  # checked by user_name_problem, in words
+
+
+class BadUserName(SsehubError):
+    """A user name the demo cannot use; the message says why, to a person."""
+
+
+def user_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a user id (SPEC: 1-128 bytes of printable
+    characters, no spaces), in words a person at the sign-in form understands;
+    None when it can."""
+    if not name:
+        return "type a user name first"
+    if any(ch.isspace() for ch in name):
+        return f"a user name cannot contain spaces (try {'_'.join(name.split())!r})"
+    if not all(ch.isprintable() for ch in name):
+        return "a user name cannot contain control characters"
+    if len(name) > MAX_NAME or len(name.encode()) > MAX_ID_BYTES:
+        return f"a user name is at most {MAX_NAME} characters (fewer outside ASCII)"
+    return None
 
 
 class Send(BaseModel):
@@ -43,20 +64,26 @@ def add_demo_routes(app: FastAPI, settings: Settings, publisher: Publisher) -> N
     async def _refuse(_request: Request, exc: SsehubError) -> JSONResponse:
         if isinstance(exc, AuthError):
             return JSONResponse({"error": exc.code, "message": exc.message}, status_code=401)
-        return JSONResponse({"error": "bad_request", "message": str(exc)}, status_code=400)
+        error = "bad_user_name" if isinstance(exc, BadUserName) else "bad_request"
+        return JSONResponse({"error": error, "message": str(exc)}, status_code=400)
 
-    @app.get("/", response_class=HTMLResponse)
+    # HEAD as well as GET, like any static page (FastAPI adds no HEAD by itself)
+    @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse)
     async def index() -> str:
         return page
 
     @app.post("/demo/login")
     async def login(body: Login) -> dict[str, str]:
+        if problem := user_name_problem(body.user):
+            raise BadUserName(problem[0].upper() + problem[1:] + ".")
         await publisher.add_members(ROOM, [body.user])
         return {"token": mint_token(settings, body.user), "user": body.user, "conversation": ROOM}
 
     @app.post("/demo/send")
     async def send(body: Send, request: Request) -> dict[str, bool]:
         me = sender(request)
+        if body.to == "user" and (problem := user_name_problem(body.target)):
+            raise BadUserName(f"Cannot send to {body.target!r}: {problem}.")
         data = {
             "from": me,
             "text": body.text,

@@ -6,7 +6,8 @@ the code base reads the environment.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import difflib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -16,6 +17,7 @@ from ssehub.errors import ConfigError
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
 PREFIX = "SSEHUB_"
+ENV_FILE = ".env"  # in the working directory, as pydantic-settings reads it
 # `ssehub dev` checks tokens with it when SSEHUB_JWT_SECRET is not set, and
 # `ssehub token` signs with it then, so the two work together out of the box.
 DEV_JWT_SECRET = "ssehub-dev-secret-do-not-use-in-production"
@@ -36,7 +38,7 @@ Delivery = Literal["nodes", "bindings", "both"]
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=PREFIX,
-        env_file=".env",
+        env_file=ENV_FILE,
         env_file_encoding="utf-8",
         extra="ignore",
         frozen=True,
@@ -154,10 +156,29 @@ class Settings(BaseSettings):
             raise ConfigError("SSEHUB_JWT_SECRET: missing (the edge needs it to verify tokens)")
 
 
-def unknown_settings(environ: Mapping[str, str]) -> list[str]:
-    """``SSEHUB_*`` variables that name no setting (typos), sorted."""
-    known = {PREFIX + name.upper() for name in Settings.model_fields} | NOT_SETTINGS
-    return sorted(k for k in environ if k.startswith(PREFIX) and k not in known)
+def unknown_settings(names: Iterable[str]) -> list[str]:
+    """``SSEHUB_*`` variables that name no setting (typos), sorted. ``names``:
+    the environment's, or a ``.env`` file's (``env_file_names``)."""
+    known = setting_names() | NOT_SETTINGS
+    return sorted(k for k in names if k.startswith(PREFIX) and k not in known)
+
+
+def setting_names() -> set[str]:
+    """Every setting's variable, ``SSEHUB_...``."""
+    return {PREFIX + name.upper() for name in Settings.model_fields}
+
+
+def closest_setting(name: str) -> str | None:
+    """The setting a typo'd variable most likely meant, if one is close."""
+    found = difflib.get_close_matches(name, sorted(setting_names()), n=1, cutoff=0.8)
+    return found[0] if found else None
+
+
+def env_file_names(path: str | Path = ENV_FILE) -> list[str]:
+    """The variables a ``.env`` file sets; none when there is no such file."""
+    from dotenv import dotenv_values  # pydantic-settings' own reader of .env
+
+    return list(dotenv_values(path)) if Path(path).is_file() else []
 
 
 def normalize_database_url(url: str) -> str:

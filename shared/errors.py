@@ -28,6 +28,10 @@ class StoreUnavailable(SsehubError):
     """The database cannot be reached or failed mid-operation."""
 
 
+class PortUnavailable(SsehubError):
+    """A service cannot listen on its port (in use, or not allowed); the message says which."""
+
+
 class BrokerUnavailable(SsehubError):
     """RabbitMQ cannot be reached, or refused what we asked."""
 

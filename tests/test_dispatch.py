@@ -229,8 +229,8 @@ async def test_ssehub_publish_cli_delivers(stack: Stack) -> None:
         await client.next()
         await run("publish", "members", conv, "set", user)
         await run("publish", "conversation", conv, "message:new", '{"text": "hi"}')
-        key = await run("publish", "user", user, "note", "42", "--key", f"k-{user}")
-        assert key == f"k-{user}"
+        said = await run("publish", "user", user, "note", "42", "--key", f"k-{user}")
+        assert said == f"published user.{user}: note (idempotency key k-{user})"
         got = await client.take(2)
         assert [(e.event, e.json) for e in got] == [("message:new", {"text": "hi"}), ("note", 42)]
     # bad input: a clear one-line error, non-zero exit

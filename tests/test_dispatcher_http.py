@@ -148,7 +148,10 @@ async def test_readyz_503_when_the_store_is_unreachable(own_amqp: str, tmp_path:
         ready = await get(base + "/readyz")
         assert ready.status_code == 503
         assert ready.json()["status"] == "unavailable"
-        assert ready.json()["problems"][0].startswith("store:")
+        assert ready.json()["problems"] == [
+            f"store: cannot open the SQLite database '{tmp_path / 'd.db'}' "
+            "(unable to open database file)"
+        ]
 
 
 async def test_exact_values_after_3_good_and_1_bad(settings: Settings) -> None:

@@ -172,6 +172,24 @@ async def test_probes_and_metrics(stack: Stack) -> None:
             assert name in text
 
 
+async def test_the_browser_helper_answers_head_like_get(stack: Stack) -> None:
+    async with httpx.AsyncClient(base_url=stack.edge) as http:
+        got = await http.get("/ssehub.js")
+        head = await http.head("/ssehub.js")
+    assert (head.status_code, head.content) == (200, b"")
+    for name in ("content-type", "content-length", "cache-control"):
+        assert head.headers[name] == got.headers[name]
+    assert int(head.headers["content-length"]) == len(got.content) > 0
+
+
+async def test_the_api_description_has_the_packages_version(stack: Stack) -> None:
+    from ssehub import __version__
+
+    async with httpx.AsyncClient(base_url=stack.edge) as http:
+        info = (await http.get("/openapi.json")).json()["info"]
+    assert info == {"title": "ssehub edge", "version": __version__}
+
+
 async def test_not_ready_edge_answers_200_with_retry_and_closes(stack: Stack) -> None:
     broken = make_settings("amqp://guest:guest@127.0.0.1:1/", stack.settings.database_url)
     from ssehub.edge.app import create_app

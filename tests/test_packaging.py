@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import site
 import subprocess
@@ -51,12 +52,17 @@ SERVER_MODULES = {
 
 
 def run(*args: str | Path, cwd: Path | None = None) -> str:
+    return run_both(*args, cwd=cwd)[0]
+
+
+def run_both(*args: str | Path, cwd: Path | None = None) -> tuple[str, str]:
+    """stdout and stderr of a command that must succeed."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SSEHUB_", "PYTHON"))}
     done = subprocess.run(
         [str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=150
     )
     assert done.returncode == 0, f"{args} failed:\n{done.stdout}\n{done.stderr}"
-    return done.stdout
+    return done.stdout, done.stderr
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +71,8 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def wheel(workdir: Path) -> Path:
+def built(workdir: Path) -> tuple[Path, str]:
+    """The wheel, and what its build printed."""
     src = workdir / "src"
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
@@ -87,9 +94,21 @@ def wheel(workdir: Path) -> Path:
     ]
     if _backend_installed():  # else pip builds in an isolated env of its own (slower)
         build.append("--no-build-isolation")
-    run(*build)
-    (built,) = out.glob("ssehub-*.whl")
-    return built
+    stdout, stderr = run_both(*build)
+    (wheel,) = out.glob("ssehub-*.whl")
+    return wheel, stdout + stderr
+
+
+@pytest.fixture(scope="module")
+def wheel(built: tuple[Path, str]) -> Path:
+    return built[0]
+
+
+def test_the_build_says_nothing(built: tuple[Path, str]) -> None:
+    """No setuptools warning (such as edge/static/ taken for a package that
+    "would be ignored"): pip's own lines about this machine's index set-up aside."""
+    output = built[1]
+    assert not re.search(r"\w+Warning\b|would be ignored", output), output
 
 
 def _backend_installed() -> bool:

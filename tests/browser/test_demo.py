@@ -1,12 +1,15 @@
 """The ``ssehub dev`` demo page in headless chromium (issue 8): two users chat,
-a reload keeps the conversation, presence, no 404s."""
+a reload keeps the conversation, presence, no 404s; (issue 18) any event shows
+its name and data, a bad user name is explained, and the connection says
+whether it is a first one, resumed, or could not resume."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from ssehub.dispatcher.main import running_dispatcher
@@ -31,26 +34,32 @@ WAIT_DOM = """new Promise((resolve, reject) => {
 
 
 @pytest.fixture(scope="module")
-async def demo(broker_url: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+def demo_amqp(broker_url: str) -> Iterator[str]:
+    """The demo's vhost, for tests that publish to it like a backend would."""
+    with rabbitmq_vhost(broker_url) as amqp:
+        yield amqp
+
+
+@pytest.fixture(scope="module")
+async def demo(demo_amqp: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
     """What ``ssehub dev`` runs: an edge with the demo routes and a dispatcher."""
     db = f"sqlite:///{tmp_path_factory.mktemp('demo') / 'd.db'}"
-    with rabbitmq_vhost(broker_url) as amqp:
-        settings = make_settings(amqp, db, presence=True, presence_grace=0.5)
-        publisher = Publisher(amqp)
+    settings = make_settings(demo_amqp, db, presence=True, presence_grace=0.5)
+    publisher = Publisher(demo_amqp)
 
-        @contextlib.asynccontextmanager
-        async def with_dispatcher(_app: FastAPI) -> AsyncIterator[None]:
-            async with running_dispatcher(settings):
-                yield
+    @contextlib.asynccontextmanager
+    async def with_dispatcher(_app: FastAPI) -> AsyncIterator[None]:
+        async with running_dispatcher(settings):
+            yield
 
-        app = create_app(settings, extra=with_dispatcher)
-        add_demo_routes(app, settings, publisher)
-        try:
-            async with serve(app) as url:
-                await app.state.edge.node.link.supervisor.ready.wait()
-                yield url
-        finally:
-            await publisher.close()
+    app = create_app(settings, extra=with_dispatcher)
+    add_demo_routes(app, settings, publisher)
+    try:
+        async with serve(app) as url:
+            await app.state.edge.node.link.supervisor.ready.wait()
+            yield url
+    finally:
+        await publisher.close()
 
 
 async def wait_dom(tab: Tab, condition: str, ms: int = 20000) -> None:
@@ -112,7 +121,7 @@ async def test_chat_survives_a_reload(demo: str, browser: Browser) -> None:
             "[...document.querySelectorAll('#messages .text')].map(e => e.textContent)"
         )
         assert texts == ["hello from bob", "hi bob", "while you were away"]
-        assert await a.evaluate(text_of("recovered")) == "true"
+        assert await a.evaluate(text_of("connection")) == "resumed"
         assert not [c for c in a.console + b.console if c.startswith("uncaught")]
         assert [r for r in a.responses + b.responses if r[0] >= 400] == []  # no favicon 404
     finally:
@@ -140,3 +149,90 @@ async def test_second_user_sees_who_is_already_online(demo: str, browser: Browse
     finally:
         for tab in (first, second):
             await tab.close()
+
+
+def rows() -> str:
+    """The list as the reader sees it: one string per row."""
+    return "[...document.querySelectorAll('#messages li')].map(li => li.innerText)"
+
+
+async def test_any_event_shows_its_name_and_its_data(
+    demo: str, demo_amqp: str, browser: Browser
+) -> None:
+    alice = uid("alice")
+    tab = await sign_in(browser, demo, alice)
+    try:
+        async with Publisher(demo_amqp) as backend:
+            # the README's `ssehub publish user alice message:new '{"text":"hi"}'`
+            await backend.send_event_to_user(alice, "message:new", {"text": "hi"})
+            await wait_dom(tab, shown('{"text":"hi"}'))
+            await backend.send_event_to_user(alice, "notification", {"unread": 3})
+            await wait_dom(tab, shown('{"unread":3}'))
+            # a name the page does not listen to: the next one says what it missed
+            await backend.send_event_to_user(alice, "invoice:paid", {"id": 7})
+            await backend.send_event_to_user(alice, "announcement", "maintenance at 6")
+            await wait_dom(tab, shown('"maintenance at 6"'))
+        shown_rows = await tab.evaluate(rows())
+        assert not [r for r in shown_rows if "undefined" in r], shown_rows
+        events = await tab.evaluate(
+            "[...document.querySelectorAll('#messages li.event')]"
+            ".map(li => [li.querySelector('.from').textContent.trim(),"
+            " li.querySelector('.text').textContent])"
+        )
+        assert events == [
+            ["message:new", '{"text":"hi"}'],
+            ["notification", '{"unread":3}'],
+            ["announcement", '"maintenance at 6"'],
+        ]
+        missed = [r for r in shown_rows if r.startswith("#3 not shown")]
+        assert missed == ["#3 not shown: sent under an event name this page does not listen to"]
+    finally:
+        await tab.close()
+
+
+async def test_a_bad_user_name_is_explained(demo: str, browser: Browser) -> None:
+    tab = await browser.new_tab(demo)
+    try:
+        await tab.evaluate(
+            "document.getElementById('login-user').value = 'alice smith';"
+            "document.getElementById('login').requestSubmit()"
+        )
+        await wait_dom(tab, f"{text_of('error')} !== ''")
+        assert await tab.evaluate(text_of("error")) == (
+            "Sign-in failed: A user name cannot contain spaces (try 'alice_smith')."
+        )
+        assert await tab.evaluate("document.getElementById('app').hidden")
+    finally:
+        await tab.close()
+
+
+async def test_the_connection_says_first_resumed_or_could_not_resume(
+    demo: str, browser: Browser
+) -> None:
+    tab = await sign_in(browser, demo, uid("carol"))
+    try:
+        connection = text_of("connection")
+        await wait_dom(tab, f"{connection} === 'first connection'")
+        assert "first connection" in await tab.evaluate(text_of("messages"))
+        assert "not recovered" not in await tab.evaluate("document.body.innerText")
+
+        await tab.reload()  # the page keeps its cursor: the stream resumes from it
+        await wait_dom(tab, f"{connection} === 'resumed'")
+
+        # a cursor the store does not know (older than the history kept, or
+        # from another database): the page starts its list again
+        await tab.evaluate("sessionStorage.setItem('ssehub.cursor', '999999')")
+        await tab.reload()
+        await wait_dom(tab, f"{connection} === 'could not resume, reloaded'")
+        notes = await tab.evaluate(rows())
+        assert len(notes) == 1 and notes[0].startswith("could not resume from #999999"), notes
+    finally:
+        await tab.close()
+
+
+async def test_the_page_answers_head_like_get(demo: str) -> None:
+    async with httpx.AsyncClient(base_url=demo) as http:
+        got, head = await http.get("/"), await http.head("/")
+    assert (head.status_code, head.content) == (200, b"")
+    assert head.headers["content-length"] == got.headers["content-length"]
+    assert head.headers["content-type"] == got.headers["content-type"] == "text/html; charset=utf-8"

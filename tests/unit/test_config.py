@@ -6,7 +6,14 @@ import os
 from pathlib import Path
 
 import pytest
-from ssehub.config import Settings, load_settings, normalize_database_url, unknown_settings
+from ssehub.config import (
+    Settings,
+    closest_setting,
+    env_file_names,
+    load_settings,
+    normalize_database_url,
+    unknown_settings,
+)
 from ssehub.errors import ConfigError
 
 
@@ -36,6 +43,20 @@ def test_every_setting_is_known_and_typos_come_sorted() -> None:
     env = {"SSEHUB_" + name.upper(): "1" for name in Settings.model_fields}
     env |= {"SSEHUB_ZZZ": "1", "SSEHUB_PING": "1", "ssehub_lower": "1", "OTHER_JWT_SECRT": "1"}
     assert unknown_settings(env) == ["SSEHUB_PING", "SSEHUB_ZZZ"]
+
+
+def test_a_dotenv_files_names_are_checked_like_the_environments(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text(
+        "# a comment\nSSEHUB_PING_INTERVL=5\nexport SSEHUB_RETRY_MS=100\nOTHER=1\n"
+    )
+    assert unknown_settings(env_file_names()) == ["SSEHUB_PING_INTERVL"]
+    assert env_file_names(tmp_path / "absent.env") == []
+
+
+def test_a_typo_gets_the_setting_it_most_likely_meant() -> None:
+    assert closest_setting("SSEHUB_PING_INTERVL") == "SSEHUB_PING_INTERVAL"
+    assert closest_setting("SSEHUB_DATABASE") == "SSEHUB_DATABASE_URL"
+    assert closest_setting("SSEHUB_ZZZ") is None
 
 
 def test_defaults_load() -> None:
