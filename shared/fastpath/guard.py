@@ -15,9 +15,11 @@ becomes a stream:
 - a request, from its head to the end of its answer: ``request_timeout``. At
   the deadline a request whose body is still coming is answered ``408``, one
   the edge has not answered yet is closed (an EventSource reconnects after a
-  close; it would give up after a 5xx). A ``GET`` of the stream path answered
-  with a chunked body is a stream: it keeps its connection with no deadline
-  (a stream that stops reading is closed by its write timeout, edge/pump.py),
+  close; it would give up after a 5xx). A ``GET`` of the stream path has at
+  least ``STREAM_OPENING``: the client has sent all it will, and under a
+  reconnect storm the edge may take tens of seconds to open it. Answered with
+  a chunked body it is a stream, and keeps its connection with no deadline (a
+  stream that stops reading is closed by its write timeout, edge/pump.py),
   unless a request is pipelined behind it, which could never be answered.
 - closing: an answer's last bytes must leave within ``request_timeout`` (one
   the client does not read would keep the handle), a deadline's close within
@@ -75,6 +77,9 @@ REFUSING = 64
 CLOSE_GRACE = 1.0
 # At most one log line this often while connections are refused.
 LOG_EVERY = 10.0
+# Seconds a stream request may take to open, at least (a 10,000-stream reconnect
+# storm on one edge takes ~30 s to be served, docs/benchmarks.md).
+STREAM_OPENING = 60.0
 
 
 class Deadline(enum.Enum):
@@ -106,6 +111,7 @@ class Guard:
     ) -> None:
         self.head_timeout = head_timeout
         self.request_timeout = request_timeout
+        self.opening_timeout = max(request_timeout, STREAM_OPENING)
         self.max_connections = max_connections
         self.stream_path = stream_path
         self.stats = GuardStats()
@@ -214,6 +220,12 @@ class GuardedHttpTools(HttpToolsProtocol):
             and cycle.scope["path"] == self.guard.stream_path
         )
 
+    def _request_timeout(self, cycle: RequestResponseCycle) -> float:
+        scope = cycle.scope
+        if scope["method"] == "GET" and scope["path"] == self.guard.stream_path:
+            return self.guard.opening_timeout
+        return self.guard.request_timeout
+
     def _hang_up(self) -> None:
         """The apps of this connection see the client gone from now on (their
         sends are dropped, ``receive`` answers ``http.disconnect``)."""
@@ -259,8 +271,16 @@ class GuardedHttpTools(HttpToolsProtocol):
             return
         if self._over:
             self.cycle.keep_alive = False  # uvicorn says "connection: close" and closes
-        if self._deadline is not Deadline.REQUEST:
-            self._arm(Deadline.REQUEST, self.guard.request_timeout)
+        seconds = self._request_timeout(self.cycle)
+        timer = self._timer
+        # one request at a time has a deadline: the earliest (one pipelined
+        # behind a stream that is still opening must not wait for its 60 s)
+        if not (
+            self._deadline is Deadline.REQUEST
+            and timer is not None
+            and timer.when() <= self._loop.time() + seconds
+        ):
+            self._arm(Deadline.REQUEST, seconds)
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
         self._active = cycle
@@ -271,6 +291,6 @@ class GuardedHttpTools(HttpToolsProtocol):
         if self.transport.is_closing():
             self._arm(Deadline.ANSWER, self.guard.request_timeout)
         elif self._active is not None and not self._active.response_complete:
-            self._arm(Deadline.REQUEST, self.guard.request_timeout)
+            self._arm(Deadline.REQUEST, self._request_timeout(self._active))
         else:
             self._arm(Deadline.HEAD, self.guard.head_timeout)
