@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from ssehub.config import Settings
+from ssehub.edge.admission import Admission
 from ssehub.edge.auth import TokenVerifier
 from ssehub.edge.context import EdgeContext
 from ssehub.edge.lifecycle import pinger
@@ -48,7 +49,8 @@ def create_app(settings: Settings, *, extra: Extra | None = None) -> FastAPI:
         # starts (cli/serve.py); this covers one that went away since.
         await open_store(engine, name="ssehub-edge", max_delay=settings.reconnect_max_delay)
         registry = Registry()
-        metrics = EdgeMetrics()
+        # app.state.guard: the connection guard, when edge/server.py serves with one
+        metrics = EdgeMetrics(getattr(app.state, "guard", None))
         store = EventStore(engine)
         node = EdgeNode(settings, registry, metrics, store)
         ctx = EdgeContext(settings, store, registry, node, metrics)
@@ -121,7 +123,8 @@ def create_app(settings: Settings, *, extra: Extra | None = None) -> FastAPI:
 
 class EdgeApp(FastAPI):
     """FastAPI, with ``GET /sse/connect`` answered in front of its whole
-    middleware stack (edge/route.py) and CORS around both."""
+    middleware stack (edge/route.py), connections over the bound answered in
+    front of that (edge/admission.py), and CORS around all."""
 
     def __init__(
         self,
@@ -152,6 +155,7 @@ class EdgeApp(FastAPI):
             verifier=self._verifier,
             cookie=self._cookie,
         )
+        app = Admission(app, state=self.state)  # connections over SSEHUB_MAX_CONNECTIONS
         if self._cors is not None:
             app = CORSMiddleware(app, **self._cors)
         return app

@@ -13,15 +13,19 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from ssehub.edge.stream import CloseReason
+from ssehub.fastpath.guard import Guard
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 REPLAY_BUCKETS = (0, 1, 10, 100, 500, 1000, 5000, 10_000, 50_000)
 
 
 class EdgeMetrics:
-    def __init__(self) -> None:
+    def __init__(self, guard: Guard | None = None) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        # The connection guard's counts (ssehub.fastpath.guard), folded in when
+        # scraped; None when the server runs without it.
+        self.guard = guard
         self.connections = Gauge("ssehub_connections_open", "Open SSE streams", registry=r)
         self.users = Gauge("ssehub_users_bound", "Users bound on this node", registry=r)
         self.tasks = Gauge("ssehub_asyncio_tasks", "asyncio tasks alive in the process", registry=r)
@@ -50,6 +54,32 @@ class EdgeMetrics:
             "ssehub_retry_later",
             "Streams answered with retry: and closed (not ready)",
             registry=r,
+        )
+        self.refused = Counter(
+            "ssehub_connections_refused",
+            "Connections over SSEHUB_MAX_CONNECTIONS, by answer: retry (a stream request: "
+            "200 with retry:), unavailable (503), reset (closed unanswered: too many at once)",
+            ["answer"],
+            registry=r,
+        )
+        self.deadlines = Counter(
+            "ssehub_connection_deadlines",
+            "Connections closed at a deadline: head (no complete request head in time), "
+            "request (a request that is not a stream not received or answered in time)",
+            ["deadline"],
+            registry=r,
+        )
+        for label in ("retry", "unavailable", "reset"):
+            self.refused.labels(label)
+        for label in ("head", "request"):
+            self.deadlines.labels(label)
+        self.sockets = Gauge(
+            "ssehub_sockets_open",
+            "Open client connections, streams and all others, against SSEHUB_MAX_CONNECTIONS",
+            registry=r,
+        )
+        self.max_connections = Gauge(
+            "ssehub_max_connections", "The bound on open client connections in effect", registry=r
         )
         self.closes = Counter(
             "ssehub_stream_closes", "Streams ended, by why (CloseReason)", ["reason"], registry=r
@@ -98,4 +128,12 @@ class EdgeMetrics:
     def render(self) -> bytes:
         written, self.written = self.written, 0
         self._events_written.inc(written)
+        if self.guard is not None:
+            stats = self.guard.stats
+            self.deadlines.labels("head").inc(stats.head)
+            self.deadlines.labels("request").inc(stats.request)
+            self.refused.labels("reset").inc(stats.reset)
+            stats.head = stats.request = stats.reset = 0
+            self.sockets.set(self.guard.open)
+            self.max_connections.set(self.guard.max_connections)
         return generate_latest(self.registry)

@@ -1,4 +1,6 @@
-"""Serving an edge app with uvicorn: fast loop and parser, redacted logs, drain on SIGTERM."""
+"""Serving an edge app with uvicorn: fast loop and parser, redacted logs, drain on
+SIGTERM, deadlines and a bound on connections (ssehub.fastpath.guard) within the
+file-handle limit (edge/handles.py)."""
 
 from __future__ import annotations
 
@@ -11,9 +13,12 @@ from types import FrameType
 import uvicorn
 from fastapi import FastAPI
 from ssehub.config import Settings
+from ssehub.edge import handles
 from ssehub.edge.context import EdgeContext
 from ssehub.edge.lifecycle import close_all, drain
+from ssehub.edge.route import PATH
 from ssehub.errors import SsehubError
+from ssehub.fastpath.guard import Guard, guarded_protocol
 from ssehub.logs import uvicorn_log_config
 
 log = logging.getLogger("ssehub.edge")
@@ -33,12 +38,25 @@ class EdgeServer(uvicorn.Server):
         self.failure: BaseException | None = None
         app.state.fatal = self._fatal
         has = importlib.util.find_spec
+        budget = handles.budget(settings.max_connections, handles.raise_soft_limit())
+        guard = Guard(
+            head_timeout=settings.request_head_timeout,
+            request_timeout=settings.request_timeout,
+            max_connections=budget.max_connections,
+            stream_path=PATH,
+        )
+        protocol = guarded_protocol(guard) if has("httptools") else None
+        if protocol is not None:
+            app.state.guard = guard  # its counts go to /metrics (edge/metrics.py)
         config = uvicorn.Config(
             app,
             host=host,
             port=port,
             loop="uvloop" if has("uvloop") else "asyncio",
-            http="httptools" if has("httptools") else "h11",
+            http=protocol or "h11",
+            # Without the guard, uvicorn's own bound: a plain 503 (which an
+            # EventSource does not retry), but file handles never run out.
+            limit_concurrency=None if protocol else budget.max_connections,
             log_config=uvicorn_log_config(settings.log_format, settings.log_level),
             log_level=settings.log_level.lower(),
             timeout_graceful_shutdown=5,
@@ -48,6 +66,22 @@ class EdgeServer(uvicorn.Server):
             lifespan="on",
         )
         super().__init__(config)
+        log.info(budget.describe(), extra={"max_connections": budget.max_connections})
+        if budget.wanted is not None:
+            log.warning(
+                "SSEHUB_MAX_CONNECTIONS=%d needs %d file handles but RLIMIT_NOFILE is %d: "
+                "serving at most %d connections (raise the limit: docs/architecture.md, "
+                "File handles)",
+                budget.wanted,
+                budget.wanted + handles.OVERHEAD,
+                budget.limit,
+                budget.max_connections,
+            )
+        if protocol is None:
+            log.warning(
+                "httptools is not installed: uvicorn serves with h11, without request "
+                "deadlines; over the connection bound it answers a plain 503"
+            )
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         ctx = getattr(self.app.state, "edge", None)

@@ -16,6 +16,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from ssehub.errors import ConfigError
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
+# A deadline: finite (an infinite one would be no deadline), at most an hour.
+DeadlineSeconds = Annotated[float, Field(gt=0, le=3600)]
 PREFIX = "SSEHUB_"
 ENV_FILE = ".env"  # in the working directory, as pydantic-settings reads it
 # `ssehub dev` checks tokens with it when SSEHUB_JWT_SECRET is not set, and
@@ -73,6 +75,16 @@ class Settings(BaseSettings):
     replay_page: int = Field(default=500, ge=1)
     drain_seconds: float = Field(default=10.0, ge=0)
     max_streams_per_user: int = Field(default=10, ge=1)
+    # What a client may hold open without being a stream (ssehub.fastpath.guard):
+    # seconds to send a request's whole head, from the connection's opening or
+    # the end of its previous answer;
+    request_head_timeout: DeadlineSeconds = 5.0
+    # seconds from a head to the end of its answer, for a request that does not
+    # become a stream (its body included);
+    request_timeout: DeadlineSeconds = 10.0
+    # open connections per edge, streams included; None: what the file-handle
+    # limit leaves room for (edge/handles.py)
+    max_connections: int | None = Field(default=None, ge=1)
 
     # -- dispatcher ---------------------------------------------------------
     # the same in every process of a deployment

@@ -191,6 +191,22 @@ def test_edge_memory_fits_the_streams_it_is_sized_for(rendered: tuple[str, list[
     assert f"{streams:,} streams" in source.read_text()
 
 
+def test_edge_connection_bound_covers_its_streams_within_memory(
+    rendered: tuple[str, list[Obj]],
+) -> None:
+    """SSEHUB_MAX_CONNECTIONS: above the streams a pod is sized for (a reconnect
+    storm overlaps), below what its memory limit holds (docs/architecture.md)."""
+    name, objects = rendered
+    bench = (ROOT / "docs" / "benchmarks.md").read_text()
+    per_stream = bench_figure(bench, "rss_per_conn_kib") * 2**10
+    (c,) = containers(of_kind(objects, "Deployment")["ssehub-edge"])
+    env = {e["name"]: e.get("value") for e in c.get("env", [])}
+    bound = int(env["SSEHUB_MAX_CONNECTIONS"])
+    limit = quantity(c["resources"]["limits"]["memory"])
+    assert SIZED_FOR[name] < bound
+    assert bench_figure(bench, "rss0_mib") * 2**20 + bound * per_stream < limit
+
+
 def test_dispatchers_are_one_active_one_standby_with_probes(
     rendered: tuple[str, list[Obj]],
 ) -> None:

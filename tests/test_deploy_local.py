@@ -99,6 +99,19 @@ def test_compose_serves_what_its_header_promises(compose: dict[str, Any]) -> Non
     assert compose["services"]["demo"]["command"][0] == "dev"
 
 
+def test_compose_edges_have_the_file_handles_they_need(compose: dict[str, Any]) -> None:
+    """An edge needs SSEHUB_MAX_CONNECTIONS + 256 file handles (edge/handles.py)."""
+    from ssehub.edge.handles import OVERHEAD
+
+    for name, service in compose["services"].items():
+        if service.get("command", [""])[0] not in ("edge", "dev"):
+            continue
+        nofile = service["ulimits"]["nofile"]
+        assert nofile["soft"] == nofile["hard"], name
+        bound = service.get("environment", {}).get("SSEHUB_MAX_CONNECTIONS")
+        assert (int(bound) if bound else 10_000) + OVERHEAD <= nofile["soft"], name
+
+
 def test_compose_has_a_tests_service(compose: dict[str, Any]) -> None:
     tests = compose["services"]["tests"]
     assert tests["profiles"] == ["test"]  # `up` leaves it alone

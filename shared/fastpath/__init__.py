@@ -16,9 +16,14 @@ replaces one of them:
 - ``receiver``: delivery frames decoded by hand
   (``aiormq.connection.FrameReceiver``).
 
-aiormq is pinned to ``PINNED`` in pyproject.toml;
-``tests/unit/fastpath/test_internals.py`` fails loudly when an upgrade moves
-one of these attributes. The only process-wide patch, ``receiver.install``,
+And one through uvicorn, for the edge's connections:
+
+- ``guard``: deadlines on every connection that is not a stream, and a bound
+  on how many are open (uvicorn's ``HttpToolsProtocol`` subclassed).
+
+aiormq is pinned to ``PINNED`` and uvicorn to ``UVICORN_PINNED`` in
+pyproject.toml; ``tests/unit/fastpath/test_internals.py`` fails loudly when an
+upgrade moves one of these attributes. The only process-wide patch, ``receiver.install``,
 is applied explicitly at start by the entry points (the CLI, and tests that
 want it); nothing installs it as a side effect of constructing an object.
 """
@@ -26,3 +31,4 @@ want it); nothing installs it as a side effect of constructing an object.
 from __future__ import annotations
 
 PINNED = ">=7.2.4,<7.3"
+UVICORN_PINNED = ">=0.54,<0.56"  # 0.54 (the image's lock) and 0.55 checked

@@ -25,7 +25,7 @@ client that stopped reading will never take). The server then sees the
 client gone and does not complain that the response never completed. With
 another server there is none, and the stream ends with a plain close.
 
-uvicorn is pinned (``UVICORN_PINNED``, pyproject.toml); the test names the
+uvicorn is pinned (``ssehub.fastpath.UVICORN_PINNED``); the test names the
 attribute an upgrade moved.
 """
 
@@ -43,8 +43,6 @@ try:
     CYCLE = RequestResponseCycle
 except ImportError:  # httptools not installed: uvicorn serves with h11
     CYCLE = None
-
-UVICORN_PINNED = ">=0.55,<0.56"
 
 # The server's own ``send``, put in the scope by the app (edge/app.py) before any
 # middleware wraps it: CORS wraps it for the headers, never for body chunks.

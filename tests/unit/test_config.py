@@ -83,6 +83,18 @@ def test_values_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> No
         ({"replay_page": 0}, "SSEHUB_REPLAY_PAGE: Input should be greater than or equal to 1"),
         ({"ping_interval": -1}, "SSEHUB_PING_INTERVAL: Input should be greater than 0"),
         (
+            {"request_head_timeout": "inf"},
+            "SSEHUB_REQUEST_HEAD_TIMEOUT: Input should be less than or equal to 3600",
+        ),
+        (
+            {"request_timeout": "nan"},
+            "SSEHUB_REQUEST_TIMEOUT: Input should be less than or equal to 3600",
+        ),
+        (
+            {"max_connections": 0},
+            "SSEHUB_MAX_CONNECTIONS: Input should be greater than or equal to 1",
+        ),
+        (
             {"database_url": "mysql://x"},
             "SSEHUB_DATABASE_URL: must be a sqlite:// or postgresql:// URL",
         ),
