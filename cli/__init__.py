@@ -96,9 +96,10 @@ def parser() -> argparse.ArgumentParser:
     disp = _service(
         sub,
         "dispatcher",
-        "one dispatcher (others wait as standbys)",
+        "one dispatcher (several share the partitions)",
         "Run one dispatcher: it validates, numbers, stores and routes the published "
-        "events. Start two or more: one is active, the others wait as standbys.",
+        "events. Start two or more: they share the SSEHUB_PARTITIONS partitions "
+        "(each worked on by one process at a time), and take over from one that stops.",
     )
     # All interfaces by default, like any exporter: the port is opt-in and what
     # it serves is for probes and Prometheus (k8s/base/dispatcher.yaml relies on it).

@@ -24,6 +24,10 @@ MEANINGS = {
     "SSEHUB_PING_INTERVAL": "seconds between ': ping' comments on idle streams (default 15)",
     "SSEHUB_BATCH_SIZE": "messages per store transaction at most (default 500)",
     "SSEHUB_QUEUE_TYPE": "classic (default) or quorum: ssehub's durable queues",
+    "SSEHUB_PARTITIONS": (
+        "how many partitions the work is split into, the same in every process of "
+        "a deployment (default 1)"
+    ),
     "SSEHUB_LOG_LEVEL": "DEBUG, INFO (default), WARNING or ERROR",
     "SSEHUB_LOG_FORMAT": "json (default: one object per line) or text",
 }
@@ -58,6 +62,7 @@ COMMANDS = {
         "SSEHUB_RABBITMQ_URL",
         "SSEHUB_DATABASE_URL",
         "SSEHUB_BATCH_SIZE",
+        "SSEHUB_PARTITIONS",
         "SSEHUB_QUEUE_TYPE",
         "SSEHUB_LOG_LEVEL",
         "SSEHUB_LOG_FORMAT",
