@@ -10,7 +10,7 @@ import pytest
 from ssehub import topology
 from ssehub.dispatcher import forward
 from ssehub.partition import partition_of
-from ssehub.schema import ControlMessage, EventMessage, MembershipMessage, Message, parse_message
+from ssehub.schema import ControlMessage, EventMessage, Message, parse_message
 
 from tests.unit.dispatcher.messages import event, members
 
