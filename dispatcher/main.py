@@ -92,9 +92,9 @@ async def serve(
         async with running_dispatcher(settings, port=port, host=host, pinned=pinned) as d:
             waiting = False
             assert d.running is not None
-            stopped: asyncio.Future[object] = asyncio.ensure_future(stop.wait())
-            ended: asyncio.Future[object] = asyncio.shield(d.running)
-            await asyncio.wait((stopped, ended), return_when=asyncio.FIRST_COMPLETED)
+            stopped = asyncio.ensure_future(stop.wait())
+            # leaving raises what ended the dispatcher, if it ended by itself
+            await asyncio.wait((stopped, d.running), return_when=asyncio.FIRST_COMPLETED)
             stopped.cancel()
 
     task = asyncio.create_task(run(), name="dispatcher-main")

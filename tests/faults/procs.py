@@ -126,11 +126,19 @@ class Cluster:
         self.procs.append(proc)
         return proc.start()
 
-    async def dispatcher(self, name: str, **env: str) -> Proc:
+    async def dispatcher(self, name: str, *, http: bool = False, **env: str) -> Proc:
+        """``http``: with its port (/readyz says which partitions it works on)."""
         env.setdefault("SSEHUB_LOG_LEVEL", "INFO")  # its start is seen in the log
-        proc = self._proc(name, ["dispatcher"], **env)
+        port = free_port() if http else None
+        args = ["dispatcher", *(["--port", str(port)] if port else [])]
+        proc = self._proc(name, args, port, **env)
         await proc.wait_log("connected to RabbitMQ")
         return proc
+
+    async def readyz(self, proc: Proc) -> dict[str, object]:
+        async with httpx.AsyncClient(timeout=2) as http:
+            answer: dict[str, object] = (await http.get(f"{proc.url}/readyz")).json()
+            return answer
 
     async def edge(self, name: str, port: int | None = None, **env: str) -> Proc:
         port = port or free_port()
@@ -143,7 +151,7 @@ class Cluster:
         old.stop()
         self.procs.remove(old)
         extra = {k: v for k, v in old.env.items() if self.env.get(k) != v}
-        if old.port is not None:
+        if old.args[0] == "edge":
             return await self.edge(old.name, old.port, **extra)
         return await self.dispatcher(old.name, **extra)
 

@@ -57,8 +57,15 @@ class Workload:
 
 @contextlib.asynccontextmanager
 async def workload(
-    publisher: Publisher, edges: list[str], users: int = 12, per_user: int = 2, pause: float = 0.004
+    publisher: Publisher,
+    edges: list[str],
+    users: int = 12,
+    per_user: int = 2,
+    pause: float = 0.004,
+    conversations: int = 0,
 ) -> AsyncIterator[Workload]:
+    """``conversations``: that many, each with every ``conversations``-th user,
+    get every fourth event (membership set before anything is published)."""
     names = [uid("w") for _ in range(users)]
     browsers = [
         Browser(u, token(u), edges[i % len(edges) :] + edges[: i % len(edges)])
@@ -68,6 +75,10 @@ async def workload(
     probe_user = uid("probe")
     probe = Browser(probe_user, token(probe_user), edges)
     ledger = Ledger(publisher, names)
+    for i in range(conversations):
+        conv = uid("conv")
+        ledger.conversations[conv] = names[i::conversations]
+        await publisher.set_members(conv, ledger.conversations[conv])
     stop_browsers, stop_publishing = asyncio.Event(), asyncio.Event()
     tasks = [asyncio.create_task(b.run(stop_browsers)) for b in [*browsers, probe]]
     async with asyncio.timeout(20):
