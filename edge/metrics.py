@@ -27,7 +27,9 @@ class EdgeMetrics:
         # scraped; None when the server runs without it.
         self.guard = guard
         self.connections = Gauge("ssehub_connections_open", "Open SSE streams", registry=r)
-        self.users = Gauge("ssehub_users_bound", "Users bound on this node", registry=r)
+        self.users = Gauge(
+            "ssehub_users_routed", "Users routed to this node (joined or bound)", registry=r
+        )
         self.tasks = Gauge("ssehub_asyncio_tasks", "asyncio tasks alive in the process", registry=r)
         self._events_written = Counter(
             "ssehub_events_written", "Events written to clients", registry=r

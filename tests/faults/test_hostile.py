@@ -60,7 +60,7 @@ async def test_connect_abort_cycles_leave_no_leak(
                 text = await metrics_of(edge)
                 if (
                     metric(text, "ssehub_connections_open") == 0
-                    and metric(text, "ssehub_users_bound") == 0
+                    and metric(text, "ssehub_users_routed") == 0
                 ):
                     return text
                 await asyncio.sleep(0.1)  # wait-ok: polling the edge's metrics
