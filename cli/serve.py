@@ -11,10 +11,14 @@ import asyncio
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from ssehub.config import DEV_JWT_SECRET, Settings
 from ssehub.fastpath import receiver
 from ssehub.logs import configure_logging
+
+if TYPE_CHECKING:
+    from ssehub.edge.server import EdgeServer
 
 
 def _start(config: Settings) -> None:
@@ -62,7 +66,7 @@ def dev(args: argparse.Namespace) -> None:
     app = create_app(config, extra=with_dispatcher)
     add_demo_routes(app, config, publisher)
     print(f"ssehub dev: open http://{args.host}:{args.port}/ in two browser tabs", flush=True)
-    EdgeServer(app, config, args.host, args.port).run()
+    _run(EdgeServer(app, config, args.host, args.port))
 
 
 def edge(args: argparse.Namespace) -> None:
@@ -72,7 +76,21 @@ def edge(args: argparse.Namespace) -> None:
 
     config = settings()
     _start(config)
-    EdgeServer(create_app(config), config, args.host, args.port).run()
+    app = create_app(config)
+    _run(EdgeServer(app, config, args.host, args.port))
+
+
+def _run(server: EdgeServer) -> None:
+    """uvicorn exits (code 3) when the app's start-up fails; one that failed with
+    an SsehubError (a setting, the store) is raised again, for the command line
+    to say in one line."""
+    try:
+        server.run()
+    except SystemExit:
+        failed = getattr(server.app.state, "failure", None)
+        if failed is not None:
+            raise failed from None
+        raise
 
 
 def dispatcher(args: argparse.Namespace) -> None:

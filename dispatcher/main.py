@@ -1,4 +1,4 @@
-"""Running a dispatcher: engine, schema, signals, and its HTTP port."""
+"""Running a dispatcher: engine, schema, the deployment's store, signals, and its HTTP port."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from ssehub.dispatcher.http import serving
 from ssehub.dispatcher.persist import DispatchStore
 from ssehub.dispatcher.service import Dispatcher
 from ssehub.storage.db import create_engine, create_schema
+from ssehub.storage.identity import admit, once_admitted, store_identity
 
 
 @asynccontextmanager
@@ -24,18 +25,34 @@ async def running_dispatcher(
     *,
     port: int | None = None,
     host: str = "127.0.0.1",
+    ended: asyncio.Event | None = None,
 ) -> AsyncIterator[Dispatcher]:
     """A dispatcher running in the background of the caller's event loop.
     ``port``: serve /healthz, /readyz and /metrics there (0: any free port; the
-    bound one is ``dispatcher.http_port``); None: no HTTP port."""
+    bound one is ``dispatcher.http_port``); None: no HTTP port.
+
+    It numbers nothing until RabbitMQ has agreed that its store is the
+    deployment's (ssehub.storage.identity): a store that is not raises
+    WrongStore here when the broker says so at once; when the broker could not
+    be reached at start and says so later, the dispatcher ends by itself,
+    ``ended`` is set, and leaving the block raises the WrongStore."""
     engine = create_engine(settings.database_url, writer=True)
     try:
         await create_schema(engine)
+        identity = await store_identity(engine, settings.database_url)
+        admitted = await admit(
+            settings.rabbitmq_url,
+            identity,
+            name=f"ssehub-{name}",
+            max_delay=settings.reconnect_max_delay,
+        )
         store = DispatchStore(
             engine, settings.dedupe_window, presence_cap=settings.presence_max_members
         )
         dispatcher = Dispatcher(settings, store, name)
-        task = asyncio.create_task(dispatcher.run(), name=name)
+        task = asyncio.create_task(once_admitted(admitted, dispatcher.run), name=name)
+        if ended is not None:
+            task.add_done_callback(lambda _: ended.set())
         try:
             async with contextlib.AsyncExitStack() as http:
                 if port is not None:
@@ -50,6 +67,7 @@ async def running_dispatcher(
                 yield dispatcher
         finally:
             dispatcher.stop()
+            admitted.cancel()  # still asking: the broker has not answered yet
             await task
             store.close()
     finally:
@@ -62,5 +80,6 @@ async def serve(settings: Settings, port: int | None = None, host: str = "127.0.
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with running_dispatcher(settings, port=port, host=host):
+    # ``stop`` is also set when the dispatcher ends by itself: refused by the broker
+    async with running_dispatcher(settings, port=port, host=host, ended=stop):
         await stop.wait()

@@ -22,11 +22,12 @@ from ssehub.edge.node import EdgeNode
 from ssehub.edge.registry import Registry
 from ssehub.edge.route import PATH, StreamRoute
 from ssehub.edge.transport import RAW_SEND
-from ssehub.errors import StoreUnavailable
+from ssehub.errors import SsehubError, StoreUnavailable
 from ssehub.storage.db import create_engine, create_schema
+from ssehub.storage.identity import admit, once_admitted, store_identity
 from ssehub.storage.store import EventStore
 from starlette.applications import Starlette
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("ssehub.edge")
 
@@ -42,14 +43,30 @@ def create_app(settings: Settings, *, extra: Extra | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings.database_url)
-        await create_schema(engine)
+        try:
+            await create_schema(engine)
+            identity = await store_identity(engine, settings.database_url)
+            # RabbitMQ says whether this store is the deployment's before the node
+            # consumes; when it can only say so later, a no leaves the edge unready
+            admitted = await admit(
+                settings.rabbitmq_url,
+                identity,
+                name="ssehub-edge",
+                max_delay=settings.reconnect_max_delay,
+            )
+        except SsehubError as exc:
+            await engine.dispose()
+            app.state.failure = exc  # said in one line (EdgeApp, ssehub.cli.serve)
+            raise
+        admitted.add_done_callback(_report_refusal)
         registry = Registry()
         metrics = EdgeMetrics()
         node = EdgeNode(settings, registry, metrics)
         ctx = EdgeContext(settings, EventStore(engine), registry, node, metrics)
         app.state.edge = ctx
         tasks = [
-            asyncio.create_task(ctx.node.supervisor.run(), name="edge-amqp"),
+            admitted,
+            asyncio.create_task(once_admitted(admitted, ctx.node.supervisor.run), name="edge-amqp"),
             asyncio.create_task(pinger(ctx), name="edge-pinger"),
             asyncio.create_task(ctx.node.heartbeats(), name="edge-heartbeats"),
         ]
@@ -57,8 +74,12 @@ def create_app(settings: Settings, *, extra: Extra | None = None) -> FastAPI:
             if extra is None:
                 yield
             else:
-                async with extra(app):
-                    yield
+                try:
+                    async with extra(app):
+                        yield
+                except SsehubError as exc:
+                    app.state.failure = exc
+                    raise
         finally:
             for task in tasks:
                 task.cancel()
@@ -119,9 +140,16 @@ def create_app(settings: Settings, *, extra: Extra | None = None) -> FastAPI:
     return app
 
 
+def _report_refusal(admitted: asyncio.Task[None]) -> None:
+    if not admitted.cancelled() and (exc := admitted.exception()) is not None:
+        log.error("%s; this edge serves no stream", exc)
+
+
 class EdgeApp(FastAPI):
     """FastAPI, with ``GET /sse/connect`` answered in front of its whole
-    middleware stack (edge/route.py) and CORS around both."""
+    middleware stack (edge/route.py) and CORS around both. A lifespan that
+    fails with an SsehubError (a setting, the store) is not reported with its
+    traceback: ``app.state.failure`` holds it, for one line (ssehub.cli.serve)."""
 
     def __init__(
         self,
@@ -136,6 +164,9 @@ class EdgeApp(FastAPI):
         self._cookie = cookie
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await super().__call__(scope, receive, self._failure_said_once(send))
+            return
         if scope["type"] == "http" and scope["path"] == PATH:
             # Past FastAPI's own __call__: its OpenTelemetry check reads
             # os.environ on every request (~4 % of opening a stream), and a span
@@ -144,6 +175,18 @@ class EdgeApp(FastAPI):
             await Starlette.__call__(self, scope, receive, send)
             return
         await super().__call__(scope, receive, send)
+
+    def _failure_said_once(self, send: Send) -> Send:
+        """Starlette sends a failed lifespan's traceback for the server to log; for
+        an SsehubError, its one line (``app.state.failure``) is said elsewhere."""
+
+        async def sending(message: Message) -> None:
+            failed = getattr(self.state, "failure", None)
+            if message["type"].endswith(".failed") and failed is not None:
+                message = {"type": message["type"], "message": ""}
+            await send(message)
+
+        return sending
 
     def build_middleware_stack(self) -> ASGIApp:
         app: ASGIApp = StreamRoute(
