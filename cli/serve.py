@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from ssehub.edge.server import EdgeServer
 
 
+DEV_COOKIE = "ssehub_token"
+
+
 def _start(config: Settings) -> None:
     configure_logging(config.log_level, config.log_format)
     receiver.install()
@@ -39,6 +42,8 @@ def dev(args: argparse.Namespace) -> None:
     config = base.model_copy(
         update={
             "jwt_secret": base.jwt_secret or DEV_JWT_SECRET,
+            # the demo page's streams carry their token in a cookie when URLs may not
+            "jwt_cookie": base.jwt_cookie or (None if base.query_tokens else DEV_COOKIE),
             "cors_origins": base.cors_origins or ["*"],
             "drain_seconds": min(base.drain_seconds, 1.0),  # Ctrl+C should be quick
             # for a terminal, unless SSEHUB_LOG_FORMAT says otherwise

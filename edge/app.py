@@ -93,6 +93,7 @@ def create_app(settings: Settings, *, extra: Extra | None = None) -> FastAPI:
         verifier,
         _cors(settings),
         cookie=settings.jwt_cookie,
+        query_tokens=settings.query_tokens,
         title="ssehub edge",
         lifespan=lifespan,
         docs_url=None,
@@ -156,12 +157,14 @@ class EdgeApp(FastAPI):
         verifier: TokenVerifier,
         cors: dict[str, Any] | None,
         cookie: str | None = None,
+        query_tokens: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self._verifier = verifier
         self._cors = cors
         self._cookie = cookie
+        self._query_tokens = query_tokens
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -194,6 +197,7 @@ class EdgeApp(FastAPI):
             state=self.state,
             verifier=self._verifier,
             cookie=self._cookie,
+            query_tokens=self._query_tokens,
         )
         if self._cors is not None:
             app = CORSMiddleware(app, **self._cors)

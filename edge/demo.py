@@ -15,6 +15,7 @@ from ssehub.errors import AuthError, SsehubError
 from ssehub.publisher import Publisher
 
 ROOM = "demo-room"
+TOKEN_TTL = 24 * 3600.0  # seconds
 
 
 class Login(BaseModel):
@@ -50,9 +51,24 @@ def add_demo_routes(app: FastAPI, settings: Settings, publisher: Publisher) -> N
         return page
 
     @app.post("/demo/login")
-    async def login(body: Login) -> dict[str, str]:
+    async def login(body: Login, request: Request) -> JSONResponse:
         await publisher.add_members(ROOM, [body.user])
-        return {"token": mint_token(settings, body.user), "user": body.user, "conversation": ROOM}
+        token = mint_token(settings, body.user, TOKEN_TTL)
+        answer = {"token": token, "user": body.user, "conversation": ROOM}
+        response = JSONResponse(answer | {"queryTokens": settings.query_tokens})
+        if settings.jwt_cookie:
+            # The stream's token when URLs may not carry one (SSEHUB_QUERY_TOKENS=false):
+            # sent by the browser to /sse/connect only, never to another site's page.
+            response.set_cookie(
+                settings.jwt_cookie,
+                token,
+                max_age=int(TOKEN_TTL),
+                path="/sse",
+                httponly=True,
+                samesite="strict",
+                secure=request.url.scheme == "https",
+            )
+        return response
 
     @app.post("/demo/send")
     async def send(body: Send, request: Request) -> dict[str, bool]:

@@ -33,9 +33,17 @@ WAIT_DOM = """new Promise((resolve, reject) => {
 @pytest.fixture(scope="module")
 async def demo(broker_url: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
     """What ``ssehub dev`` runs: an edge with the demo routes and a dispatcher."""
+    async with running_demo(broker_url, tmp_path_factory) as url:
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def running_demo(
+    broker_url: str, tmp_path_factory: pytest.TempPathFactory, **overrides: object
+) -> AsyncIterator[str]:
     db = f"sqlite:///{tmp_path_factory.mktemp('demo') / 'd.db'}"
     with rabbitmq_vhost(broker_url) as amqp:
-        settings = make_settings(amqp, db, presence=True, presence_grace=0.5)
+        settings = make_settings(amqp, db, presence=True, presence_grace=0.5, **overrides)
         publisher = Publisher(amqp)
 
         @contextlib.asynccontextmanager
@@ -140,3 +148,33 @@ async def test_second_user_sees_who_is_already_online(demo: str, browser: Browse
     finally:
         for tab in (first, second):
             await tab.close()
+
+
+async def test_chat_without_tokens_in_urls(
+    broker_url: str, tmp_path_factory: pytest.TempPathFactory, browser: Browser
+) -> None:
+    """SSEHUB_QUERY_TOKENS=false (as ``ssehub dev`` sets it up: the demo's login
+    sets the token cookie): the page chats, and no URL it asks for carries a token."""
+    async with running_demo(
+        broker_url, tmp_path_factory, query_tokens=False, jwt_cookie="ssehub_token"
+    ) as url:
+        alice, bob = uid("alice"), uid("bob")
+        a = await sign_in(browser, url, alice)
+        b = await sign_in(browser, url, bob)  # the cookie is bob's now
+        try:
+            await say(b, "hello from bob")
+            await wait_dom(a, shown("hello from bob"))
+            await say(a, "hi bob")
+            await wait_dom(b, shown("hi bob"))
+            await a.reload()  # alice's stream again: her cookie is set anew first
+            await wait_dom(a, f"{text_of('state')} === 'open'")
+            await say(b, "still there?")
+            await wait_dom(a, shown("still there?"))
+            assert await a.evaluate(text_of("me")) == alice
+            urls = [u for _, u in a.responses + b.responses]
+            assert any("/sse/connect" in u for u in urls)
+            assert not [u for u in urls if "token=" in u]
+            assert [r for r in a.responses + b.responses if r[0] >= 400] == []
+        finally:
+            for tab in (a, b):
+                await tab.close()
