@@ -209,6 +209,30 @@ async def test_less_left_than_the_warning_warns_after_connected_and_the_replay(
             await client.next()
 
 
+@pytest.mark.parametrize("left", [1.5, 0.4])
+async def test_a_fractional_exp_is_on_time(stack: Stack, left: float) -> None:
+    """exp with a fraction: accepted until exp (PyJWT's whole seconds refused
+    exp = now + 0.4 more often than not), and the stream ends at exp, not up to a
+    second or two later; then the token is refused."""
+    user = uid()
+    exp = time.time() + left
+    tok = jwt.encode({"sub": user, "exp": exp}, SECRET, "HS256")
+    async with open_stream(stack.edge, tok) as (resp, client):
+        assert resp.status_code == 200
+        assert (await client.next()).event == "connected"
+        expiring = await client.next()  # less than the warning left: at once
+        assert (expiring.event, expiring.json) == ("token:expiring", {"expiresAt": exp})
+        expired = await client.next(timeout=5)
+        at = time.time()
+        assert expired.event == "token:expired"
+        assert exp <= at <= exp + 0.5, at - exp
+        with pytest.raises(EOFError):
+            await client.next()
+    async with open_stream(stack.edge, tok) as (resp, _):
+        assert resp.status_code == 401
+        assert orjson.loads(await resp.aread())["error"] == "token_expired"
+
+
 async def test_a_token_without_exp_lives_on(stack: Stack) -> None:
     user = uid()
     async with (
