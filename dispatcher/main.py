@@ -68,8 +68,10 @@ async def running_dispatcher(
         finally:
             dispatcher.stop()
             admitted.cancel()  # still asking: the broker has not answered yet
-            await task
-            store.close()
+            try:
+                await task  # raises a late WrongStore
+            finally:
+                store.close()
     finally:
         await engine.dispose()
 
