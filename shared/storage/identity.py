@@ -109,10 +109,10 @@ def refusal(identity: StoreIdentity, broker_said: str) -> ConfigError:
     theirs = f"deployment {current.group(1)}" if current else "another deployment"
     return WrongStore(
         f"SSEHUB_DATABASE_URL: {identity.store} is the store of deployment "
-        f"{identity.deployment}, but {where} belongs to {theirs}, whose store is another "
-        "(one deployment, one store); point SSEHUB_DATABASE_URL at that deployment's "
-        "store, or SSEHUB_RABBITMQ_URL at a vhost of this store's own (to give the "
-        f"deployment this store on purpose, delete the queue {MARKER!r} first)"
+        f"{identity.deployment}, but {where} belongs to {theirs}, which has another "
+        "store (one deployment, one store); point SSEHUB_DATABASE_URL at that store, or "
+        "SSEHUB_RABBITMQ_URL at a vhost of its own (to give that deployment this store "
+        f"on purpose, delete the queue {MARKER!r} first)"
     )
 
 
