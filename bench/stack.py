@@ -23,6 +23,7 @@ import aio_pika
 import psutil
 import ssehub.amqp
 from ssehub import topology
+from ssehub.storage import identity
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -41,10 +42,11 @@ def rabbitmq_vhost(base_url: str = AMQP) -> Iterator[str]:
 
 
 async def reset_vhost(url: str) -> None:
-    """Between scenarios: drop what a previous one may have left queued."""
+    """Between scenarios: drop what a previous one may have left queued, and the
+    deployment's store id (each scenario brings a new store: ssehub.storage.identity)."""
     conn = await aio_pika.connect(url)
     try:
-        for name in ("ssehub.dispatch", "sse.dead", "bench.sink"):
+        for name in ("ssehub.dispatch", "sse.dead", "bench.sink", identity.MARKER):
             ch = await conn.channel()
             with contextlib.suppress(Exception):
                 await ch.queue_delete(name)

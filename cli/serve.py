@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from ssehub.edge.server import EdgeServer
 
 log = logging.getLogger("ssehub.cli")
+DEV_COOKIE = "ssehub_token"
 
 
 def _start(config: Settings) -> None:
@@ -71,6 +72,8 @@ def dev(args: argparse.Namespace) -> None:
     config = base.model_copy(
         update={
             "jwt_secret": base.jwt_secret or DEV_JWT_SECRET,
+            # the demo page's streams carry their token in a cookie when URLs may not
+            "jwt_cookie": base.jwt_cookie or (None if base.query_tokens else DEV_COOKIE),
             "cors_origins": base.cors_origins or ["*"],
             "drain_seconds": min(base.drain_seconds, 1.0),  # Ctrl+C should be quick
             # for a terminal, unless SSEHUB_LOG_FORMAT says otherwise
@@ -135,9 +138,16 @@ def dispatcher(args: argparse.Namespace) -> None:
 
 
 def _run(server: EdgeServer, sock: socket.socket) -> None:
-    """Serve on ``sock`` until stopped; an edge whose background work failed
-    exits non-zero: one line for a setting, else (its traceback logged) status 1."""
-    server.run(sockets=[sock])
+    """Serve on ``sock`` until stopped. An edge whose start-up failed (uvicorn
+    exits, code 3) or whose background work failed exits non-zero: one line
+    for an SsehubError (a setting, the store), else (its traceback logged) 1."""
+    try:
+        server.run(sockets=[sock])
+    except SystemExit:
+        failed = getattr(server.app.state, "failure", None)
+        if failed is not None:
+            raise failed from None
+        raise
     failure = server.failure
     if isinstance(failure, SsehubError):
         raise failure

@@ -1,4 +1,4 @@
-"""Running a dispatcher: engine, schema, signals, and its HTTP port."""
+"""Running a dispatcher: engine, schema, the deployment's store, signals, and its HTTP port."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from ssehub.dispatcher.persist import DispatchStore
 from ssehub.dispatcher.service import Dispatcher
 from ssehub.errors import unwrap
 from ssehub.storage.db import create_engine
+from ssehub.storage.identity import store_identity
 from ssehub.storage.reach import open_store
 
 log = logging.getLogger("ssehub.dispatcher")
@@ -37,8 +38,8 @@ async def running_dispatcher(
     bound one is ``dispatcher.http_port``), from the start, so that probes see
     a dispatcher that waits for its store; None: no HTTP port. ``pinned``: the
     partitions it works on (None: its fair share of all). Raises what ended
-    the dispatcher, if anything but leaving did (a bug, or a setting the
-    broker refused)."""
+    the dispatcher, if anything but leaving did (a bug, a setting the broker
+    refused, or WrongStore: its store is not the deployment's)."""
     engine = create_engine(settings.database_url, writer=True)
     store = DispatchStore(
         engine,
@@ -59,6 +60,9 @@ async def running_dispatcher(
                 served = serving(dispatcher, reader, host, port)
                 dispatcher.http_port = await http.enter_async_context(served)
             await open_store(engine, name=f"ssehub-{name}", max_delay=settings.reconnect_max_delay)
+            # RabbitMQ agrees that this store is the deployment's before anything
+            # is consumed, on every link (ssehub.storage.identity): else it ends
+            dispatcher.identity = await store_identity(engine, settings.database_url)
             if settings.partitions > 1 and engine.dialect.name == "sqlite":
                 log.warning(SQLITE_PARTITIONS, settings.partitions)
             task = dispatcher.running = asyncio.create_task(dispatcher.run(), name=name)

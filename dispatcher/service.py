@@ -35,6 +35,7 @@ from ssehub.dispatcher.worker import PartitionWorker
 from ssehub.errors import StoreUnavailable
 from ssehub.fastpath.confirms import BatchPublisher
 from ssehub.fastpath.inline import consume_inline
+from ssehub.storage.identity import StoreIdentity, check_deployment
 
 log = logging.getLogger("ssehub.dispatcher")
 
@@ -76,6 +77,8 @@ class Dispatcher:
         self._stopping = asyncio.Event()
         self.http_port: int | None = None  # where /metrics is served (dispatcher/main.py)
         self.running: asyncio.Task[None] | None = None  # run(), set by dispatcher/main.py
+        # the store's id: checked with the broker on every link, before consuming
+        self.identity: StoreIdentity | None = None
         self.supervisor = AmqpSupervisor(
             settings.rabbitmq_url,
             self._setup,
@@ -92,6 +95,8 @@ class Dispatcher:
 
     # -- the link ------------------------------------------------------------------
     async def _setup(self, connection: AbstractConnection) -> None:
+        if self.identity is not None:  # raises WrongStore: a standby must not take over
+            await check_deployment(connection, self.identity)
         publish = await connection.channel(publisher_confirms=True)
         self.supervisor.watch(publish)
         settings = self._settings

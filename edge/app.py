@@ -23,13 +23,14 @@ from ssehub.edge.metrics import EdgeMetrics
 from ssehub.edge.node import EdgeNode
 from ssehub.edge.registry import Registry
 from ssehub.edge.route import PATH, StreamRoute
-from ssehub.errors import StoreUnavailable, unwrap
+from ssehub.errors import SsehubError, StoreUnavailable, unwrap
 from ssehub.fastpath.transport import RAW_SEND
 from ssehub.storage.db import create_engine
+from ssehub.storage.identity import store_identity
 from ssehub.storage.reach import describe, open_store
 from ssehub.storage.store import EventStore
 from starlette.applications import Starlette
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("ssehub.edge")
 
@@ -45,14 +46,21 @@ def create_app(settings: Settings, *, extra: Extra | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings.database_url)
-        # `ssehub edge` and `ssehub dev` wait for the store before the server
-        # starts (cli/serve.py); this covers one that went away since.
-        await open_store(engine, name="ssehub-edge", max_delay=settings.reconnect_max_delay)
+        try:
+            # `ssehub edge` and `ssehub dev` wait for the store before the server
+            # starts (cli/serve.py); this covers one that went away since
+            await open_store(engine, name="ssehub-edge", max_delay=settings.reconnect_max_delay)
+            # checked with RabbitMQ on every link, before the node consumes
+            identity = await store_identity(engine, settings.database_url)
+        except SsehubError as exc:
+            await engine.dispose()
+            app.state.failure = exc  # said in one line (EdgeApp, ssehub.cli.serve)
+            raise
         registry = Registry()
         # app.state.guard: the connection guard, when edge/server.py serves with one
         metrics = EdgeMetrics(getattr(app.state, "guard", None))
         store = EventStore(engine)
-        node = EdgeNode(settings, registry, metrics, store)
+        node = EdgeNode(settings, registry, metrics, store, identity)
         ctx = EdgeContext(settings, store, registry, node, metrics)
         app.state.edge = ctx
         running = asyncio.create_task(node.run(pinger(ctx)), name="edge-node")
@@ -61,8 +69,12 @@ def create_app(settings: Settings, *, extra: Extra | None = None) -> FastAPI:
             if extra is None:
                 yield
             else:
-                async with extra(app):
-                    yield
+                try:
+                    async with extra(app):
+                        yield
+                except SsehubError as exc:
+                    app.state.failure = exc
+                    raise
         finally:
             running.cancel()
             await asyncio.gather(running, return_exceptions=True)
@@ -72,6 +84,7 @@ def create_app(settings: Settings, *, extra: Extra | None = None) -> FastAPI:
         verifier,
         _cors(settings),
         cookie=settings.jwt_cookie,
+        query_tokens=settings.query_tokens,
         title="ssehub edge",
         version=ssehub.__version__,
         lifespan=lifespan,
@@ -124,21 +137,28 @@ def create_app(settings: Settings, *, extra: Extra | None = None) -> FastAPI:
 class EdgeApp(FastAPI):
     """FastAPI, with ``GET /sse/connect`` answered in front of its whole
     middleware stack (edge/route.py), connections over the bound answered in
-    front of that (edge/admission.py), and CORS around all."""
+    front of that (edge/admission.py), and CORS around all. A lifespan that
+    fails with an SsehubError (a setting, the store) is not reported with its
+    traceback: ``app.state.failure`` holds it, for one line (ssehub.cli.serve)."""
 
     def __init__(
         self,
         verifier: TokenVerifier,
         cors: dict[str, Any] | None,
         cookie: str | None = None,
+        query_tokens: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self._verifier = verifier
         self._cors = cors
         self._cookie = cookie
+        self._query_tokens = query_tokens
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await super().__call__(scope, receive, self._failure_said_once(send))
+            return
         if scope["type"] == "http" and scope["path"] == PATH:
             # Past FastAPI's own __call__: its OpenTelemetry check reads
             # os.environ on every request (~4 % of opening a stream), and a span
@@ -148,12 +168,25 @@ class EdgeApp(FastAPI):
             return
         await super().__call__(scope, receive, send)
 
+    def _failure_said_once(self, send: Send) -> Send:
+        """Starlette sends a failed lifespan's traceback for the server to log; for
+        an SsehubError, its one line (``app.state.failure``) is said elsewhere."""
+
+        async def sending(message: Message) -> None:
+            failed = getattr(self.state, "failure", None)
+            if message["type"].endswith(".failed") and failed is not None:
+                message = {"type": message["type"], "message": ""}
+            await send(message)
+
+        return sending
+
     def build_middleware_stack(self) -> ASGIApp:
         app: ASGIApp = StreamRoute(
             super().build_middleware_stack(),
             state=self.state,
             verifier=self._verifier,
             cookie=self._cookie,
+            query_tokens=self._query_tokens,
         )
         app = Admission(app, state=self.state)  # connections over SSEHUB_MAX_CONNECTIONS
         if self._cors is not None:

@@ -8,16 +8,17 @@ start, so ``alg: none`` and HS/RS confusion fail like any bad signature.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import jwt
+import orjson
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from jwt.algorithms import Algorithm, get_default_algorithms
-from jwt.types import Options
 from ssehub.config import Settings
 from ssehub.errors import AuthError, ConfigError, InvalidMessage
 from ssehub.schema import check_id
@@ -45,32 +46,36 @@ class TokenVerifier:
         self._audience = settings.jwt_audience
         self._issuer = settings.jwt_issuer
         self._leeway = settings.jwt_leeway
-        # exp and nbf are checked when present; aud only when configured (a token
-        # carrying one is fine otherwise). iat is informational: PyJWT would reject
-        # an iat a second ahead of our clock. We check the user claim ourselves.
-        self._options: Options = {
-            "verify_aud": settings.jwt_audience is not None,
-            "verify_iat": False,
-            "verify_sub": False,
-            "verify_jti": False,
-        }
-        self._jwt, self._key = _codec(settings)
+        self._jws = _jws(settings)
 
     def verify(self, token: str) -> Identity:
         if not token or len(token) > MAX_TOKEN_CHARS or not token.isascii():
             raise AuthError("invalid_token", "The token is malformed.")
         try:
-            claims = self._jwt.decode(
-                token,
-                self._key,  # "" when bound to the algorithm in _codec
-                algorithms=self._algorithms,
-                options=self._options,
-                audience=self._audience,
-                issuer=self._issuer,
-                leeway=self._leeway,
-            )
-        except jwt.PyJWTError as exc:
+            # the signature (and the algorithm, which must be the configured one)
+            payload = self._jws.decode(token, "", algorithms=self._algorithms)
+            claims = orjson.loads(payload)
+        except (jwt.PyJWTError, orjson.JSONDecodeError) as exc:
             raise _auth_error(exc) from None
+        if not isinstance(claims, dict):
+            raise AuthError("invalid_token", "The token's claims are not a JSON object.")
+        # The claims, as PyJWT would check them (nbf, exp, iss, aud, in that order)
+        # but with exp and nbf to the fraction of a second: PyJWT truncates them to
+        # whole seconds, so exp = t + 0.5 expired at t. exp and nbf are checked when
+        # present; aud only when configured (a token carrying one is fine
+        # otherwise); iat is informational (a clock a second ahead of ours must not
+        # lock users out).
+        now = time.time()
+        nbf = _numeric_date(claims, "nbf")
+        if nbf is not None and nbf > now + self._leeway:
+            raise AuthError("token_not_yet_valid", "The token is not valid yet.")
+        exp = _numeric_date(claims, "exp")
+        if exp is not None and exp <= now - self._leeway:
+            raise AuthError("token_expired", "The token has expired.")
+        if self._issuer is not None and claims.get("iss") != self._issuer:
+            raise AuthError("invalid_issuer", "The token comes from an issuer that is not trusted.")
+        if self._audience is not None and not _meant_for(claims.get("aud"), self._audience):
+            raise AuthError("invalid_audience", "The token is not meant for this service.")
         value = claims.get(self._claim)
         if value is None:
             raise AuthError("invalid_token", f"The token has no {self._claim!r} claim.")
@@ -80,9 +85,24 @@ class TokenVerifier:
             raise AuthError(
                 "invalid_token", f"The token's {self._claim!r} claim is not a valid user id."
             ) from None
-        # PyJWT has checked that a present exp is a number (and not past).
-        exp = claims.get("exp")
-        return Identity(user_id, None if exp is None else float(exp), _number(claims.get("iat")))
+        return Identity(user_id, exp, _number(claims.get("iat")))
+
+
+def _numeric_date(claims: dict[str, Any], name: str) -> float | None:
+    """``exp`` or ``nbf``: absent, or a JSON number of seconds (RFC 7519's NumericDate)."""
+    if name not in claims:
+        return None
+    value = _number(claims[name])
+    if value is None or not math.isfinite(value):
+        raise AuthError("invalid_token", f"The token's {name!r} claim is not a number of seconds.")
+    return value
+
+
+def _meant_for(aud: object, audience: str) -> bool:
+    """``aud`` (a string, or a list of strings) names ``audience``."""
+    if isinstance(aud, str):
+        return aud == audience
+    return isinstance(aud, list) and all(isinstance(a, str) for a in aud) and audience in aud
 
 
 def _number(value: object) -> float | None:
@@ -116,20 +136,11 @@ def mint_token(
     if settings.jwt_issuer is not None:
         claims["iss"] = settings.jwt_issuer
     claims.update(extra or {})
-    return _codec(settings)[0].encode(claims, "", algorithm=alg)
+    return _jws(settings).encode(orjson.dumps(claims), "", algorithm=alg)
 
 
-def _auth_error(exc: jwt.PyJWTError) -> AuthError:
+def _auth_error(exc: jwt.PyJWTError | orjson.JSONDecodeError) -> AuthError:
     """A fixed, token-free message per failure; PyJWT's own text is not echoed."""
-    missing = exc.claim if isinstance(exc, jwt.MissingRequiredClaimError) else None
-    if isinstance(exc, jwt.ExpiredSignatureError):
-        return AuthError("token_expired", "The token has expired.")
-    if isinstance(exc, jwt.ImmatureSignatureError):
-        return AuthError("token_not_yet_valid", "The token is not valid yet.")
-    if isinstance(exc, jwt.InvalidAudienceError) or missing == "aud":
-        return AuthError("invalid_audience", "The token is not meant for this service.")
-    if isinstance(exc, jwt.InvalidIssuerError) or missing == "iss":
-        return AuthError("invalid_issuer", "The token comes from an issuer that is not trusted.")
     if isinstance(exc, jwt.InvalidSignatureError):
         return AuthError("invalid_token", "The token's signature is not valid.")
     if isinstance(exc, jwt.InvalidAlgorithmError):
@@ -162,15 +173,16 @@ class _BoundKey(Algorithm):
         raise NotImplementedError
 
 
-def _codec(settings: Settings) -> tuple[jwt.PyJWT, Any]:
-    """A PyJWT for the configured algorithm and the key to pass it, parsed once.
+def _jws(settings: Settings) -> jwt.PyJWS:
+    """PyJWT's JWS layer for the configured algorithm only, with its key parsed
+    and checked once: PyJWT's public API, with no claim checks of its own
+    (``TokenVerifier`` checks the claims).
 
-    Public API where it is as fast: ``decode(token, key=<prepared public key>)``
-    costs an isinstance check more than RSA/EC verification (measured within
-    1 % for RS256, issue 8). For HMAC, PyJWT re-prepares the secret on every
-    call (PEM and SSH-key pattern checks: 2.1x the whole decode of HS256), and
-    for a weak key it would warn on every call; so there, and for weak
-    asymmetric keys, the key is bound to the algorithm instead (key: "").
+    The key is bound to the algorithm (``_BoundKey``, registered through
+    ``PyJWS.register_algorithm``) rather than passed to every ``decode``: for
+    HMAC, PyJWT re-prepares a secret on every call (PEM and SSH-key pattern
+    checks: 2.1x the whole decode of HS256, issue 8), and for a weak key it
+    would warn on every call; so the key is passed as "".
     """
     alg = settings.jwt_algorithm
     inner = get_default_algorithms()[alg]
@@ -189,10 +201,6 @@ def _codec(settings: Settings) -> tuple[jwt.PyJWT, Any]:
     weak = inner.check_key_length(key)
     if weak:
         log.warning("%s: %s", name, weak)
-    elif not hmac:
-        return jwt.PyJWT(), key
     jws = jwt.PyJWS(algorithms=[])
     jws.register_algorithm(alg, _BoundKey(inner, key))
-    codec = jwt.PyJWT()
-    codec._jws = jws  # PyJWT's JWS layer; jwt/api_jwt.py swaps it the same way
-    return codec, ""
+    return jws

@@ -1,6 +1,13 @@
 """Where a request's token comes from: ``?token=``, ``Authorization: Bearer``,
 ``X-Auth-Token``, the configured cookie, in that order. Pure: the route hands
-over the raw values."""
+over the raw values.
+
+With ``SSEHUB_QUERY_TOKENS=false`` a request whose URL has a ``token``
+parameter is refused (``query_token_disabled``), whatever else it carries: the
+token in the URL has reached the logs and history the setting is there to keep
+it out of, and a client that a header happens to rescue would go on putting it
+there unnoticed.
+"""
 
 from __future__ import annotations
 
@@ -13,13 +20,23 @@ def extract_token(
     authorization: str | None,
     x_auth_token: str | None,
     cookie: str | None = None,
+    *,
+    query_allowed: bool = True,
 ) -> str:
     """The request's token: ``?token=``, then ``Authorization: Bearer``, then
     ``X-Auth-Token``, then ``cookie`` (the value of the ``SSEHUB_JWT_COOKIE`` cookie).
+    ``query_token`` is None when the URL has no ``token`` parameter, "" when it
+    is there but empty; ``query_allowed``: ``SSEHUB_QUERY_TOKENS``.
 
     A non-Bearer ``Authorization`` header (say, Basic added by a proxy) is an
     error only when no other method supplies a token.
     """
+    if query_token is not None and not query_allowed:
+        raise AuthError(
+            "query_token_disabled",
+            "This service refuses tokens in the URL (they end up in logs and browser "
+            f"history): send the token {_NOT_IN_THE_URL}.",
+        )
     query, header, x_auth, from_cookie = (
         v.strip() if v else "" for v in (query_token, authorization, x_auth_token, cookie)
     )
@@ -37,8 +54,16 @@ def extract_token(
     raise AuthError(
         "missing_token",
         "No token: send ?token=, an 'Authorization: Bearer' header, an X-Auth-Token header"
-        " or, where configured, the token cookie.",
+        " or, where configured, the token cookie."
+        if query_allowed
+        else f"No token: send it {_NOT_IN_THE_URL}.",
     )
+
+
+_NOT_IN_THE_URL = (
+    "in an 'Authorization: Bearer' header, an X-Auth-Token header or, where configured, "
+    "the token cookie"
+)
 
 
 def cookie_value(header: str | None, name: str | None) -> str | None:

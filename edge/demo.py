@@ -17,6 +17,7 @@ from ssehub.schema import MAX_ID_BYTES
 
 ROOM = "demo-room"
 MAX_NAME = 64  # characters, as the sign-in field allows
+TOKEN_TTL = 24 * 3600.0  # seconds
 
 
 class Login(BaseModel):
@@ -73,11 +74,26 @@ def add_demo_routes(app: FastAPI, settings: Settings, publisher: Publisher) -> N
         return page
 
     @app.post("/demo/login")
-    async def login(body: Login) -> dict[str, str]:
+    async def login(body: Login, request: Request) -> JSONResponse:
         if problem := user_name_problem(body.user):
             raise BadUserName(problem[0].upper() + problem[1:] + ".")
         await publisher.add_members(ROOM, [body.user])
-        return {"token": mint_token(settings, body.user), "user": body.user, "conversation": ROOM}
+        token = mint_token(settings, body.user, TOKEN_TTL)
+        answer = {"token": token, "user": body.user, "conversation": ROOM}
+        response = JSONResponse(answer | {"queryTokens": settings.query_tokens})
+        if settings.jwt_cookie:
+            # The stream's token when URLs may not carry one (SSEHUB_QUERY_TOKENS=false):
+            # sent by the browser to /sse/connect only, never to another site's page.
+            response.set_cookie(
+                settings.jwt_cookie,
+                token,
+                max_age=int(TOKEN_TTL),
+                path="/sse",
+                httponly=True,
+                samesite="strict",
+                secure=request.url.scheme == "https",
+            )
+        return response
 
     @app.post("/demo/send")
     async def send(body: Send, request: Request) -> dict[str, bool]:

@@ -1,5 +1,6 @@
-"""Node-wide timers: pings for every stream, token lifetimes and stream-cap
-notices (a ~1 s tick), and the drain of a stopping edge."""
+"""Node-wide timers: pings for every stream, token lifetimes (to the
+millisecond) and stream-cap notices (a ~1 s tick), and the drain of a stopping
+edge."""
 
 from __future__ import annotations
 
@@ -15,18 +16,27 @@ from ssehub.edge.stream import CloseReason
 log = logging.getLogger("ssehub.edge")
 
 DRAIN_STEPS = 10
-TICK = 1.0  # seconds: the precision of token lifetimes (edge/expiry.py)
+TICK = 1.0  # seconds: at least this often, the node's wheels tick
 
 
 async def pinger(ctx: EdgeContext) -> None:
     """One timer for all streams instead of one per stream: a ping every
-    ``ping_interval``, and a tick about every second for the node's wheels
-    (an empty tick costs a few attribute reads)."""
+    ``ping_interval``, and a tick for the node's wheels about every second and
+    whenever a token deadline falls (edge/expiry.py: ``next_due``; an empty
+    tick costs a few attribute reads)."""
     loop = asyncio.get_running_loop()
     interval = ctx.settings.ping_interval
     next_ping = loop.time() + interval
+    sooner = asyncio.Event()  # a deadline earlier than the one slept for was filed
+    ctx.tokens.on_sooner = sooner.set
     while True:
-        await asyncio.sleep(max(0.0, min(TICK, next_ping - loop.time())))
+        due = ctx.tokens.next_due()
+        # a millisecond late rather than early: uvloop's timers count whole ones
+        until_due = TICK if due is None else due - time.time() + 0.001
+        sooner.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(0.0, min(TICK, next_ping - loop.time(), until_due))):
+                await sooner.wait()
         try:  # a bug in one wheel must not stop the pings
             ctx.tokens.tick(time.time())
             ctx.caps.tick(time.monotonic())

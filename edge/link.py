@@ -3,6 +3,8 @@
 Built by the supervisor's ``setup`` and thrown away whole on any loss
 (shared/amqp.py): recovery is the start-up path. On each new link, in order:
 
+0. RabbitMQ agrees that the edge's store is the deployment's
+   (ssehub.storage.identity; else the edge stops, in one line);
 1. the contract's exchanges and the dispatch queues are declared (presence
    signals and joins go straight into a partition's queue), and the
    deployment's partition count checked;
@@ -35,6 +37,7 @@ from ssehub.fastpath.confirms import BatchPublisher
 from ssehub.fastpath.inline import consume_inline
 from ssehub.fastpath.marshal import Publish
 from ssehub.fastpath.outbox import Outbox
+from ssehub.storage.identity import StoreIdentity, check_deployment
 
 
 class EdgeLink:
@@ -47,6 +50,7 @@ class EdgeLink:
         inbox: Callable[[DeliveredMessage], None],
         on_up: Callable[[], None],
         on_down: Callable[[], None],
+        identity: StoreIdentity | None = None,
     ) -> None:
         self._node_id = node_id
         self._queue_type = settings.queue_type
@@ -56,6 +60,7 @@ class EdgeLink:
         self._inbox = inbox
         self._on_up = on_up
         self._on_down = on_down
+        self._identity = identity
         self._signals: Outbox | None = None
         # aio-pika wrappers of the channels in use, held so they live as long as
         # the link: a collected wrapper marks its channel closed, which the
@@ -87,6 +92,8 @@ class EdgeLink:
         return channel
 
     async def _setup(self, connection: AbstractConnection) -> None:
+        if self._identity is not None:  # raises WrongStore: this edge's store is not
+            await check_deployment(connection, self._identity)  # the deployment's
         self._channels = []
         consume = await self._channel(connection, confirms=False)
         await topology.declare_deployment(consume, self._queue_type, self._partitions)

@@ -39,6 +39,7 @@ from ssehub.edge.seam import Seam
 from ssehub.fastpath.marshal import Publish
 from ssehub.partition import partition_of
 from ssehub.sse import render_event
+from ssehub.storage.identity import StoreIdentity
 from ssehub.storage.store import EventStore, Position
 from ssehub.topology import Notice
 
@@ -48,8 +49,14 @@ T = TypeVar("T")
 
 class EdgeNode:
     def __init__(
-        self, settings: Settings, registry: Registry, metrics: EdgeMetrics, store: EventStore
+        self,
+        settings: Settings,
+        registry: Registry,
+        metrics: EdgeMetrics,
+        store: EventStore,
+        identity: StoreIdentity | None = None,
     ) -> None:
+        """``identity``: the store's, checked with the broker on every link."""
         self.node_id = f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
         self._settings = settings
         self._store = store
@@ -87,6 +94,7 @@ class EdgeNode:
             inbox,
             on_up=self.seam.linked,
             on_down=self.seam.lost,
+            identity=identity,
         )
 
     @property

@@ -34,12 +34,19 @@ TOO_MANY_STREAMS = {
 
 class StreamRoute:
     def __init__(
-        self, app: ASGIApp, *, state: State, verifier: TokenVerifier, cookie: str | None = None
+        self,
+        app: ASGIApp,
+        *,
+        state: State,
+        verifier: TokenVerifier,
+        cookie: str | None = None,
+        query_tokens: bool = True,
     ) -> None:
         self._app = app
         self._state = state  # the app's: the lifespan puts the EdgeContext there
         self._verifier = verifier
         self._cookie = cookie  # SSEHUB_JWT_COOKIE: the cookie holding a token, if any
+        self._query_tokens = query_tokens  # SSEHUB_QUERY_TOKENS
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != PATH:
@@ -55,7 +62,11 @@ class StreamRoute:
         headers = _headers(scope, (b"authorization", b"x-auth-token", b"last-event-id", b"cookie"))
         try:
             raw = extract_token(
-                query.get("token"), headers[0], headers[1], cookie_value(headers[3], self._cookie)
+                query.get("token"),
+                headers[0],
+                headers[1],
+                cookie_value(headers[3], self._cookie),
+                query_allowed=self._query_tokens,
             )
             identity = self._verifier.verify(raw)
         except AuthError as exc:

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     jwt_leeway: float = Field(default=0.0, ge=0)
     # the name of a cookie that carries the token (a fourth source; off when None)
     jwt_cookie: str | None = None
+    # tokens accepted in the URL (?token=); false: refused with 401
+    # query_token_disabled, since URLs end up in proxy logs and browser history
+    query_tokens: bool = True
     # how long before a token's exp its stream gets ``token:expiring``
     token_warning: float = Field(default=60.0, ge=0)
 

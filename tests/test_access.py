@@ -119,6 +119,54 @@ def test_a_logged_cookie_header_is_redacted() -> None:
     assert tok not in record.getMessage()
 
 
+# -- SSEHUB_QUERY_TOKENS=false ------------------------------------------------------
+
+
+async def refused_in_the_url(url: str, tok: str, **kw: object) -> None:
+    async with open_stream(url, tok, **kw) as (resp, _):  # type: ignore[arg-type]
+        assert resp.status_code == 401
+        assert resp.headers["www-authenticate"] == 'Bearer error="query_token_disabled"'
+        assert resp.headers["content-type"] == "application/json"
+        body = orjson.loads(await resp.aread())
+        assert body["error"] == "query_token_disabled"
+        assert "URL" in body["message"] and tok not in body["message"]
+
+
+async def test_without_query_tokens_a_token_in_the_url_is_refused(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    user = uid()
+    tok = token(user)
+    async with edge_with(stack, query_tokens=False, jwt_cookie=COOKIE) as url:
+        await refused_in_the_url(url, tok)
+        # with the token in a header too: still refused, the URL carried one
+        await refused_in_the_url(url, tok, headers={"Authorization": f"Bearer {tok}"})
+        await refused_in_the_url(url, tok, headers={"Cookie": f"{COOKIE}={tok}"})
+        # an empty ?token= is the parameter all the same ...
+        await stack.publisher.send_event_to_user(user, "n", 1)  # (published while refused)
+        async with open_stream(url, "", headers={"X-Auth-Token": tok}) as (resp, _):
+            assert resp.status_code == 401
+            assert orjson.loads(await resp.aread())["error"] == "query_token_disabled"
+        # ... while other parameters of the URL are fine
+        async with open_stream(
+            url, None, headers={"X-Auth-Token": tok}, last_event_id="0", last_id_query=True
+        ) as (resp, client):
+            assert resp.status_code == 200
+            assert (await client.next()).json["recovered"] is True
+        # headers and the cookie open streams as before, and nothing was lost
+        for how in ({"Authorization": f"Bearer {tok}"}, {"Cookie": f"{COOKIE}={tok}"}):
+            async with open_stream(url, None, headers=how, last_event_id="0") as (resp, client):
+                assert resp.status_code == 200
+                assert (await client.next()).event == "connected"
+                replayed = await client.next()
+                assert (replayed.seq, replayed.event, replayed.json) == (1, "n", 1)
+    # the refused URLs' tokens reached none of the edge's log records
+    edge_records = [r for r in caplog.records if r.name.startswith("ssehub")]
+    assert any("query_token_disabled" in r.getMessage() for r in edge_records)
+    assert all(tok not in r.getMessage() for r in edge_records)
+
+
 # -- token lifetime ---------------------------------------------------------------
 
 
@@ -159,6 +207,30 @@ async def test_less_left_than_the_warning_warns_after_connected_and_the_replay(
         assert (await client.next(timeout=10)).event == "token:expired"
         with pytest.raises(EOFError):
             await client.next()
+
+
+@pytest.mark.parametrize("left", [1.5, 0.4])
+async def test_a_fractional_exp_is_on_time(stack: Stack, left: float) -> None:
+    """exp with a fraction: accepted until exp (PyJWT's whole seconds refused
+    exp = now + 0.4 more often than not), and the stream ends at exp, not up to a
+    second or two later; then the token is refused."""
+    user = uid()
+    exp = time.time() + left
+    tok = jwt.encode({"sub": user, "exp": exp}, SECRET, "HS256")
+    async with open_stream(stack.edge, tok) as (resp, client):
+        assert resp.status_code == 200
+        assert (await client.next()).event == "connected"
+        expiring = await client.next()  # less than the warning left: at once
+        assert (expiring.event, expiring.json) == ("token:expiring", {"expiresAt": exp})
+        expired = await client.next(timeout=5)
+        at = time.time()
+        assert expired.event == "token:expired"
+        assert exp <= at <= exp + 0.5, at - exp
+        with pytest.raises(EOFError):
+            await client.next()
+    async with open_stream(stack.edge, tok) as (resp, _):
+        assert resp.status_code == 401
+        assert orjson.loads(await resp.aread())["error"] == "token_expired"
 
 
 async def test_a_token_without_exp_lives_on(stack: Stack) -> None:

@@ -29,10 +29,11 @@ from ssehub.schema import parse_message
 from tests.support import make_settings, rabbitmq_vhost, uid
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def own_amqp(broker_url: str) -> Iterator[str]:
-    """A vhost of this module's own: the session's stack has a dispatcher of its
-    own, which would be the active consumer of the shared vhost's queue."""
+    """A vhost of this test's own: the session's stack has a dispatcher of its
+    own, which would be the active consumer of the shared vhost's queue, and
+    each test here has a store of its own (one deployment, one store)."""
     with rabbitmq_vhost(broker_url) as url:
         yield url
 

@@ -28,7 +28,9 @@
 // reload the app's state. A tab that joins an open stream gets `connected` too
 // (recovered only if it asked for `lastEventId` and the stream is still there).
 //
-// Tokens go in `?token=`. A new one is fetched with `token()` on
+// Tokens go in `?token=`; with `cookie: true`, nowhere in the URL (an edge with
+// SSEHUB_QUERY_TOKENS=false refuses them there): the page's backend sets the
+// SSEHUB_JWT_COOKIE cookie, and token() renews it. A new one is fetched with `token()` on
 // `token:expiring`, `token:expired`, `disconnected {reason: token_revoked}` and
 // after a refused stream: an EventSource reports no status, so after an error
 // with readyState CLOSED the stream URL is fetched once (aborted as soon as the
@@ -55,7 +57,7 @@ const BUILTIN = ['message', 'connected', 'disconnected', 'token:expiring', 'toke
 const MAX_BACKOFF_MS = 30000;
 
 export function connect({ url, token, on = {}, key, lastEventId = null, onStatus = () => {},
-                          withCredentials = false } = {}) {
+                          withCredentials = false, cookie = false } = {}) {
   const streamUrl = toStreamUrl(url ?? new URL('.', import.meta.url).href);
   const name = 'ssehub:' + (key ?? streamUrl);
   const names = new Set([...BUILTIN, ...Object.keys(on)]);
@@ -141,7 +143,7 @@ export function connect({ url, token, on = {}, key, lastEventId = null, onStatus
 
   function lead() {
     leader = new Leader({
-      streamUrl, token, names, withCredentials, channel, deliver, setStatus,
+      streamUrl, token, cookie, names, withCredentials, channel, deliver, setStatus,
       from: () => lastId,
     });
     return leader.run();
@@ -231,7 +233,7 @@ class Leader {
     if (!t) return this.halt('no_token');
     this.current = t;
     const u = new URL(this.streamUrl);
-    u.searchParams.set('token', t);
+    if (!this.cookie) u.searchParams.set('token', t);
     const from = this.from();
     if (from !== null) u.searchParams.set('lastEventId', String(from));
     const es = new EventSource(u.href, { withCredentials: this.withCredentials });

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import sqlite3
@@ -12,14 +13,16 @@ import orjson
 from sqlalchemy import Engine, event, inspect, text
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlmodel import SQLModel
+from ssehub.backoff import Backoff
 from ssehub.errors import ConfigError, StoreUnavailable
 from ssehub.storage import models
 
 TABLES = [
     models.SchemaRow.__table__,  # type: ignore[attr-defined]
+    models.DeploymentRow.__table__,  # type: ignore[attr-defined]
     models.EventRow.__table__,  # type: ignore[attr-defined]
     models.UserCursor.__table__,  # type: ignore[attr-defined]
     models.Member.__table__,  # type: ignore[attr-defined]
@@ -36,7 +39,18 @@ def store_errors() -> Iterator[None]:
     try:
         yield
     except (SQLAlchemyError, sqlite3.Error, OSError, TimeoutError) as exc:
-        raise StoreUnavailable(f"store: {exc.__class__.__name__}: {exc}") from exc
+        raise StoreUnavailable(f"store: {_in_words(exc)}") from exc
+
+
+def _in_words(exc: BaseException) -> str:
+    """One line: the driver's error (SQLAlchemy's wrapper adds the statement and
+    a link on lines of their own), never the statement's parameters."""
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        exc = exc.orig
+        if exc.__cause__ is not None:  # the driver's own, under an adaption (asyncpg)
+            exc = exc.__cause__
+    text = str(exc).strip().splitlines()
+    return f"{exc.__class__.__name__}: {text[0]}" if text else exc.__class__.__name__
 
 
 def create_engine(url: str, *, writer: bool = False) -> AsyncEngine:
@@ -72,18 +86,72 @@ def _tune_sqlite(engine: Engine, writer: bool) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(db: Any) -> None:
-        db.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+        immediate = writer or db.get_execution_options().get(WRITE_LOCK_FIRST, False)
+        db.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-async def create_schema(engine: AsyncEngine) -> None:
+# Execution option: on SQLite, this connection's transactions take the write lock
+# when they begin. A transaction that reads and then writes would otherwise fail
+# at once with "database is locked" (SQLITE_BUSY_SNAPSHOT, which no busy timeout
+# waits out) whenever another process wrote in between.
+WRITE_LOCK_FIRST = "ssehub_write_lock_first"
+# PostgreSQL: the advisory lock held by a transaction that creates the schema
+# ("ssehub" in ASCII). Creating a table concurrently with another session fails
+# there (a duplicate key in pg_type) instead of waiting.
+SCHEMA_LOCK = 0x737365687562
+SCHEMA_DEADLINE = 60.0  # seconds: how long start-up waits for its turn at the schema
+LOCK_WAIT = 30.0  # seconds one attempt waits for the lock (SQLite: the busy timeout)
+
+
+async def create_schema(engine: AsyncEngine, deadline: float = SCHEMA_DEADLINE) -> None:
     """A fresh database just works: tables are created when missing. A database
-    of another schema version is refused with a ConfigError saying so."""
-    with store_errors():
-        async with engine.begin() as db:
-            await db.run_sync(_create_or_check)
+    of another schema version is refused with a ConfigError saying so.
+
+    Processes that start together on a new database take turns: one creates the
+    tables while the others wait for its lock (PostgreSQL: an advisory lock;
+    SQLite: the write lock, taken first), then check what it made. A failure
+    that is only the race (a lock, a busy file, a catalog row made meanwhile) is
+    tried again until ``deadline``; then, or for any other failure, this raises
+    StoreUnavailable with one line saying why."""
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + deadline
+    backoff = Backoff(0.05, 1.0)
+    while True:
+        try:
+            with store_errors():
+                async with engine.connect() as db:
+                    await db.execution_options(**{WRITE_LOCK_FIRST: True})
+                    async with db.begin():
+                        await db.run_sync(_create_or_check, min(LOCK_WAIT, deadline))
+            return
+        except StoreUnavailable as exc:
+            wait = backoff.next()
+            if not _lost_a_race(exc.__cause__):
+                raise StoreUnavailable(f"{exc} (creating the schema)") from exc.__cause__
+            if loop.time() + wait > give_up:
+                raise StoreUnavailable(
+                    f"{exc} (creating the schema: other processes held it for {deadline:.0f} s)"
+                ) from exc.__cause__
+            await asyncio.sleep(wait)
 
 
-def _create_or_check(db: Connection) -> None:
+def _lost_a_race(exc: BaseException | None) -> bool:
+    """A failure that another process creating the schema at the same moment explains."""
+    if isinstance(exc, DBAPIError):
+        exc = exc.orig
+    if isinstance(exc, sqlite3.OperationalError):
+        return "locked" in str(exc) or "busy" in str(exc)
+    # PostgreSQL (asyncpg, through SQLAlchemy's adaption, which keeps the SQLSTATE):
+    # unique_violation (of a catalog), duplicate_table, duplicate_object,
+    # lock_not_available (lock_timeout: the creator holds the schema lock)
+    return getattr(exc, "sqlstate", None) in ("23505", "42P07", "42710", "55P03")
+
+
+def _create_or_check(db: Connection, lock_wait: float) -> None:
+    if db.dialect.name == "postgresql":
+        # as long as SQLite's busy timeout, so a stuck creator is reported, not waited on forever
+        db.exec_driver_sql(f"SET LOCAL lock_timeout = {max(1, int(lock_wait * 1000))}")
+        db.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK})")
     names = set(inspect(db).get_table_names())
     found: int | None = models.SCHEMA_VERSION
     if "ssehub_event" in names:  # an existing database: which layout?

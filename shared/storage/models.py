@@ -15,6 +15,17 @@ class SchemaRow(SQLModel, table=True):
     version: int = Field(primary_key=True)
 
 
+class DeploymentRow(SQLModel, table=True):
+    """The store's deployment id, made once, by whichever process comes first
+    (``slot`` is always 1, so a second insert conflicts); RabbitMQ holds the
+    same id (ssehub.storage.identity). Created on databases of schema 2 too."""
+
+    __tablename__ = "ssehub_deployment"
+    slot: int = Field(primary_key=True)
+    deployment: str = Field(sa_column=Column(String(64), nullable=False))
+    created_at: float = Field(nullable=False)
+
+
 class EventRow(SQLModel, table=True):
     """One stored event of one user: the source of truth for replay."""
 

@@ -43,9 +43,17 @@ def demo_amqp(broker_url: str) -> Iterator[str]:
 @pytest.fixture(scope="module")
 async def demo(demo_amqp: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
     """What ``ssehub dev`` runs: an edge with the demo routes and a dispatcher."""
+    async with running_demo(demo_amqp, tmp_path_factory) as url:
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def running_demo(
+    amqp: str, tmp_path_factory: pytest.TempPathFactory, **overrides: object
+) -> AsyncIterator[str]:
     db = f"sqlite:///{tmp_path_factory.mktemp('demo') / 'd.db'}"
-    settings = make_settings(demo_amqp, db, presence=True, presence_grace=0.5)
-    publisher = Publisher(demo_amqp)
+    settings = make_settings(amqp, db, presence=True, presence_grace=0.5, **overrides)
+    publisher = Publisher(amqp)
 
     @contextlib.asynccontextmanager
     async def with_dispatcher(_app: FastAPI) -> AsyncIterator[None]:
@@ -236,3 +244,34 @@ async def test_the_page_answers_head_like_get(demo: str) -> None:
     assert (head.status_code, head.content) == (200, b"")
     assert head.headers["content-length"] == got.headers["content-length"]
     assert head.headers["content-type"] == got.headers["content-type"] == "text/html; charset=utf-8"
+
+
+async def test_chat_without_tokens_in_urls(
+    broker_url: str, tmp_path_factory: pytest.TempPathFactory, browser: Browser
+) -> None:
+    """SSEHUB_QUERY_TOKENS=false (as ``ssehub dev`` sets it up: the demo's login
+    sets the token cookie): the page chats, and no URL it asks for carries a token."""
+    with rabbitmq_vhost(broker_url) as amqp:
+        async with running_demo(
+            amqp, tmp_path_factory, query_tokens=False, jwt_cookie="ssehub_token"
+        ) as url:
+            alice, bob = uid("alice"), uid("bob")
+            a = await sign_in(browser, url, alice)
+            b = await sign_in(browser, url, bob)  # the cookie is bob's now
+            try:
+                await say(b, "hello from bob")
+                await wait_dom(a, shown("hello from bob"))
+                await say(a, "hi bob")
+                await wait_dom(b, shown("hi bob"))
+                await a.reload()  # alice's stream again: her cookie is set anew first
+                await wait_dom(a, f"{text_of('state')} === 'open'")
+                await say(b, "still there?")
+                await wait_dom(a, shown("still there?"))
+                assert await a.evaluate(text_of("me")) == alice
+                urls = [u for _, u in a.responses + b.responses]
+                assert any("/sse/connect" in u for u in urls)
+                assert not [u for u in urls if "token=" in u]
+                assert [r for r in a.responses + b.responses if r[0] >= 400] == []
+            finally:
+                for tab in (a, b):
+                    await tab.close()

@@ -154,3 +154,21 @@ def test_the_edge_needs_a_secret() -> None:
 )
 def test_database_urls_get_their_async_driver(url: str, normal: str) -> None:
     assert normalize_database_url(url) == normal
+
+
+@pytest.mark.parametrize(
+    ("value", "allowed"), [("false", False), ("0", False), ("no", False), ("true", True)]
+)
+def test_query_tokens_can_be_turned_off(
+    monkeypatch: pytest.MonkeyPatch, value: str, allowed: bool
+) -> None:
+    assert load_settings().query_tokens is True  # the contract's default
+    monkeypatch.setenv("SSEHUB_QUERY_TOKENS", value)
+    assert load_settings().query_tokens is allowed
+
+
+def test_a_bad_query_tokens_value_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SSEHUB_QUERY_TOKENS", "sometimes")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert str(info.value).startswith("SSEHUB_QUERY_TOKENS: Input should be a valid boolean")

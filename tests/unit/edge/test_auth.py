@@ -80,6 +80,28 @@ def test_leeway() -> None:
     assert verifier.verify(hs({"sub": "u1", "nbf": int(time.time()) + 10})).user_id == "u1"
 
 
+def test_exp_and_nbf_count_fractions_of_a_second(verifier: TokenVerifier) -> None:
+    # PyJWT truncates them to whole seconds: exp = t + 0.4 was refused up to
+    # 0.4 s early, nbf = t + 0.4 accepted up to 0.6 s early
+    now = time.time()
+    assert verifier.verify(hs({"sub": "u1", "exp": now + 0.4})).exp == now + 0.4
+    assert auth_error(verifier, hs({"sub": "u1", "exp": now - 0.05})).code == "token_expired"
+    assert auth_error(verifier, hs({"sub": "u1", "nbf": now + 0.4})).code == "token_not_yet_valid"
+    assert verifier.verify(hs({"sub": "u1", "nbf": now - 0.05})).user_id == "u1"
+    leeway = TokenVerifier(make_settings(jwt_leeway=0.5))
+    assert leeway.verify(hs({"sub": "u1", "exp": now - 0.3})).user_id == "u1"
+    assert auth_error(leeway, hs({"sub": "u1", "exp": now - 0.7})).code == "token_expired"
+
+
+@pytest.mark.parametrize("claim", ["exp", "nbf"])
+@pytest.mark.parametrize("value", ["1999999999", None, True, [1], {"at": 1}, "soon"])
+def test_exp_and_nbf_must_be_numbers(verifier: TokenVerifier, claim: str, value: object) -> None:
+    # RFC 7519: a NumericDate is a JSON number (PyJWT took "1999999999" too)
+    error = auth_error(verifier, hs({"sub": "u1", claim: value}))
+    assert error.code == "invalid_token"
+    assert claim in error.message
+
+
 def test_not_yet_valid(verifier: TokenVerifier) -> None:
     token = hs({"sub": "u1", "nbf": int(time.time()) + 60})
     assert auth_error(verifier, token).code == "token_not_yet_valid"

@@ -87,3 +87,39 @@ def test_cookie_value(header: str | None, value: str | None) -> None:
 
 def test_cookie_value_when_off() -> None:
     assert cookie_value("sse_token=abc", None) is None
+
+
+# -- SSEHUB_QUERY_TOKENS=false ----------------------------------------------------
+@pytest.mark.parametrize(
+    "other",
+    [
+        (None, None, None),
+        ("Bearer h", None, None),
+        (None, "x", None),
+        (None, None, "from-cookie"),
+    ],
+    ids=["alone", "with-bearer", "with-x-auth-token", "with-cookie"],
+)
+@pytest.mark.parametrize("query", ["abc", "", "  "], ids=["token", "empty", "blank"])
+def test_a_token_parameter_is_refused_whatever_else_comes(
+    query: str, other: tuple[str | None, str | None, str | None]
+) -> None:
+    header, x_auth, cookie = other
+    with pytest.raises(AuthError) as info:
+        extract_token(query, header, x_auth, cookie, query_allowed=False)
+    assert info.value.code == "query_token_disabled"
+    assert "URL" in info.value.message and "Authorization: Bearer" in info.value.message
+    assert query.strip() == "" or query not in info.value.message  # never the token
+
+
+def test_without_query_tokens_the_other_sources_still_work() -> None:
+    assert extract_token(None, "Bearer h", None, query_allowed=False) == "h"
+    assert extract_token(None, None, "x", query_allowed=False) == "x"
+    assert extract_token(None, None, None, "c", query_allowed=False) == "c"
+
+
+def test_without_query_tokens_a_missing_token_does_not_suggest_the_url() -> None:
+    with pytest.raises(AuthError) as info:
+        extract_token(None, None, None, query_allowed=False)
+    assert info.value.code == "missing_token"
+    assert "?token=" not in info.value.message

@@ -121,3 +121,70 @@ def test_already_expired_closes_at_the_next_tick(exp: float) -> None:
     clock.add(stream, exp, T0)
     clock.tick(T0 + 1)
     assert stream.closed is CloseReason.TOKEN_EXPIRED
+
+
+# -- to the millisecond: an exp with a fraction --------------------------------------
+def test_a_fractional_exp_expires_at_exp_not_a_second_later() -> None:
+    clock = TokenClock(60, T0)
+    stream = live_stream()
+    exp = T0 + 1.5
+    clock.add(stream, exp, T0)  # less than the warning left: warned at once
+    assert events(stream) == [("token:expiring", {"expiresAt": T0 + 1.5})]
+    assert clock.next_due() == exp  # when the pinger must tick
+    clock.tick(T0 + 1)
+    clock.tick(exp - 0.002)
+    assert stream.closed is None
+    clock.tick(exp)
+    assert stream.closed is CloseReason.TOKEN_EXPIRED
+    assert clock.next_due() is None and len(clock) == 0
+
+
+def test_a_fractional_warning_comes_on_time_too() -> None:
+    clock = TokenClock(60, T0)
+    stream = live_stream()
+    exp = T0 + 100.25
+    clock.add(stream, exp, T0)
+    assert clock.next_due() == exp - 60
+    clock.tick(exp - 60 - 0.002)
+    assert events(stream) == []
+    clock.tick(exp - 60)
+    assert [name for name, _ in events(stream)] == ["token:expiring"]
+    assert clock.next_due() == exp
+    clock.tick(exp)
+    assert stream.closed is CloseReason.TOKEN_EXPIRED
+
+
+def test_a_far_fractional_deadline_is_met_after_its_slot_comes_near() -> None:
+    clock = TokenClock(0, T0)
+    stream = live_stream()
+    exp = T0 + 3 * SLOT + 0.75
+    clock.add(stream, exp, T0)
+    assert clock.next_due() is None  # far: no bucket yet, the pinger ticks each second
+    now = T0
+    while now + 1 < exp:
+        now += 1
+        clock.tick(now)
+    assert stream.closed is None and clock.next_due() == exp
+    clock.tick(exp)
+    assert stream.closed is CloseReason.TOKEN_EXPIRED
+
+
+def test_a_deadline_sooner_than_the_others_wakes_the_pinger() -> None:
+    clock = TokenClock(0, T0)
+    woken: list[float | None] = []
+    clock.on_sooner = lambda: woken.append(clock.next_due())
+    clock.add(live_stream("a"), T0 + 10, T0)
+    clock.add(live_stream("b"), T0 + 20, T0)  # later than the earliest: no need
+    clock.add(live_stream("c"), T0 + 5.5, T0)
+    assert woken == [T0 + 10, T0 + 5.5]
+
+
+def test_one_bucket_per_millisecond() -> None:
+    clock = TokenClock(0, T0)
+    streams = [live_stream(str(i)) for i in range(3)]
+    for i, stream in enumerate(streams):
+        clock.add(stream, T0 + 2 + i * 0.0004, T0)  # 0, 0.4 and 0.8 ms apart
+    clock.tick(T0 + 2)
+    assert [s.closed for s in streams] == [CloseReason.TOKEN_EXPIRED, None, None]
+    clock.tick(T0 + 2.001)
+    assert all(s.closed is CloseReason.TOKEN_EXPIRED for s in streams)
