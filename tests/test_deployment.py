@@ -185,8 +185,10 @@ async def test_a_second_store_on_the_vhost_is_refused_and_the_first_goes_on(
 
                 # in-process, the same refusal, as an error
                 with pytest.raises(WrongStore):
-                    async with running_dispatcher(make_settings(vhost, sqlite)):
-                        pass
+                    async with running_dispatcher(make_settings(vhost, sqlite)) as refused:
+                        assert refused.running is not None
+                        async with asyncio.timeout(30):  # it ends by itself, at once
+                            await asyncio.wait([refused.running])
 
                 # the deployment's own dispatcher numbered nothing twice and goes on
                 await publish(user, 2)
