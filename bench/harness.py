@@ -115,8 +115,12 @@ class Ctx:
         ping: float | None = None,
         env: dict[str, str] | None = None,
         dispatcher_wait: bool = True,
+        dispatchers: int = 1,
     ) -> AsyncIterator[Stack]:
-        """A fresh store, a fresh edge and/or dispatcher; stopped and dropped afterwards."""
+        """A fresh store, a fresh edge and/or dispatcher(s); stopped and dropped
+        afterwards. ``dispatchers`` > 1: that many processes, each pinned to its
+        share of SSEHUB_PARTITIONS (``--partitions``), so a figure does not
+        depend on how fast the fair share settles."""
         await stack.reset_vhost(self.amqp)
         async with stack.database(store, self.workdir) as db:
             extra = {"SSEHUB_PING_INTERVAL": str(ping or self.scale.ping_interval), **(env or {})}
@@ -126,10 +130,17 @@ class Ctx:
                 if edge:
                     s.edge = await stack.start_edge(env, stack.free_port(), self.workdir)
                 if dispatcher:
-                    s.dispatcher = await stack.start_dispatcher(env, self.workdir, dispatcher_wait)
+                    pins = stack.pins(int(env.get("SSEHUB_PARTITIONS", "1")), dispatchers)
+                    s.dispatcher = await stack.start_dispatcher(
+                        env, self.workdir, dispatcher_wait, pins[0]
+                    )
+                    for pin in pins[1:]:
+                        s.more.append(
+                            await stack.start_dispatcher(env, self.workdir, dispatcher_wait, pin)
+                        )
                 yield s
             finally:
-                for proc in (s.edge, s.dispatcher):
+                for proc in (s.edge, s.dispatcher, *s.more):
                     if proc is not None:
                         await proc.stop()
 
@@ -148,18 +159,25 @@ class Ctx:
                 await self.pool.all("reset")
 
     async def shared(
-        self, names: list[str], env: dict[str, str] | None = None
+        self,
+        names: list[str],
+        env: dict[str, str] | None = None,
+        store: str = "sqlite",
+        dispatchers: int = 1,
     ) -> tuple[Stack, ClientPool, int, int]:
-        """A SQLite stack with one stream per name open, kept for the next scenario
-        that asks with the same ``env`` (the steady-rate ones: opening 2,000 streams
-        and starting the processes once). Returns (stack, pool, streams open,
-        failed connects)."""
-        if self._shared is not None and self._shared_env != (env or {}):
+        """A stack with one stream per name open, kept for the next scenario that
+        asks with the same ``env``, store and dispatchers (the steady-rate ones:
+        opening 2,000 streams and starting the processes once). Returns (stack,
+        pool, streams open, failed connects)."""
+        key = {**(env or {}), "store": store, "dispatchers": str(dispatchers)}
+        if self._shared is not None and self._shared_env != key:
             await self.close_shared()
         if self._shared is None:
             exit_stack = contextlib.AsyncExitStack()
             try:
-                s = await exit_stack.enter_async_context(self.stack("sqlite", env=env))
+                s = await exit_stack.enter_async_context(
+                    self.stack(store, env=env, dispatchers=dispatchers)
+                )
                 pool = await exit_stack.enter_async_context(self.clients())
                 got, failed = 0, 0
                 for r in await pool.open(
@@ -171,7 +189,7 @@ class Ctx:
                 await exit_stack.aclose()
                 raise
             self._shared, self._shared_exit = (s, pool, got, failed), exit_stack
-            self._shared_env = dict(env or {})
+            self._shared_env = key
         return self._shared
 
     async def close_shared(self) -> None:
@@ -195,6 +213,7 @@ class Stack:
     db: str
     edge: stack.Proc | None = None
     dispatcher: stack.Proc | None = None
+    more: list[stack.Proc] = field(default_factory=list)  # further dispatcher processes
 
     @property
     def delivery(self) -> str:
@@ -211,8 +230,13 @@ class Stack:
         return self.dispatcher
 
 
-def cpu_meter(pool: ClientPool | None = None, **procs: stack.Proc | None) -> stack.CpuMeter:
+def cpu_meter(
+    pool: ClientPool | None = None, more: Iterable[stack.Proc] = (), **procs: stack.Proc | None
+) -> stack.CpuMeter:
+    """CPU by group; ``more``: further dispatcher processes, in its group."""
     groups: dict[str, list[Any]] = {k: [p.pid] for k, p in procs.items() if p is not None}
+    if more:
+        groups.setdefault("dispatcher", []).extend(p.pid for p in more)
     rabbit = stack.rabbit_process()
     if rabbit is not None:
         groups["rabbitmq"] = [rabbit]

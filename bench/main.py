@@ -22,6 +22,7 @@ from bench.figure import Figure, fmt
 from bench.harness import SMOKE, Ctx, Scale
 from bench.scenarios_edge import connect, edge_unicast, idle, reconnect
 from bench.scenarios_floor import floor, latency_fixed, pipeline_steady
+from bench.scenarios_partitions import dispatcher_partitions, failover_and_share, fanout_partitions
 from bench.scenarios_pipeline import dispatcher, fanout, latency, pipeline
 
 Scenario = Callable[[Ctx], Awaitable[list[Figure]]]
@@ -45,6 +46,11 @@ SCENARIOS: dict[str, Scenario] = {
     "pipeline-steady-batched-bindings": lambda ctx: pipeline_steady(ctx, "c-batched-bindings"),
     "pipeline-steady-publisher": lambda ctx: pipeline_steady(ctx, "py"),
     "latency-2000": latency_fixed,
+    "pipeline-steady-postgres": lambda ctx: pipeline_steady(ctx, "c-postgres"),
+    "pipeline-steady-partitions": lambda ctx: pipeline_steady(ctx, "c-partitions"),
+    "dispatcher-partitions": dispatcher_partitions,
+    "fanout-partitions": fanout_partitions,
+    "partitions-failover": failover_and_share,
     "edge-unicast": edge_unicast,
     "fanout": fanout,
     "connect": connect,
@@ -60,6 +66,8 @@ SHARED_STACK = {
     "pipeline-steady-batched-bindings",
     "pipeline-steady-publisher",
     "latency-2000",
+    "pipeline-steady-postgres",
+    "pipeline-steady-partitions",
 }
 ROOT = stack.ROOT
 RESULTS = ROOT / "bench" / "results"

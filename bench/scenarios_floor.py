@@ -174,12 +174,14 @@ async def _steady_steps(
     duration: float,
     run: str,
     env: dict[str, str] | None = None,
+    store: str = "sqlite",
+    dispatchers: int = 1,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """One stack, ``steady_users`` streams; each rate in turn until one fails."""
     sc = ctx.scale
     names = users("st", sc.steady_users)
     steps: list[dict[str, Any]] = []
-    s, pool, got, failed = await ctx.shared(names, env)
+    s, pool, got, failed = await ctx.shared(names, env, store, dispatchers)
     totals = {"streams": got, "failed_connects": failed, "gaps": 0, "dups": 0, "lat": None}
     # A fresh stack's first seconds (cold store pages, first batches, the
     # publisher's connection) are not its steady state: a short unmeasured run.
@@ -191,7 +193,7 @@ async def _steady_steps(
     totals["broker_idle_cpu"] = round(100 * idle_rate, 1)
     for i, rate in enumerate(ladder):
         await pool.all("reset")
-        meter = cpu_meter(pool, edge=s.edge, dispatcher=s.dispatcher)
+        meter = cpu_meter(pool, more=s.more, edge=s.edge, dispatcher=s.dispatcher)
         meter.start()
         b0, t0 = broker_cpu_s(), time.monotonic()
         d_port = stack.port_of(s.dispatcher) if s.dispatcher is not None else 0
@@ -259,6 +261,8 @@ class Steady(NamedTuple):
     label: str
     publisher: str  # _publish's kind: "c", "c-batched" or "py"
     env: dict[str, str] | None = None
+    store: str = "sqlite"
+    dispatchers: int = 1  # processes, each pinned to its share of the partitions
 
 
 # the delivery designs side by side (docs/architecture.md, "Delivery to edges")
@@ -285,15 +289,27 @@ STEADY = {
         BINDINGS,
     ),
     "py": Steady("pipeline-steady-publisher", "ssehub.Publisher coalescing", "py"),
+    # partitions side by side with one, on PostgreSQL (the store they share)
+    "c-postgres": Steady(
+        "pipeline-steady-postgres", "one event per message, PostgreSQL", "c", None, "postgres"
+    ),
+    "c-partitions": Steady(
+        "pipeline-steady-partitions",
+        "one event per message, PostgreSQL, 2 partitions in 2 processes",
+        "c",
+        {"SSEHUB_PARTITIONS": "2"},
+        "postgres",
+        2,
+    ),
 }
 
 
 async def pipeline_steady(ctx: Ctx, kind: str) -> list[Figure]:
     """The pipeline at a ladder of steady rates: its max, as a fraction of the floor."""
     sc = ctx.scale
-    key, label, publisher, env = STEADY[kind]
+    key, label, publisher, env, store, dispatchers = STEADY[kind]
     steps, totals = await _steady_steps(
-        ctx, publisher, rates(sc.steady_rates), sc.step_duration, key, env
+        ctx, publisher, rates(sc.steady_rates), sc.step_duration, key, env, store, dispatchers
     )
     best = max((s["rate"] for s in steps if _ok(s, sc.p99_bound_ms)), default=0.0)
     # the same rate's broker cost with no ssehub in the way (one-event floor
@@ -310,7 +326,24 @@ async def pipeline_steady(ctx: Ctx, kind: str) -> list[Figure]:
         target, moonshot = (0.6 * floor_rate, 0.8 * floor_rate) if floor_rate else (6e3, 8e3)
     else:
         target, moonshot = 20_000, 40_000
+    ctx.measured[key] = best
+    extra: list[Figure] = []
+    single = ctx.measured.get("pipeline-steady-postgres")
+    if kind == "c-partitions" and single:
+        extra.append(
+            Figure(
+                "pipeline-partitions",
+                "one event per message: max rate at p99 ≤ 100 ms, "
+                "2 partitions in 2 processes ÷ 1 partition (PostgreSQL, same run)",
+                round(best / single, 2),
+                "×",
+                1.0,
+                1.3,
+                details={"partitions_rate": best, "one_partition_rate": single},
+            )
+        )
     return [
+        *extra,
         Figure(
             key,
             f"{label}, {totals['streams']:,} streams: max rate, "
@@ -339,7 +372,7 @@ async def pipeline_steady(ctx: Ctx, kind: str) -> list[Figure]:
                 "broker_us_per_event": top.get("broker_us_per_event"),
                 "floor_broker_us_per_event": top.get("floor_broker_us_per_event"),
             },
-        )
+        ),
     ]
 
 

@@ -192,16 +192,17 @@ async def pipeline(ctx: Ctx, store: str) -> list[Figure]:
     ]
 
 
-async def fanout(ctx: Ctx) -> list[Figure]:
+async def fanout(ctx: Ctx, partitions: int = 1) -> list[Figure]:
     """Events to one conversation whose members are all connected, one at a time;
-    per event, the time until its last member has it."""
+    per event, the time until its last member has it. ``partitions``: the
+    members spread over that many (one process)."""
     sc = ctx.scale
     names = users("fan", sc.fanout_members)
     # Presence off: with it, the members' own connects cost ~n²/2 user:online
     # deliveries first (see the notes); this figure is about one event's fan-out.
-    no_presence = {"SSEHUB_PRESENCE": "false"}
+    env = {"SSEHUB_PRESENCE": "false", "SSEHUB_PARTITIONS": str(partitions)}
     async with (
-        ctx.stack("sqlite", env=no_presence) as s,
+        ctx.stack("sqlite", env=env) as s,
         ctx.clients() as pool,
         Publisher(ctx.amqp) as pub,
     ):
@@ -231,8 +232,10 @@ async def fanout(ctx: Ctx) -> list[Figure]:
     p50, p99 = pct(last, 50, 99)
     return [
         Figure(
-            "fan-out",
-            f"1 event → {got:,} members: last member has it, p99",
+            "fan-out" if partitions == 1 else f"fan-out-{partitions}",
+            f"1 event → {got:,} members"
+            + (f" over {partitions} partitions" if partitions > 1 else "")
+            + ": last member has it, p99",
             ms(p99),
             "ms",
             30,  # issue 9

@@ -42,11 +42,14 @@ def rabbitmq_vhost(base_url: str = AMQP) -> Iterator[str]:
 
 
 async def reset_vhost(url: str) -> None:
-    """Between scenarios: drop what a previous one may have left queued, and the
-    deployment's store id (each scenario brings a new store: ssehub.storage.identity)."""
+    """Between scenarios: drop what a previous one may have left queued, the
+    deployment's store id (each scenario brings a new store: ssehub.storage.identity)
+    and its partition count (the partitions scenarios change it)."""
     conn = await aio_pika.connect(url)
+    partitions = [topology.dispatch_queue(p, 8) for p in range(8)]
     try:
-        for name in ("ssehub.dispatch", "sse.dead", "bench.sink", identity.MARKER):
+        marks = (identity.MARKER, topology.PARTITIONS_MARKER)
+        for name in ("ssehub.dispatch", "sse.dead", "bench.sink", *marks, *partitions):
             ch = await conn.channel()
             with contextlib.suppress(Exception):
                 await ch.queue_delete(name)
@@ -198,11 +201,23 @@ async def queue_info(url: str, name: str) -> tuple[int, int]:
         await conn.close()
 
 
-async def start_dispatcher(env: dict[str, str], workdir: Path, wait: bool = True) -> Proc:
+def pins(partitions: int, processes: int) -> list[str | None]:
+    """``--partitions`` of each of ``processes``: an even split (None: one
+    process, unpinned)."""
+    if processes == 1:
+        return [None]
+    return [",".join(str(p) for p in range(k, partitions, processes)) for k in range(processes)]
+
+
+async def start_dispatcher(
+    env: dict[str, str], workdir: Path, wait: bool = True, pin: str | None = None
+) -> Proc:
     """A dispatcher with its HTTP port (``/metrics``) on a free port, named
-    ``dispatcher-<port>`` like an edge (``port_of``)."""
+    ``dispatcher-<port>`` like an edge (``port_of``); ``pin``: its partitions."""
     port = free_port()
     argv = [str(BIN / "ssehub"), "dispatcher", "--host", "127.0.0.1", "--port", str(port)]
+    if pin is not None:
+        argv += ["--partitions", pin]
     proc = spawn(f"dispatcher-{port}", argv, env, workdir)
     if wait:
         deadline = time.monotonic() + 30

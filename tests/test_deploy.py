@@ -207,12 +207,15 @@ def test_edge_connection_bound_covers_its_streams_within_memory(
     assert bench_figure(bench, "rss0_mib") * 2**20 + bound * per_stream < limit
 
 
-def test_dispatchers_are_one_active_one_standby_with_probes(
+def test_dispatchers_share_the_partitions_with_probes(
     rendered: tuple[str, list[Obj]],
 ) -> None:
     _, objects = rendered
     dispatcher = of_kind(objects, "Deployment")["ssehub-dispatcher"]
-    assert dispatcher["spec"]["replicas"] == 2
+    config = of_kind(objects, "ConfigMap")["ssehub-config"]["data"]
+    partitions = int(config["SSEHUB_PARTITIONS"])
+    # several processes, each with work: never more than there are partitions
+    assert 2 <= dispatcher["spec"]["replicas"] <= partitions
     assert dispatcher["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     (c,) = containers(dispatcher)
     assert c["args"] == ["dispatcher", "--port", "9100"]

@@ -64,7 +64,7 @@ async def guarded_edge(stack: Stack, **settings: object) -> AsyncIterator[tuple[
                 if task.done():
                     task.result()
                 await asyncio.sleep(0.01)  # wait-ok: polling uvicorn's started flag
-            await app.state.edge.node.supervisor.ready.wait()
+            await app.state.edge.node.link.supervisor.ready.wait()
         yield f"http://127.0.0.1:{port}", app
     finally:
         close_all(app.state.edge)
