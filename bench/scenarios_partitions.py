@@ -188,9 +188,13 @@ async def fanout_partitions(ctx: Ctx) -> list[Figure]:
 
 
 async def _held(proc: stack.Proc) -> list[int]:
-    status, body = await asyncio.to_thread(
-        stack.http_get, f"http://127.0.0.1:{stack.port_of(proc)}/readyz"
-    )
+    """The partitions ``proc`` works on; none while its port is not up yet."""
+    try:
+        status, body = await asyncio.to_thread(
+            stack.http_get, f"http://127.0.0.1:{stack.port_of(proc)}/readyz"
+        )
+    except OSError:  # (URLError is one) starting
+        return []
     return list(orjson.loads(body).get("partitions") or []) if status == 200 else []
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 from ssehub import batch, topology
-from ssehub.amqp import connect, describe
+from ssehub.amqp import BROKER_ERRORS, connect, describe
 from ssehub.backoff import Backoff
 from ssehub.config import QueueType
 from ssehub.errors import ConfigError, PublishError
@@ -126,7 +126,7 @@ class Sender:
     async def publish(self, routing_key: str, body: bytes, message_id: str) -> None:
         """One persistent message to ``sse.events``, confirmed; retried on a fresh
         connection with the same ``message_id``. Raises PublishError."""
-        last: Exception | None = None
+        last: BaseException | None = None
         backoff = Backoff(0.1, 2.0)
         for _ in range(self._attempts):
             try:
@@ -142,7 +142,8 @@ class Sender:
             except ConfigError:  # e.g. the wrong queue type: no retry can help
                 await self._reset()
                 raise
-            except Exception as exc:  # retry on a fresh connection, same message id
+            except BROKER_ERRORS as exc:
+                # not confirmed: retried on a fresh connection, same message id
                 last = exc
                 await self._reset()
                 await asyncio.sleep(backoff.next())
@@ -150,7 +151,7 @@ class Sender:
         raise PublishError(
             f"{routing_key}: not confirmed after {self._attempts} attempts: "
             f"{describe(last, self._url)}"
-        )
+        ) from last
 
     async def _ready(self) -> AbstractExchange:
         async with self._lock:
