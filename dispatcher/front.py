@@ -24,7 +24,6 @@ from aiormq.abc import DeliveredMessage
 from ssehub import topology
 from ssehub.config import Settings
 from ssehub.dispatcher import forward
-from ssehub.dispatcher.intake import sort_batch
 from ssehub.dispatcher.loop import BatchLoop, tag_of
 from ssehub.dispatcher.metrics import DispatcherMetrics
 
@@ -43,9 +42,7 @@ class Front(BatchLoop):
         if link is None:
             return
         settings = self._settings
-        intake = sort_batch(
-            batch, settings.max_message_bytes, settings.max_batch_bytes, time.time()
-        )
+        intake = self.sort(batch)
         if intake.presence or intake.routes or intake.notices:
             # an edge configured with one partition, in a deployment of several:
             # refused at its start, so only from one started before the change

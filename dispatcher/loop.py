@@ -32,7 +32,7 @@ from aiormq.abc import DeliveredMessage
 from ssehub.amqp import BROKER_ERRORS
 from ssehub.config import Settings
 from ssehub.dispatcher.activity import PROBE_EVERY, Activity, is_probe
-from ssehub.dispatcher.intake import DeadLetter
+from ssehub.dispatcher.intake import DeadLetter, Intake, sort_batch
 from ssehub.dispatcher.metrics import DispatcherMetrics
 from ssehub.dispatcher.outbound import dead_letter
 from ssehub.fastpath.acks import ack_now
@@ -135,6 +135,11 @@ class BatchLoop:
         link = self.link
         batch = [m for g, m, _ in items if link is not None and g == link.generation]
         return batch, items[0][2]
+
+    def sort(self, batch: list[DeliveredMessage]) -> Intake:
+        """The batch's messages validated and sorted (dispatcher/intake.py)."""
+        settings = self._settings
+        return sort_batch(batch, settings.max_message_bytes, settings.max_batch_bytes, time.time())
 
     def begin(self) -> int:
         """A batch is taken up: its number (failpoints count these)."""

@@ -21,7 +21,6 @@ from ssehub.amqp import BROKER_ERRORS
 from ssehub.backoff import Backoff
 from ssehub.config import Settings
 from ssehub.dispatcher import forward
-from ssehub.dispatcher.intake import sort_batch
 from ssehub.dispatcher.loop import BatchLoop, Link, tag_of
 from ssehub.dispatcher.metrics import DispatcherMetrics
 from ssehub.dispatcher.outbound import outbound_for
@@ -55,9 +54,7 @@ class PartitionWorker(BatchLoop):
         if link is None:
             return
         settings = self._settings
-        intake = sort_batch(
-            batch, settings.max_message_bytes, settings.max_batch_bytes, time.time()
-        )
+        intake = self.sort(batch)
         presence = intake.presence
         if intake.routes and settings.presence:  # a join is the user online on the node
             presence = presence + [

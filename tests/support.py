@@ -135,6 +135,16 @@ async def serve(app: FastAPI) -> AsyncIterator[str]:
 
 
 @contextlib.asynccontextmanager
+async def publisher_of(settings: Settings) -> AsyncIterator[Publisher]:
+    """The bundled publisher on the settings' broker, closed afterwards."""
+    publisher = Publisher(settings.rabbitmq_url)
+    try:
+        yield publisher
+    finally:
+        await publisher.close()
+
+
+@contextlib.asynccontextmanager
 async def running_edge(settings: Settings) -> AsyncIterator[tuple[str, FastAPI]]:
     """An edge app served on a socket, ready (bound to RabbitMQ) when yielded."""
     app = create_app(settings)

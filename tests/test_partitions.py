@@ -18,12 +18,12 @@ from ssehub.edge.app import create_app
 from ssehub.edge.auth import mint_token
 from ssehub.errors import ConfigError
 from ssehub.partition import partition_of
-from ssehub.publisher import Publisher
 
 from tests.sse import SSEClient, open_stream
 from tests.support import (
     make_settings,
     postgres_database,
+    publisher_of,
     rabbitmq_vhost,
     running_edge,
     serve,
@@ -39,15 +39,6 @@ async def settings(broker_url: str, pg_server_url: str) -> AsyncIterator[Setting
     with rabbitmq_vhost(broker_url) as amqp:
         async with postgres_database(pg_server_url) as db:
             yield make_settings(amqp, db, partitions=N)
-
-
-@contextlib.asynccontextmanager
-async def publisher_of(settings: Settings) -> AsyncIterator[Publisher]:
-    publisher = Publisher(settings.rabbitmq_url)
-    try:
-        yield publisher
-    finally:
-        await publisher.close()
 
 
 def spread(count: int, partitions: int = N) -> list[str]:

@@ -9,7 +9,6 @@ once, in order, and live again afterwards.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,10 +18,9 @@ from ssehub.config import Settings
 from ssehub.dispatcher.main import running_dispatcher
 from ssehub.dispatcher.service import Dispatcher
 from ssehub.edge.auth import mint_token
-from ssehub.publisher import Publisher
 
 from tests.sse import open_stream
-from tests.support import make_settings, rabbitmq_vhost, running_edge, uid
+from tests.support import make_settings, publisher_of, rabbitmq_vhost, running_edge, uid
 
 
 @pytest.fixture
@@ -30,15 +28,6 @@ def settings(broker_url: str, tmp_path: Path) -> AsyncIterator[Settings]:
     # its own vhost: this test's dispatcher must be the active one, or none at all
     with rabbitmq_vhost(broker_url) as amqp:
         yield make_settings(amqp, f"sqlite:///{tmp_path / 'ssehub.db'}")
-
-
-@contextlib.asynccontextmanager
-async def publisher_of(settings: Settings) -> AsyncIterator[Publisher]:
-    publisher = Publisher(settings.rabbitmq_url)
-    try:
-        yield publisher
-    finally:
-        await publisher.close()
 
 
 async def until(cond, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
