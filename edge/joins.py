@@ -5,7 +5,7 @@ dispatcher which users it holds, and the dispatcher answers each round with
 ``joined`` on the node's queue after the deliveries it routed without the
 join (dispatcher/routes.py). So once the answer is in, every later event of
 those users reaches this node, and the store holds every earlier one: the
-same point in a stream's start as a bind's reply (edge/stream.py's seam).
+same point in a stream's start as a bind's reply (edge/seam.py).
 
 Requests made while a round waits for its answer go in the next round, one
 message for all of them (a reconnect storm joins thousands of users in a few
