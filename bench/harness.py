@@ -233,7 +233,7 @@ class Stack:
 def cpu_meter(
     pool: ClientPool | None = None, more: Iterable[stack.Proc] = (), **procs: stack.Proc | None
 ) -> stack.CpuMeter:
-    """CPU by group; ``more``: further dispatcher processes, in its group."""
+    """CPU by group, PostgreSQL's too; ``more``: further dispatcher processes."""
     groups: dict[str, list[Any]] = {k: [p.pid] for k, p in procs.items() if p is not None}
     if more:
         groups.setdefault("dispatcher", []).extend(p.pid for p in more)
@@ -242,7 +242,9 @@ def cpu_meter(
         groups["rabbitmq"] = [rabbit]
     if pool is not None:
         groups["client"] = pool.pids
-    return stack.CpuMeter(groups)
+    meter = stack.CpuMeter(groups)
+    meter.follow("postgres", stack.postgres_processes)  # ~0 on SQLite runs
+    return meter
 
 
 def merge(replies: Iterable[Reply]) -> dict[str, Any]:

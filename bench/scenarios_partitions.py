@@ -109,10 +109,10 @@ async def _dispatch_rate(
         ]
         s.dispatcher, s.more = procs[0], procs[1:]
         meter = cpu_meter(None, more=procs[1:], dispatcher=procs[0])
-        meter.groups["postgres"] = stack.postgres_processes()
         meter.start()
         t0 = time.monotonic()
-        await counting
+        async with ctx.profiler(f"dispatcher-{run}").record("dispatcher", procs[0].pid):
+            await counting
         wall = time.monotonic() - t0
         cpu = meter.stop()
     counted = sink.count - sink.first_n  # the first message came before the clock

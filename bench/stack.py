@@ -14,7 +14,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -316,39 +316,68 @@ def postgres_processes() -> list[psutil.Process]:
 
 
 class CpuMeter:
-    """CPU seconds of named groups of processes over a window, as % of one core."""
+    """CPU seconds of named groups of processes over a window, as % of one core.
+    A group given by :meth:`follow` is listed again at the end, so processes born
+    inside the window (PostgreSQL's backends for connections opened after
+    ``start``) count too."""
 
     def __init__(self, groups: Mapping[str, Sequence[psutil.Process | int]]) -> None:
         self.groups = {
             name: [p if isinstance(p, psutil.Process) else psutil.Process(p) for p in procs]
             for name, procs in groups.items()
         }
+        self._listers: dict[str, Callable[[], list[psutil.Process]]] = {}
         self._t0 = 0.0
         self._c0: dict[str, float] = {}
+        self._pid0: dict[int, tuple[float, float]] = {}
+
+    def follow(self, name: str, lister: Callable[[], list[psutil.Process]]) -> None:
+        self._listers[name] = lister
+
+    @staticmethod
+    def _times(p: psutil.Process) -> tuple[float, float]:
+        with contextlib.suppress(psutil.Error):
+            t = p.cpu_times()
+            return t.user + t.system, t.system
+        return 0.0, 0.0
 
     def _cpu(self) -> dict[str, float]:
         out: dict[str, float] = {}
         for name, procs in self.groups.items():
-            total = system = 0.0
-            for p in procs:
-                with contextlib.suppress(psutil.Error):
-                    t = p.cpu_times()
-                    total += t.user + t.system
-                    system += t.system
-            out[name] = total
-            out[f"{name} (kernel)"] = system
+            times = [self._times(p) for p in procs]
+            out[name] = sum(t for t, _ in times)
+            out[f"{name} (kernel)"] = sum(s for _, s in times)
         t = psutil.cpu_times()
         out["machine"] = sum(t) - t.idle - getattr(t, "iowait", 0.0)
         return out
 
+    def _followed(self, first: bool) -> dict[str, float]:
+        """Per followed group, CPU since ``start`` (a process born since counts whole)."""
+        out: dict[str, float] = {}
+        for name, lister in self._listers.items():
+            total = system = 0.0
+            for p in lister():
+                now = self._times(p)
+                if first:
+                    self._pid0[p.pid] = now
+                    continue
+                t0, s0 = self._pid0.get(p.pid, (0.0, 0.0))
+                total += now[0] - t0
+                system += now[1] - s0
+            out[name], out[f"{name} (kernel)"] = total, system
+        return out
+
     def start(self) -> None:
+        self._pid0 = {}
+        self._followed(first=True)
         self._t0, self._c0 = time.monotonic(), self._cpu()
 
     def stop(self) -> dict[str, float]:
         wall = max(time.monotonic() - self._t0, 1e-6)
         now = self._cpu()
         out = {name: round(100.0 * (now[name] - self._c0[name]) / wall, 1) for name in now}
-        # everything else on the machine (PostgreSQL, publishers, other people's work)
+        out |= {k: round(100.0 * v / wall, 1) for k, v in self._followed(first=False).items()}
+        # everything else on the machine (publishers, other people's work)
         named = sum(v for k, v in out.items() if k != "machine" and "(" not in k)
         out["other"] = round(out["machine"] - named, 1)
         return out

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -36,6 +37,18 @@ DEV_COOKIE = "ssehub_token"
 def _start(config: Settings) -> None:
     configure_logging(config.log_level, config.log_format)
     receiver.install()
+
+
+def _quiet_gc() -> None:
+    """A server allocates many short-lived objects per batch; with CPython's
+    default thresholds its collector keeps rescanning everything the imports
+    and the store left on the heap (py-spy put it inside the allocating
+    frames). What is alive now lives until exit: frozen out of the scans, and
+    the young generation made larger. bench dispatcher-partitions, same run:
+    the dispatcher's CPU per event 26.6–30.8 µs instead of 34.7–39.4."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 50)
 
 
 def _wait_for_store(config: Settings, name: str) -> None:
@@ -133,6 +146,7 @@ def dispatcher(args: argparse.Namespace) -> None:
         except ValueError as exc:
             raise ConfigError(f"--partitions {args.partitions}: {exc}") from None
     _start(config)
+    _quiet_gc()
     with asyncio.Runner(loop_factory=_fast_loop()) as runner:
         runner.run(serve(config, port=args.port, host=args.host, pinned=pinned))
 
