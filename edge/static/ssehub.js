@@ -1,4 +1,6 @@
-// ssehub.js — the browser helper, served by every edge at GET /ssehub.js.
+// ssehub.js — the browser helper, served by every edge at GET /ssehub.js, and
+// the npm package's `ssehub/browser` (one source: clients/node/src/browser.ts;
+// edge/static/ssehub.js is its build, checked identical in CI).
 //
 //   import { connect } from 'https://edge.example.com/ssehub.js';
 //   const hub = connect({
@@ -51,321 +53,362 @@
 //
 // Without Web Locks (http:// on a host other than localhost is not a secure
 // context) every tab opens its own stream.
-
 const BUILTIN = ['message', 'connected', 'disconnected', 'token:expiring', 'token:expired',
-  'presence:snapshot', 'user:online', 'user:offline'];
+    'presence:snapshot', 'user:online', 'user:offline'];
 const MAX_BACKOFF_MS = 30000;
-
-export function connect({ url, token, on = {}, key, lastEventId = null, onStatus = () => {},
-                          withCredentials = false, cookie = false } = {}) {
-  const streamUrl = toStreamUrl(url ?? new URL('.', import.meta.url).href);
-  const name = 'ssehub:' + (key ?? streamUrl);
-  const names = new Set([...BUILTIN, ...Object.keys(on)]);
-  const shared = Boolean(navigator.locks);  // else this tab's stream is its own
-  const channel = shared ? new BroadcastChannel(name) : { postMessage() {}, close() {} };
-  const stop = new AbortController();
-  let lastId = toId(lastEventId);   // last numbered event id this tab delivered
-  const askedFrom = lastId;
-  let joined = false;               // this tab has seen a connected (or welcome)
-  let connectedData = null;         // the current stream's connected payload
-  let online = null;                // presence as last seen (snapshot + online/offline)
-  let leader = null;                // the Leader while this tab holds the lock
-  let status = null;
-  let statusDetail = null;
-  let closed = false;
-  const tabId = Math.random().toString(36).slice(2);
-
-  function setStatus(state, detail = null, share = false) {
-    if (status === state && statusDetail === detail) return;
-    status = state;
-    statusDetail = detail;
-    safe(() => onStatus(state, detail));
-    if (share) channel.postMessage({ type: 'status', state, detail });
-  }
-
-  // Every event, in every tab, goes through here (the leader calls it too).
-  function deliver(msg) {
-    if (closed) return;
-    const id = toId(msg.id);
-    if (msg.name === 'connected') {
-      lastId = msg.data?.recovered && lastId !== null && id !== null ? Math.max(lastId, id) : id;
-      connectedData = msg.data;
-      joined = true;
-    } else if (id !== null) {
-      if (lastId !== null && id <= lastId) return;  // already delivered (hand-over replay)
-      lastId = id;
+export function connect({ url, token, on = {}, key, lastEventId = null, onStatus = () => { }, withCredentials = false, cookie = false } = {}) {
+    const streamUrl = toStreamUrl(url ?? new URL('.', import.meta.url).href);
+    const name = 'ssehub:' + (key ?? streamUrl);
+    const names = new Set([...BUILTIN, ...Object.keys(on)]);
+    const shared = Boolean(navigator.locks); // else this tab's stream is its own
+    const channel = shared ? new BroadcastChannel(name) : { postMessage() { }, close() { } };
+    const stop = new AbortController();
+    let lastId = toId(lastEventId); // last numbered event id this tab delivered
+    const askedFrom = lastId;
+    let joined = false; // this tab has seen a connected (or welcome)
+    let connectedData = null; // the current stream's connected payload
+    let online = null; // presence as last seen (snapshot + online/offline)
+    let leader = null; // the Leader while this tab holds the lock
+    let status = null;
+    let statusDetail = null;
+    let closed = false;
+    const tabId = Math.random().toString(36).slice(2);
+    function setStatus(state, detail = null, share = false) {
+        if (status === state && statusDetail === detail)
+            return;
+        status = state;
+        statusDetail = detail;
+        safe(() => onStatus(state, detail));
+        if (share)
+            channel.postMessage({ type: 'status', state, detail });
     }
-    trackPresence(msg);
-    const handler = on[msg.name];
-    if (handler) safe(() => handler(msg.data, { name: msg.name, id: msg.id }));
-  }
-
-  function trackPresence({ name: n, data }) {
-    if (n === 'presence:snapshot' && Array.isArray(data?.online)) online = new Set(data.online);
-    else if (online && n === 'user:online') online.add(data?.userId);
-    else if (online && n === 'user:offline') online.delete(data?.userId);
-  }
-
-  channel.onmessage = ({ data: msg }) => {
-    if (closed || !msg) return;
-    if (msg.type === 'event') {
-      deliver(msg);
-    } else if (msg.type === 'hello') {
-      for (const n of msg.names || []) names.add(n);
-      if (leader) {
-        leader.listen();
-        // a tab that joins a halted leader learns why nothing comes
-        if (leader.stopped) channel.postMessage({ type: 'status', state: status, detail: statusDetail });
-        if (connectedData) {
-          channel.postMessage({ type: 'welcome', to: msg.from, connected: connectedData, lastId,
-                                online: online && [...online] });
+    // Every event, in every tab, goes through here (the leader calls it too).
+    function deliver(msg) {
+        if (closed)
+            return;
+        const id = toId(msg.id);
+        if (msg.name === 'connected') {
+            lastId = msg.data?.recovered && lastId !== null && id !== null ? Math.max(lastId, id) : id;
+            connectedData = msg.data;
+            joined = true;
         }
-      }
-    } else if (msg.type === 'welcome' && msg.to === tabId && !joined) {
-      joined = true;
-      const recovered = askedFrom !== null && msg.lastId !== null && askedFrom >= msg.lastId;
-      if (lastId === null || (msg.lastId !== null && msg.lastId > lastId)) lastId = msg.lastId;
-      connectedData = msg.connected;
-      setStatus('follower');
-      safe(() => on.connected?.({ ...msg.connected, recovered },
-                                { name: 'connected', id: String(lastId ?? '') }));
-      if (msg.online) {
-        online = new Set(msg.online);
-        safe(() => on['presence:snapshot']?.({ online: msg.online },
-                                             { name: 'presence:snapshot', id: null }));
-      }
-    } else if (msg.type === 'status' && !leader) {
-      setStatus(msg.state === 'open' ? 'follower' : msg.state, msg.detail);
+        else if (id !== null) {
+            if (lastId !== null && id <= lastId)
+                return; // already delivered (hand-over replay)
+            lastId = id;
+        }
+        trackPresence(msg);
+        const handler = on[msg.name];
+        if (handler)
+            safe(() => handler(msg.data, { name: msg.name, id: msg.id }));
     }
-  };
-
-  const hello = () => channel.postMessage({ type: 'hello', from: tabId, names: [...names] });
-
-  function lead() {
-    leader = new Leader({
-      streamUrl, token, cookie, names, withCredentials, channel, deliver, setStatus,
-      from: () => lastId,
-    });
-    return leader.run();
-  }
-
-  if (shared) {
-    setStatus('follower');
-    hello();
-    navigator.locks.request(name, { signal: stop.signal }, lead).catch(() => {});
-  } else {
-    lead();
-  }
-
-  return {
-    close() {
-      if (closed) return;
-      closed = true;
-      stop.abort();
-      leader?.stop();
-      channel.close();
-      setStatus('closed', 'closed');
-    },
-    get leader() { return leader !== null; },
-    get lastEventId() { return lastId; },
-  };
+    function trackPresence({ name: n, data }) {
+        if (n === 'presence:snapshot' && Array.isArray(data?.online))
+            online = new Set(data.online);
+        else if (online && n === 'user:online')
+            online.add(data?.userId);
+        else if (online && n === 'user:offline')
+            online.delete(data?.userId);
+    }
+    channel.onmessage = ({ data: msg }) => {
+        if (closed || !msg)
+            return;
+        if (msg.type === 'event') {
+            deliver(msg);
+        }
+        else if (msg.type === 'hello') {
+            for (const n of msg.names || [])
+                names.add(n);
+            if (leader) {
+                leader.listen();
+                // a tab that joins a halted leader learns why nothing comes
+                if (leader.stopped)
+                    channel.postMessage({ type: 'status', state: status, detail: statusDetail });
+                if (connectedData) {
+                    channel.postMessage({ type: 'welcome', to: msg.from, connected: connectedData, lastId,
+                        online: online && [...online] });
+                }
+            }
+        }
+        else if (msg.type === 'welcome' && msg.to === tabId && !joined) {
+            joined = true;
+            const recovered = askedFrom !== null && msg.lastId !== null && askedFrom >= msg.lastId;
+            if (lastId === null || (msg.lastId !== null && msg.lastId > lastId))
+                lastId = msg.lastId;
+            connectedData = msg.connected;
+            setStatus('follower');
+            safe(() => on.connected?.({ ...msg.connected, recovered }, { name: 'connected', id: String(lastId ?? '') }));
+            if (msg.online) {
+                online = new Set(msg.online);
+                const snapshot = msg.online;
+                safe(() => on['presence:snapshot']?.({ online: snapshot }, { name: 'presence:snapshot', id: null }));
+            }
+        }
+        else if (msg.type === 'status' && !leader) {
+            setStatus((msg.state === 'open' ? 'follower' : msg.state), msg.detail);
+        }
+    };
+    const hello = () => channel.postMessage({ type: 'hello', from: tabId, names: [...names] });
+    function lead() {
+        leader = new Leader({
+            streamUrl, token, cookie, names, withCredentials, channel, deliver, setStatus,
+            from: () => lastId,
+        });
+        return leader.run();
+    }
+    if (shared) {
+        setStatus('follower');
+        hello();
+        navigator.locks.request(name, { signal: stop.signal }, lead).catch(() => { });
+    }
+    else {
+        lead();
+    }
+    return {
+        close() {
+            if (closed)
+                return;
+            closed = true;
+            stop.abort();
+            leader?.stop();
+            channel.close();
+            setStatus('closed', 'closed');
+        },
+        get leader() { return leader !== null; },
+        get lastEventId() { return lastId; },
+    };
 }
-
 // The tab that holds the lock: owns the EventSource while run()'s promise is pending.
 class Leader {
-  constructor(opts) {
-    Object.assign(this, opts);
-    this.es = null;
-    this.stopped = false;
-    this.backoff = 1000;
-    this.timer = null;
-    this.listening = new Set();
-    this.prevId = '';       // e.lastEventId of the previous event: ephemeral events repeat it
-    this.refusals = 0;      // 401s in a row
-    this.current = null;    // the token in use
-    this.renewedAt = 0;
-    this.opens = 0;
-    this.warnedFor = null;  // expiresAt of the last token:expiring
-    this.done = new Promise((resolve) => { this.release = resolve; });
-  }
-
-  run() {
-    this.open(false);
-    return this.done;  // the lock is held until stop()
-  }
-
-  // close(): give the stream and the lock to another tab.
-  stop() {
-    this.halt();
-    this.release();
-  }
-
-  // A refusal that another try would not fix: no stream, but keep the lock
-  // so that the other tabs do not try in turn (until this one closes).
-  halt(detail = null) {
-    this.stopped = true;
-    clearTimeout(this.timer);
-    this.es?.close();
-    this.es = null;
-    if (detail) this.setStatus('closed', detail, true);
-  }
-
-  get renewable() {
-    return typeof this.token === 'function';
-  }
-
-  // Open (or reopen) the stream; fresh: ask token() for a new token first
-  // (a fixed token string is used as it is).
-  async open(fresh) {
-    clearTimeout(this.timer);
-    this.es?.close();
-    this.es = null;
-    const gen = ++this.opens;  // a later open() wins over one still awaiting token()
-    this.setStatus('connecting', null, true);
-    let t;
-    try {
-      if (!this.renewable) t = this.token;
-      else t = fresh || this.current === null ? await this.token() : this.current;
-    } catch (err) {
-      return this.halt('token: ' + (err?.message || err));
+    constructor(opts) {
+        this.streamUrl = opts.streamUrl;
+        this.token = opts.token;
+        this.cookie = opts.cookie;
+        this.names = opts.names;
+        this.withCredentials = opts.withCredentials;
+        this.channel = opts.channel;
+        this.deliver = opts.deliver;
+        this.setStatus = opts.setStatus;
+        this.from = opts.from;
+        this.es = null;
+        this.stopped = false;
+        this.backoff = 1000;
+        this.timer = undefined;
+        this.listening = new Set();
+        this.prevId = ''; // e.lastEventId of the previous event: ephemeral events repeat it
+        this.refusals = 0; // 401s in a row
+        this.current = null; // the token in use
+        this.renewedAt = 0;
+        this.opens = 0;
+        this.warnedFor = null; // expiresAt of the last token:expiring
+        this.url = '';
+        this.done = new Promise((resolve) => { this.release = resolve; });
     }
-    if (this.stopped || gen !== this.opens) return;
-    if (!t) return this.halt('no_token');
-    this.current = t;
-    const u = new URL(this.streamUrl);
-    if (!this.cookie) u.searchParams.set('token', t);
-    const from = this.from();
-    if (from !== null) u.searchParams.set('lastEventId', String(from));
-    const es = new EventSource(u.href, { withCredentials: this.withCredentials });
-    this.es = es;
-    this.url = u.href;
-    this.prevId = '';
-    this.listening = new Set();
-    this.listen();
-    es.onerror = () => { if (this.es === es) this.failed(es); };
-  }
-
-  // Listen to every known event name (followers announce theirs in hello).
-  listen() {
-    const es = this.es;
-    if (!es) return;
-    for (const n of this.names) {
-      if (this.listening.has(n)) continue;
-      this.listening.add(n);
-      es.addEventListener(n, (e) => { if (this.es === es) this.event(n, e); });
+    run() {
+        this.open(false);
+        return this.done; // the lock is held until stop()
     }
-  }
-
-  event(n, e) {
-    // lastEventId carries over to events without an id: line, so an unchanged
-    // value means an ephemeral event (connected always has its own id).
-    const id = n === 'connected' || e.lastEventId !== this.prevId ? e.lastEventId || null : null;
-    this.prevId = e.lastEventId;
-    const msg = { type: 'event', name: n, data: parse(e.data), id };
-    if (n === 'connected') {
-      this.refusals = 0;
-      this.backoff = 1000;
-      this.setStatus('open', null, true);
+    // close(): give the stream and the lock to another tab.
+    stop() {
+        this.halt();
+        this.release();
     }
-    this.deliver(msg);
-    this.channel.postMessage(msg);
-    if (n === 'token:expiring') {
-      // the same expiry again: token() gave back the token we had, so wait
-      // for token:expired rather than reconnect in a loop
-      const at = msg.data?.expiresAt;
-      if (at === undefined || at !== this.warnedFor) this.renew(null);
-      this.warnedFor = at;
-    } else if (n === 'token:expired') {
-      this.renew('token_expired');
-    } else if (n === 'disconnected') {
-      const reason = msg.data?.reason;
-      if (reason === 'token_revoked') this.renew(reason);
-      else if (reason === 'too_many_streams') this.halt(reason);
-      // any other reason: EventSource reconnects by itself with its token
+    // A refusal that another try would not fix: no stream, but keep the lock
+    // so that the other tabs do not try in turn (until this one closes).
+    halt(detail = null) {
+        this.stopped = true;
+        clearTimeout(this.timer);
+        this.es?.close();
+        this.es = null;
+        if (detail)
+            this.setStatus('closed', detail, true);
     }
-  }
-
-  // Break-then-make: the new stream resumes from our last id, so nothing is
-  // lost or doubled; at most one renewal a second (a token() that keeps
-  // returning short-lived tokens must not spin).
-  renew(reason) {
-    if (!this.renewable) {  // a fixed token: nothing to renew it with
-      if (reason) this.halt(reason);
-      return;
+    get renewable() {
+        return typeof this.token === 'function';
     }
-    const wait = this.renewedAt + 1000 - Date.now();
-    this.renewedAt = Math.max(Date.now(), this.renewedAt + 1000);
-    if (wait <= 0) this.open(true);
-    else { clearTimeout(this.timer); this.timer = setTimeout(() => this.open(true), wait); }
-  }
-
-  failed(es) {
-    if (es.readyState === EventSource.CONNECTING) {
-      this.setStatus('reconnecting', null, true);  // the browser retries by itself
-      return;
+    // Open (or reopen) the stream; fresh: ask token() for a new token first
+    // (a fixed token string is used as it is).
+    async open(fresh) {
+        clearTimeout(this.timer);
+        this.es?.close();
+        this.es = null;
+        const gen = ++this.opens; // a later open() wins over one still awaiting token()
+        this.setStatus('connecting', null, true);
+        let t;
+        try {
+            if (typeof this.token !== 'function')
+                t = this.token;
+            else
+                t = fresh || this.current === null ? await this.token() : this.current;
+        }
+        catch (err) {
+            return this.halt('token: ' + (err?.message || err));
+        }
+        if (this.stopped || gen !== this.opens)
+            return;
+        if (!t)
+            return this.halt('no_token');
+        this.current = t;
+        const u = new URL(this.streamUrl);
+        if (!this.cookie)
+            u.searchParams.set('token', t);
+        const from = this.from();
+        if (from !== null)
+            u.searchParams.set('lastEventId', String(from));
+        const es = new EventSource(u.href, { withCredentials: this.withCredentials });
+        this.es = es;
+        this.url = u.href;
+        this.prevId = '';
+        this.listening = new Set();
+        this.listen();
+        es.onerror = () => { if (this.es === es)
+            this.failed(es); };
     }
-    es.close();
-    this.es = null;
-    this.setStatus('reconnecting', null, true);
-    const gen = this.opens;
-    this.probe().then(({ status, error }) => {
-      if (this.stopped || gen !== this.opens) return;  // reopened meanwhile
-      if (status === 401) {
-        // a new token at once, then after a pause (a token minted in the
-        // second of a revocation is still refused), then give up
-        if (!this.renewable || ++this.refusals > 3) return this.halt(error || 'unauthorized');
-        return this.refusals === 1 ? this.open(true) : this.later(true);
-      }
-      if (status === 429) return this.halt(error || 'too_many_streams');
-      this.later(false);
-    });
-  }
-
-  // The stream URL once more, to learn why the EventSource was refused.
-  async probe() {
-    const ctl = new AbortController();
-    const timer = setTimeout(() => ctl.abort(), 10000);
-    try {
-      const res = await fetch(this.url, {
-        signal: ctl.signal, cache: 'no-store',
-        credentials: this.withCredentials ? 'include' : 'same-origin',
-      });
-      let error = null;
-      if (res.status !== 200) {
-        try { error = (await res.json()).error ?? null; } catch { /* not JSON */ }
-      }
-      return { status: res.status, error };
-    } catch {
-      return { status: 0, error: null };
-    } finally {
-      clearTimeout(timer);
-      ctl.abort();  // a 200 is a live stream: do not keep it open
+    // Listen to every known event name (followers announce theirs in hello).
+    listen() {
+        const es = this.es;
+        if (!es)
+            return;
+        for (const n of this.names) {
+            if (this.listening.has(n))
+                continue;
+            this.listening.add(n);
+            es.addEventListener(n, (e) => { if (this.es === es)
+                this.event(n, e); });
+        }
     }
-  }
-
-  later(fresh) {
-    const delay = this.backoff * (0.5 + Math.random());
-    this.backoff = Math.min(this.backoff * 2, MAX_BACKOFF_MS);
-    this.timer = setTimeout(() => this.open(fresh), delay);
-  }
+    event(n, e) {
+        // lastEventId carries over to events without an id: line, so an unchanged
+        // value means an ephemeral event (connected always has its own id).
+        const id = n === 'connected' || e.lastEventId !== this.prevId ? e.lastEventId || null : null;
+        this.prevId = e.lastEventId;
+        const msg = { type: 'event', name: n, data: parse(e.data), id };
+        if (n === 'connected') {
+            this.refusals = 0;
+            this.backoff = 1000;
+            this.setStatus('open', null, true);
+        }
+        this.deliver(msg);
+        this.channel.postMessage(msg);
+        if (n === 'token:expiring') {
+            // the same expiry again: token() gave back the token we had, so wait
+            // for token:expired rather than reconnect in a loop
+            const at = msg.data?.expiresAt;
+            if (at === undefined || at !== this.warnedFor)
+                this.renew(null);
+            this.warnedFor = at;
+        }
+        else if (n === 'token:expired') {
+            this.renew('token_expired');
+        }
+        else if (n === 'disconnected') {
+            const reason = msg.data?.reason;
+            if (reason === 'token_revoked')
+                this.renew(reason);
+            else if (reason === 'too_many_streams')
+                this.halt(reason);
+            // any other reason: EventSource reconnects by itself with its token
+        }
+    }
+    // Break-then-make: the new stream resumes from our last id, so nothing is
+    // lost or doubled; at most one renewal a second (a token() that keeps
+    // returning short-lived tokens must not spin).
+    renew(reason) {
+        if (!this.renewable) { // a fixed token: nothing to renew it with
+            if (reason)
+                this.halt(reason);
+            return;
+        }
+        const wait = this.renewedAt + 1000 - Date.now();
+        this.renewedAt = Math.max(Date.now(), this.renewedAt + 1000);
+        if (wait <= 0)
+            this.open(true);
+        else {
+            clearTimeout(this.timer);
+            this.timer = setTimeout(() => this.open(true), wait);
+        }
+    }
+    failed(es) {
+        if (es.readyState === EventSource.CONNECTING) {
+            this.setStatus('reconnecting', null, true); // the browser retries by itself
+            return;
+        }
+        es.close();
+        this.es = null;
+        this.setStatus('reconnecting', null, true);
+        const gen = this.opens;
+        this.probe().then(({ status, error }) => {
+            if (this.stopped || gen !== this.opens)
+                return; // reopened meanwhile
+            if (status === 401) {
+                // a new token at once, then after a pause (a token minted in the
+                // second of a revocation is still refused), then give up
+                if (!this.renewable || ++this.refusals > 3)
+                    return this.halt(error || 'unauthorized');
+                return this.refusals === 1 ? void this.open(true) : this.later(true);
+            }
+            if (status === 429)
+                return this.halt(error || 'too_many_streams');
+            this.later(false);
+        });
+    }
+    // The stream URL once more, to learn why the EventSource was refused.
+    async probe() {
+        const ctl = new AbortController();
+        const timer = setTimeout(() => ctl.abort(), 10000);
+        try {
+            const res = await fetch(this.url, {
+                signal: ctl.signal, cache: 'no-store',
+                credentials: this.withCredentials ? 'include' : 'same-origin',
+            });
+            let error = null;
+            if (res.status !== 200) {
+                try {
+                    error = (await res.json()).error ?? null;
+                }
+                catch { /* not JSON */ }
+            }
+            return { status: res.status, error };
+        }
+        catch {
+            return { status: 0, error: null };
+        }
+        finally {
+            clearTimeout(timer);
+            ctl.abort(); // a 200 is a live stream: do not keep it open
+        }
+    }
+    later(fresh) {
+        const delay = this.backoff * (0.5 + Math.random());
+        this.backoff = Math.min(this.backoff * 2, MAX_BACKOFF_MS);
+        this.timer = setTimeout(() => this.open(fresh), delay);
+    }
 }
-
 function toStreamUrl(base) {
-  const u = new URL(base, location.href);
-  if (!u.pathname.endsWith('/sse/connect')) u.pathname = u.pathname.replace(/\/?$/, '/sse/connect');
-  return u.href;
+    const u = new URL(base, location.href);
+    if (!u.pathname.endsWith('/sse/connect'))
+        u.pathname = u.pathname.replace(/\/?$/, '/sse/connect');
+    return u.href;
 }
-
 function toId(v) {
-  if (v === null || v === undefined || v === '') return null;
-  const n = Number(v);
-  return Number.isSafeInteger(n) && n >= 0 ? n : null;
+    if (v === null || v === undefined || v === '')
+        return null;
+    const n = Number(v);
+    return Number.isSafeInteger(n) && n >= 0 ? n : null;
 }
-
 function parse(text) {
-  try { return JSON.parse(text); } catch { return text; }
+    try {
+        return JSON.parse(text);
+    }
+    catch {
+        return text;
+    }
 }
-
 function safe(fn) {
-  try { fn(); } catch (err) { setTimeout(() => { throw err; }); }  // report, keep going
+    try {
+        fn();
+    }
+    catch (err) {
+        setTimeout(() => { throw err; });
+    } // report, keep going
 }

@@ -1,0 +1,475 @@
+// ssehub.js — the browser helper, served by every edge at GET /ssehub.js, and
+// the npm package's `ssehub/browser` (one source: clients/node/src/browser.ts;
+// edge/static/ssehub.js is its build, checked identical in CI).
+//
+//   import { connect } from 'https://edge.example.com/ssehub.js';
+//   const hub = connect({
+//     url: 'https://edge.example.com',   // the edge's base URL, default: where this file came from
+//                                        // (a URL ending in /sse/connect is used as it is)
+//     key: userId,                       // tabs with the same key share a stream (default: the URL)
+//     token: async () => (await fetch('/my/sse-token')).text(),   // or a token string
+//     on: {
+//       connected: ({ userId, connectionId, recovered }) => { if (!recovered) reloadState(); },
+//       'message:new': (data, { id }) => show(data),
+//     },
+//   });
+//   hub.close();
+//
+// One stream per browser profile, origin and `key` (default: the stream URL),
+// shared by all tabs: the tab holding the Web Lock `ssehub:<key>` is the leader;
+// it holds the EventSource and rebroadcasts every event on the BroadcastChannel
+// `ssehub:<key>`. When it closes, another tab gets the lock and opens the stream
+// itself, resuming from the last id *it* delivered (`?lastEventId=`, because an
+// EventSource cannot send headers on its first request). Every tab ignores a
+// numbered event at or below the last id it delivered, so nothing is doubled at
+// the hand-over. Tabs signed in as different users must pass different `key`s.
+//
+// Handlers: `on[name](data, {name, id})`, data parsed from JSON, id null for
+// ephemeral events. `on.connected({userId, connectionId, recovered})` runs in
+// every tab for every new stream; `recovered: false` means events were missed:
+// reload the app's state. A tab that joins an open stream gets `connected` too
+// (recovered only if it asked for `lastEventId` and the stream is still there).
+//
+// Tokens go in `?token=`; with `cookie: true`, nowhere in the URL (an edge with
+// SSEHUB_QUERY_TOKENS=false refuses them there): the page's backend sets the
+// SSEHUB_JWT_COOKIE cookie, and token() renews it. A new one is fetched with `token()` on
+// `token:expiring`, `token:expired`, `disconnected {reason: token_revoked}` and
+// after a refused stream: an EventSource reports no status, so after an error
+// with readyState CLOSED the stream URL is fetched once (aborted as soon as the
+// headers arrive) to read it: 401 → new token and reconnect, 429
+// (too_many_streams) → stop, anything else → reconnect with backoff. A token()
+// that throws or returns nothing stops the helper (e.g. the user logged out).
+// Renewal is break-then-make: the new stream replays from the last id, so no
+// numbered event is lost or doubled (an ephemeral one in flight may be lost).
+// `disconnected {reason: too_many_streams}` stops too; any other reason is
+// left to the EventSource, which reconnects by itself. A stopped leader keeps
+// the lock, so the other tabs do not try in turn; close() and connect() again.
+//
+// More options: `lastEventId` (where this tab's state is from, e.g. kept across
+// a reload: a leader replays from there), `withCredentials` (cross-origin
+// cookies), `onStatus(state, detail)`: 'connecting' | 'open' | 'reconnecting' |
+// 'follower' | 'closed' (detail: why), in every tab. The returned object has
+// close(), `leader` (does this tab hold the stream) and `lastEventId`.
+//
+// Without Web Locks (http:// on a host other than localhost is not a secure
+// context) every tab opens its own stream.
+
+/** An event's data (parsed from JSON) and where it came from. */
+export interface EventInfo {
+  name: string;
+  /** The event's sequence number as a string; null for an ephemeral event. */
+  id: string | null;
+}
+
+export interface Connected {
+  userId: string;
+  connectionId: string;
+  /** false: events were missed (or this is a first connection): reload the app's state. */
+  recovered: boolean;
+  [field: string]: unknown;
+}
+
+export type Status = 'connecting' | 'open' | 'reconnecting' | 'follower' | 'closed';
+
+export interface Handlers {
+  connected?: (data: Connected, info: EventInfo) => void;
+  [event: string]: ((data: any, info: EventInfo) => void) | undefined;
+}
+
+export interface ConnectOptions {
+  /** The edge's base URL (default: where this file came from); one ending in /sse/connect is used as it is. */
+  url?: string;
+  /** A token, or a function that fetches a fresh one (renewal needs a function). */
+  token?: string | (() => string | null | undefined | Promise<string | null | undefined>);
+  on?: Handlers;
+  /** Tabs with the same key share a stream (default: the stream URL). */
+  key?: string;
+  /** Where this tab's state is from (e.g. kept across a reload). */
+  lastEventId?: string | number | null;
+  onStatus?: (state: Status, detail: string | null) => void;
+  /** Cross-origin cookies. */
+  withCredentials?: boolean;
+  /** The token travels in the SSEHUB_JWT_COOKIE cookie, never in the URL. */
+  cookie?: boolean;
+}
+
+export interface Hub {
+  close(): void;
+  /** Does this tab hold the stream. */
+  readonly leader: boolean;
+  /** The last numbered event id this tab delivered. */
+  readonly lastEventId: number | null;
+}
+
+interface EventMsg { type: 'event'; name: string; data: any; id: string | null }
+type ChannelMsg =
+  | EventMsg
+  | { type: 'hello'; from: string; names: string[] }
+  | { type: 'welcome'; to: string; connected: Connected; lastId: number | null; online: string[] | null }
+  | { type: 'status'; state: Status | null; detail: string | null };
+interface Channel { postMessage(msg: ChannelMsg): void; close(): void; onmessage?: unknown }
+type SetStatus = (state: Status, detail?: string | null, share?: boolean) => void;
+
+const BUILTIN = ['message', 'connected', 'disconnected', 'token:expiring', 'token:expired',
+  'presence:snapshot', 'user:online', 'user:offline'];
+const MAX_BACKOFF_MS = 30000;
+
+export function connect({ url, token, on = {}, key, lastEventId = null, onStatus = () => {},
+                          withCredentials = false, cookie = false }: ConnectOptions = {}): Hub {
+  const streamUrl = toStreamUrl(url ?? new URL('.', import.meta.url).href);
+  const name = 'ssehub:' + (key ?? streamUrl);
+  const names = new Set([...BUILTIN, ...Object.keys(on)]);
+  const shared = Boolean(navigator.locks);  // else this tab's stream is its own
+  const channel: Channel = shared ? new BroadcastChannel(name) : { postMessage() {}, close() {} };
+  const stop = new AbortController();
+  let lastId = toId(lastEventId);   // last numbered event id this tab delivered
+  const askedFrom = lastId;
+  let joined = false;               // this tab has seen a connected (or welcome)
+  let connectedData: Connected | null = null;  // the current stream's connected payload
+  let online: Set<string> | null = null;       // presence as last seen (snapshot + online/offline)
+  let leader: Leader | null = null;            // the Leader while this tab holds the lock
+  let status: Status | null = null;
+  let statusDetail: string | null = null;
+  let closed = false;
+  const tabId = Math.random().toString(36).slice(2);
+
+  function setStatus(state: Status, detail: string | null = null, share = false): void {
+    if (status === state && statusDetail === detail) return;
+    status = state;
+    statusDetail = detail;
+    safe(() => onStatus(state, detail));
+    if (share) channel.postMessage({ type: 'status', state, detail });
+  }
+
+  // Every event, in every tab, goes through here (the leader calls it too).
+  function deliver(msg: EventMsg): void {
+    if (closed) return;
+    const id = toId(msg.id);
+    if (msg.name === 'connected') {
+      lastId = msg.data?.recovered && lastId !== null && id !== null ? Math.max(lastId, id) : id;
+      connectedData = msg.data;
+      joined = true;
+    } else if (id !== null) {
+      if (lastId !== null && id <= lastId) return;  // already delivered (hand-over replay)
+      lastId = id;
+    }
+    trackPresence(msg);
+    const handler = on[msg.name];
+    if (handler) safe(() => handler(msg.data, { name: msg.name, id: msg.id }));
+  }
+
+  function trackPresence({ name: n, data }: EventMsg): void {
+    if (n === 'presence:snapshot' && Array.isArray(data?.online)) online = new Set(data.online);
+    else if (online && n === 'user:online') online.add(data?.userId);
+    else if (online && n === 'user:offline') online.delete(data?.userId);
+  }
+
+  channel.onmessage = ({ data: msg }: { data: ChannelMsg | null }) => {
+    if (closed || !msg) return;
+    if (msg.type === 'event') {
+      deliver(msg);
+    } else if (msg.type === 'hello') {
+      for (const n of msg.names || []) names.add(n);
+      if (leader) {
+        leader.listen();
+        // a tab that joins a halted leader learns why nothing comes
+        if (leader.stopped) channel.postMessage({ type: 'status', state: status, detail: statusDetail });
+        if (connectedData) {
+          channel.postMessage({ type: 'welcome', to: msg.from, connected: connectedData, lastId,
+                                online: online && [...online] });
+        }
+      }
+    } else if (msg.type === 'welcome' && msg.to === tabId && !joined) {
+      joined = true;
+      const recovered = askedFrom !== null && msg.lastId !== null && askedFrom >= msg.lastId;
+      if (lastId === null || (msg.lastId !== null && msg.lastId > lastId)) lastId = msg.lastId;
+      connectedData = msg.connected;
+      setStatus('follower');
+      safe(() => on.connected?.({ ...msg.connected, recovered },
+                                { name: 'connected', id: String(lastId ?? '') }));
+      if (msg.online) {
+        online = new Set(msg.online);
+        const snapshot = msg.online;
+        safe(() => on['presence:snapshot']?.({ online: snapshot },
+                                             { name: 'presence:snapshot', id: null }));
+      }
+    } else if (msg.type === 'status' && !leader) {
+      setStatus((msg.state === 'open' ? 'follower' : msg.state) as Status, msg.detail);
+    }
+  };
+
+  const hello = () => channel.postMessage({ type: 'hello', from: tabId, names: [...names] });
+
+  function lead(): Promise<void> {
+    leader = new Leader({
+      streamUrl, token, cookie, names, withCredentials, channel, deliver, setStatus,
+      from: () => lastId,
+    });
+    return leader.run();
+  }
+
+  if (shared) {
+    setStatus('follower');
+    hello();
+    navigator.locks.request(name, { signal: stop.signal }, lead).catch(() => {});
+  } else {
+    lead();
+  }
+
+  return {
+    close() {
+      if (closed) return;
+      closed = true;
+      stop.abort();
+      leader?.stop();
+      channel.close();
+      setStatus('closed', 'closed');
+    },
+    get leader() { return leader !== null; },
+    get lastEventId() { return lastId; },
+  };
+}
+
+interface LeaderOptions {
+  streamUrl: string;
+  token: ConnectOptions['token'];
+  cookie: boolean;
+  names: Set<string>;
+  withCredentials: boolean;
+  channel: Channel;
+  deliver: (msg: EventMsg) => void;
+  setStatus: SetStatus;
+  from: () => number | null;
+}
+
+// The tab that holds the lock: owns the EventSource while run()'s promise is pending.
+class Leader {
+  streamUrl: string;
+  token: ConnectOptions['token'];
+  cookie: boolean;
+  names: Set<string>;
+  withCredentials: boolean;
+  channel: Channel;
+  deliver: (msg: EventMsg) => void;
+  setStatus: SetStatus;
+  from: () => number | null;
+  es: EventSource | null;
+  stopped: boolean;
+  backoff: number;
+  timer: ReturnType<typeof setTimeout> | undefined;
+  listening: Set<string>;
+  prevId: string;
+  refusals: number;
+  current: string | null;
+  renewedAt: number;
+  opens: number;
+  warnedFor: unknown;
+  url: string;
+  release!: () => void;
+  done: Promise<void>;
+
+  constructor(opts: LeaderOptions) {
+    this.streamUrl = opts.streamUrl;
+    this.token = opts.token;
+    this.cookie = opts.cookie;
+    this.names = opts.names;
+    this.withCredentials = opts.withCredentials;
+    this.channel = opts.channel;
+    this.deliver = opts.deliver;
+    this.setStatus = opts.setStatus;
+    this.from = opts.from;
+    this.es = null;
+    this.stopped = false;
+    this.backoff = 1000;
+    this.timer = undefined;
+    this.listening = new Set();
+    this.prevId = '';       // e.lastEventId of the previous event: ephemeral events repeat it
+    this.refusals = 0;      // 401s in a row
+    this.current = null;    // the token in use
+    this.renewedAt = 0;
+    this.opens = 0;
+    this.warnedFor = null;  // expiresAt of the last token:expiring
+    this.url = '';
+    this.done = new Promise((resolve) => { this.release = resolve; });
+  }
+
+  run(): Promise<void> {
+    this.open(false);
+    return this.done;  // the lock is held until stop()
+  }
+
+  // close(): give the stream and the lock to another tab.
+  stop(): void {
+    this.halt();
+    this.release();
+  }
+
+  // A refusal that another try would not fix: no stream, but keep the lock
+  // so that the other tabs do not try in turn (until this one closes).
+  halt(detail: string | null = null): void {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    this.es?.close();
+    this.es = null;
+    if (detail) this.setStatus('closed', detail, true);
+  }
+
+  get renewable(): boolean {
+    return typeof this.token === 'function';
+  }
+
+  // Open (or reopen) the stream; fresh: ask token() for a new token first
+  // (a fixed token string is used as it is).
+  async open(fresh: boolean): Promise<void> {
+    clearTimeout(this.timer);
+    this.es?.close();
+    this.es = null;
+    const gen = ++this.opens;  // a later open() wins over one still awaiting token()
+    this.setStatus('connecting', null, true);
+    let t: string | null | undefined;
+    try {
+      if (typeof this.token !== 'function') t = this.token;
+      else t = fresh || this.current === null ? await this.token() : this.current;
+    } catch (err) {
+      return this.halt('token: ' + ((err as Error)?.message || err));
+    }
+    if (this.stopped || gen !== this.opens) return;
+    if (!t) return this.halt('no_token');
+    this.current = t;
+    const u = new URL(this.streamUrl);
+    if (!this.cookie) u.searchParams.set('token', t);
+    const from = this.from();
+    if (from !== null) u.searchParams.set('lastEventId', String(from));
+    const es = new EventSource(u.href, { withCredentials: this.withCredentials });
+    this.es = es;
+    this.url = u.href;
+    this.prevId = '';
+    this.listening = new Set();
+    this.listen();
+    es.onerror = () => { if (this.es === es) this.failed(es); };
+  }
+
+  // Listen to every known event name (followers announce theirs in hello).
+  listen(): void {
+    const es = this.es;
+    if (!es) return;
+    for (const n of this.names) {
+      if (this.listening.has(n)) continue;
+      this.listening.add(n);
+      es.addEventListener(n, (e) => { if (this.es === es) this.event(n, e as MessageEvent<string>); });
+    }
+  }
+
+  event(n: string, e: MessageEvent<string>): void {
+    // lastEventId carries over to events without an id: line, so an unchanged
+    // value means an ephemeral event (connected always has its own id).
+    const id = n === 'connected' || e.lastEventId !== this.prevId ? e.lastEventId || null : null;
+    this.prevId = e.lastEventId;
+    const msg: EventMsg = { type: 'event', name: n, data: parse(e.data), id };
+    if (n === 'connected') {
+      this.refusals = 0;
+      this.backoff = 1000;
+      this.setStatus('open', null, true);
+    }
+    this.deliver(msg);
+    this.channel.postMessage(msg);
+    if (n === 'token:expiring') {
+      // the same expiry again: token() gave back the token we had, so wait
+      // for token:expired rather than reconnect in a loop
+      const at = msg.data?.expiresAt;
+      if (at === undefined || at !== this.warnedFor) this.renew(null);
+      this.warnedFor = at;
+    } else if (n === 'token:expired') {
+      this.renew('token_expired');
+    } else if (n === 'disconnected') {
+      const reason = msg.data?.reason;
+      if (reason === 'token_revoked') this.renew(reason);
+      else if (reason === 'too_many_streams') this.halt(reason);
+      // any other reason: EventSource reconnects by itself with its token
+    }
+  }
+
+  // Break-then-make: the new stream resumes from our last id, so nothing is
+  // lost or doubled; at most one renewal a second (a token() that keeps
+  // returning short-lived tokens must not spin).
+  renew(reason: string | null): void {
+    if (!this.renewable) {  // a fixed token: nothing to renew it with
+      if (reason) this.halt(reason);
+      return;
+    }
+    const wait = this.renewedAt + 1000 - Date.now();
+    this.renewedAt = Math.max(Date.now(), this.renewedAt + 1000);
+    if (wait <= 0) this.open(true);
+    else { clearTimeout(this.timer); this.timer = setTimeout(() => this.open(true), wait); }
+  }
+
+  failed(es: EventSource): void {
+    if (es.readyState === EventSource.CONNECTING) {
+      this.setStatus('reconnecting', null, true);  // the browser retries by itself
+      return;
+    }
+    es.close();
+    this.es = null;
+    this.setStatus('reconnecting', null, true);
+    const gen = this.opens;
+    this.probe().then(({ status, error }) => {
+      if (this.stopped || gen !== this.opens) return;  // reopened meanwhile
+      if (status === 401) {
+        // a new token at once, then after a pause (a token minted in the
+        // second of a revocation is still refused), then give up
+        if (!this.renewable || ++this.refusals > 3) return this.halt(error || 'unauthorized');
+        return this.refusals === 1 ? void this.open(true) : this.later(true);
+      }
+      if (status === 429) return this.halt(error || 'too_many_streams');
+      this.later(false);
+    });
+  }
+
+  // The stream URL once more, to learn why the EventSource was refused.
+  async probe(): Promise<{ status: number; error: string | null }> {
+    const ctl = new AbortController();
+    const timer = setTimeout(() => ctl.abort(), 10000);
+    try {
+      const res = await fetch(this.url, {
+        signal: ctl.signal, cache: 'no-store',
+        credentials: this.withCredentials ? 'include' : 'same-origin',
+      });
+      let error: string | null = null;
+      if (res.status !== 200) {
+        try { error = (await res.json()).error ?? null; } catch { /* not JSON */ }
+      }
+      return { status: res.status, error };
+    } catch {
+      return { status: 0, error: null };
+    } finally {
+      clearTimeout(timer);
+      ctl.abort();  // a 200 is a live stream: do not keep it open
+    }
+  }
+
+  later(fresh: boolean): void {
+    const delay = this.backoff * (0.5 + Math.random());
+    this.backoff = Math.min(this.backoff * 2, MAX_BACKOFF_MS);
+    this.timer = setTimeout(() => this.open(fresh), delay);
+  }
+}
+
+function toStreamUrl(base: string): string {
+  const u = new URL(base, location.href);
+  if (!u.pathname.endsWith('/sse/connect')) u.pathname = u.pathname.replace(/\/?$/, '/sse/connect');
+  return u.href;
+}
+
+function toId(v: unknown): number | null {
+  if (v === null || v === undefined || v === '') return null;
+  const n = Number(v);
+  return Number.isSafeInteger(n) && n >= 0 ? n : null;
+}
+
+function parse(text: string): unknown {
+  try { return JSON.parse(text); } catch { return text; }
+}
+
+function safe(fn: () => void): void {
+  try { fn(); } catch (err) { setTimeout(() => { throw err; }); }  // report, keep going
+}
