@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import resource
+import shutil
 import subprocess
 import time
 import urllib.parse
@@ -168,3 +169,49 @@ async def py_publish(
     with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
         args = (url, rate, duration, users, "x" * pad, run)
         return await loop.run_in_executor(pool, _coalesced_job, *args)
+
+
+# -- the Node publisher (clients/node), the same load --------------------------------
+NODE_DRIVER = Path(__file__).with_name("node_publish.mjs")
+NODE_PACKAGE = Path(__file__).parent.parent / "clients" / "node"
+
+
+def node_ready() -> str | None:
+    """Build the npm package when needed; None when ready, else why not."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        return "node/npm not installed"
+    if not (NODE_PACKAGE / "dist" / "index.js").exists():
+        for cmd in (
+            ["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund"],
+            ["npm", "run", "build"],
+        ):
+            done = subprocess.run(cmd, cwd=NODE_PACKAGE, capture_output=True, text=True)
+            if done.returncode != 0:
+                return f"{' '.join(cmd)} in clients/node failed: {done.stderr.strip()[-300:]}"
+    return None
+
+
+async def node_publish(
+    url: str, *, rate: float, duration: float, users: tuple[str, int], run: str, pad: int = 64
+) -> dict[str, Any]:
+    """What ``py_publish`` does, with the Node publisher, in a node process."""
+    args = {
+        "url": url,
+        "rate": rate,
+        "duration": duration,
+        "users": users,
+        "pad": "x" * pad,
+        "run": run,
+    }
+    proc = await asyncio.create_subprocess_exec(
+        "node",
+        str(NODE_DRIVER),
+        json.dumps(args),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"node publisher failed: {err.decode().strip()[-2000:]}")
+    res: dict[str, Any] = json.loads(out)
+    return res

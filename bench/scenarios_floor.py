@@ -20,7 +20,7 @@ import aio_pika
 
 from bench import stack
 from bench.figure import Figure, latency_figures
-from bench.floor_bin import Consumer, c_publish, py_publish
+from bench.floor_bin import Consumer, c_publish, node_publish, node_ready, py_publish
 from bench.harness import (
     Ctx,
     bucket_quantiles,
@@ -155,6 +155,10 @@ async def _publish(ctx: Ctx, kind: str, rate: float, duration: float, run: str) 
     if kind == "py":
         names = users("st", sc.steady_users)
         return await py_publish(ctx.amqp, rate=rate, duration=duration, users=names, run=run)
+    if kind == "node":
+        return await node_publish(
+            ctx.amqp, rate=rate, duration=duration, users=("st", sc.steady_users), run=run
+        )
     batch = sc.batch_items if kind == "c-batched" else 0
     return await c_publish(
         ctx.amqp,
@@ -259,7 +263,7 @@ INTAKE_HISTOGRAM = "ssehub_dispatcher_intake_to_publish_seconds"  # dispatcher/m
 class Steady(NamedTuple):
     key: str  # the scenario and figure name
     label: str
-    publisher: str  # _publish's kind: "c", "c-batched" or "py"
+    publisher: str  # _publish's kind: "c", "c-batched", "py" or "node"
     env: dict[str, str] | None = None
     store: str = "sqlite"
     dispatchers: int = 1  # processes, each pinned to its share of the partitions
@@ -289,6 +293,7 @@ STEADY = {
         BINDINGS,
     ),
     "py": Steady("pipeline-steady-publisher", "ssehub.Publisher coalescing", "py"),
+    "node": Steady("pipeline-steady-node", "the Node publisher (npm ssehub) coalescing", "node"),
     # partitions side by side with one, on PostgreSQL (the store they share)
     "c-postgres": Steady(
         "pipeline-steady-postgres", "one event per message, PostgreSQL", "c", None, "postgres"
@@ -308,6 +313,9 @@ async def pipeline_steady(ctx: Ctx, kind: str) -> list[Figure]:
     """The pipeline at a ladder of steady rates: its max, as a fraction of the floor."""
     sc = ctx.scale
     key, label, publisher, env, store, dispatchers = STEADY[kind]
+    if publisher == "node" and (why := node_ready()) is not None:
+        print(f"   {key}: skipped ({why})", flush=True)
+        return []
     steps, totals = await _steady_steps(
         ctx, publisher, rates(sc.steady_rates), sc.step_duration, key, env, store, dispatchers
     )
@@ -329,6 +337,20 @@ async def pipeline_steady(ctx: Ctx, kind: str) -> list[Figure]:
     ctx.measured[key] = best
     extra: list[Figure] = []
     single = ctx.measured.get("pipeline-steady-postgres")
+    python = ctx.measured.get("pipeline-steady-publisher")
+    if kind == "node" and python:
+        extra.append(
+            Figure(
+                "node-publisher",
+                f"max rate at p99 ≤ {sc.p99_bound_ms:.0f} ms, "
+                "the Node publisher ÷ the Python one (same run)",
+                round(best / python, 2),
+                "×",
+                1.0,
+                1.2,
+                details={"node_rate": best, "python_rate": python},
+            )
+        )
     if kind == "c-partitions" and single:
         extra.append(
             Figure(

@@ -262,7 +262,8 @@ async def failover_and_share(ctx: Ctx) -> list[Figure]:
     figures.append(
         Figure(
             "partitions-share",
-            "SSEHUB_PARTITIONS=4: 1 → 2 → 3 processes, slowest step to settled (none over ceil(N/K))",
+            "SSEHUB_PARTITIONS=4: 1 → 2 → 3 processes, "
+            "slowest step to settled (none over ceil(N/K))",
             # 2 → 3 alone is often settled at once (2 + 2 + 0 is within ceil(4/3) = 2,
             # as the contract defines it); 1 → 2 is where partitions must move
             max(settle.values()),
