@@ -26,7 +26,8 @@ from ssehub.config import (
 )
 from ssehub.errors import SsehubError
 
-SERVER_EXTRA = "pip install 'ssehub[server]'"
+# ssehub is on no package index: installed from a checkout (README, Installing)
+SERVER_EXTRA = "pip install '/path/to/ssehub-checkout[server]' (README, Installing)"
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -54,7 +54,9 @@ export class Link {
   }
 
   private async open(): Promise<ConfirmChannel> {
-    const pending = connect(this.url, { timeout: this.timeoutMs });
+    // noDelay: a publish is three frames, and with Nagle's algorithm on the
+    // last one waits for the broker's delayed ACK (~40 ms per confirm)
+    const pending = connect(this.url, { timeout: this.timeoutMs, noDelay: true });
     let model: ChannelModel;
     try {
       model = await withTimeout(pending, this.timeoutMs, "connect: timed out");
