@@ -309,6 +309,22 @@ STEADY = {
 }
 
 
+RATIOS = {
+    "node": (
+        "node-publisher",
+        "the Node publisher ÷ the Python one",
+        "pipeline-steady-publisher",
+        1.2,
+    ),
+    "c-partitions": (
+        "pipeline-partitions",
+        "one event per message, 2 partitions in 2 processes ÷ 1 partition (PostgreSQL)",
+        "pipeline-steady-postgres",
+        1.3,
+    ),
+}
+
+
 async def pipeline_steady(ctx: Ctx, kind: str) -> list[Figure]:
     """The pipeline at a ladder of steady rates: its max, as a fraction of the floor."""
     sc = ctx.scale
@@ -335,33 +351,20 @@ async def pipeline_steady(ctx: Ctx, kind: str) -> list[Figure]:
     else:
         target, moonshot = 20_000, 40_000
     ctx.measured[key] = best
+    # ratios to a scenario measured earlier in the same run: (key, label, of, moonshot)
+    ratio = RATIOS.get(kind)
     extra: list[Figure] = []
-    single = ctx.measured.get("pipeline-steady-postgres")
-    python = ctx.measured.get("pipeline-steady-publisher")
-    if kind == "node" and python:
+    if ratio is not None and (base := ctx.measured.get(ratio[2])):
+        ratio_key, ratio_label, of, ratio_moonshot = ratio
         extra.append(
             Figure(
-                "node-publisher",
-                f"max rate at p99 ≤ {sc.p99_bound_ms:.0f} ms, "
-                "the Node publisher ÷ the Python one (same run)",
-                round(best / python, 2),
+                ratio_key,
+                f"max rate at p99 ≤ {sc.p99_bound_ms:.0f} ms, {ratio_label} (same run)",
+                round(best / base, 2),
                 "×",
                 1.0,
-                1.2,
-                details={"node_rate": best, "python_rate": python},
-            )
-        )
-    if kind == "c-partitions" and single:
-        extra.append(
-            Figure(
-                "pipeline-partitions",
-                "one event per message: max rate at p99 ≤ 100 ms, "
-                "2 partitions in 2 processes ÷ 1 partition (PostgreSQL, same run)",
-                round(best / single, 2),
-                "×",
-                1.0,
-                1.3,
-                details={"partitions_rate": best, "one_partition_rate": single},
+                ratio_moonshot,
+                details={"rate": best, f"{of}_rate": base},
             )
         )
     return [

@@ -178,18 +178,9 @@ export function connect({ url, token, on = {}, key, lastEventId = null, onStatus
         get lastEventId() { return lastId; },
     };
 }
-// The tab that holds the lock: owns the EventSource while run()'s promise is pending.
 class Leader {
     constructor(opts) {
-        this.streamUrl = opts.streamUrl;
-        this.token = opts.token;
-        this.cookie = opts.cookie;
-        this.names = opts.names;
-        this.withCredentials = opts.withCredentials;
-        this.channel = opts.channel;
-        this.deliver = opts.deliver;
-        this.setStatus = opts.setStatus;
-        this.from = opts.from;
+        Object.assign(this, opts);
         this.es = null;
         this.stopped = false;
         this.backoff = 1000;

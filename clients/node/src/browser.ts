@@ -243,16 +243,9 @@ interface LeaderOptions {
 }
 
 // The tab that holds the lock: owns the EventSource while run()'s promise is pending.
+// (The options become its fields: the interface declares them for TypeScript.)
+interface Leader extends LeaderOptions {}
 class Leader {
-  streamUrl: string;
-  token: ConnectOptions['token'];
-  cookie: boolean;
-  names: Set<string>;
-  withCredentials: boolean;
-  channel: Channel;
-  deliver: (msg: EventMsg) => void;
-  setStatus: SetStatus;
-  from: () => number | null;
   es: EventSource | null;
   stopped: boolean;
   backoff: number;
@@ -269,15 +262,7 @@ class Leader {
   done: Promise<void>;
 
   constructor(opts: LeaderOptions) {
-    this.streamUrl = opts.streamUrl;
-    this.token = opts.token;
-    this.cookie = opts.cookie;
-    this.names = opts.names;
-    this.withCredentials = opts.withCredentials;
-    this.channel = opts.channel;
-    this.deliver = opts.deliver;
-    this.setStatus = opts.setStatus;
-    this.from = opts.from;
+    Object.assign(this, opts);
     this.es = null;
     this.stopped = false;
     this.backoff = 1000;
