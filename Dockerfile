@@ -6,7 +6,9 @@
 # Targets: `runtime` (the default, last stage) and `test` (the test suite,
 # for `docker compose run --rm tests`).
 
-ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
+# The base of both images, by exact release (deploy/images.lock): at release
+# time scripts/pin-images appends its digest here.
+ARG PYTHON_IMAGE=python:3.11.15-slim-bookworm
 
 # ---- build: the locked dependencies and the project, in a virtualenv --------
 FROM ${PYTHON_IMAGE} AS build

@@ -76,7 +76,7 @@ async def run(kind: str, batches: int, size: int, users: int, profile: bool) -> 
             profiler.start()
         t0 = time.perf_counter()
         for batch in parsed:
-            deliveries.append(await store.commit_batch(batch))
+            deliveries.append((await store.commit_batch(batch)).deliveries)
         t_commit = time.perf_counter() - t0
         if profiler is not None:
             profiler.stop()

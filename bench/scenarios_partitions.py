@@ -65,9 +65,8 @@ class Sink:
             self._ref += 1
             join = topology.route_message(SINK, self._ref, [(u, True) for u in some], queue)
             headers = {topology.ROUTE_HEADER: 1}
-            await self._channel.default_exchange.publish(
-                aio_pika.Message(join.body, headers=headers), join.routing_key
-            )
+            internal = await self._channel.get_exchange(topology.INTERNAL.name)
+            await internal.publish(aio_pika.Message(join.body, headers=headers), join.routing_key)
 
     async def run(self, timeout: float) -> None:
         conn = await aio_pika.connect(self.url)

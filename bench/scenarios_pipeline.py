@@ -72,7 +72,8 @@ async def _sink_count(
             await topology.declare_core(ch)
             await queue.bind(topology.NODES.name, SINK)
             join = topology.route_message(SINK, 1, [(u, True) for u in names])
-            await ch.default_exchange.publish(
+            internal = await ch.get_exchange(topology.INTERNAL.name)
+            await internal.publish(
                 aio_pika.Message(join.body, headers={topology.ROUTE_HEADER: 1}), join.routing_key
             )
         else:

@@ -102,10 +102,13 @@ def parser() -> argparse.ArgumentParser:
         "events. Start two or more: they share the SSEHUB_PARTITIONS partitions "
         "(each worked on by one process at a time), and take over from one that stops.",
     )
-    # All interfaces by default, like any exporter: the port is opt-in and what
-    # it serves is for probes and Prometheus (k8s/base/dispatcher.yaml relies on it).
+    # This machine only by default: what the port serves (readiness naming the
+    # store, metrics) is for probes and Prometheus; a pod's probes need
+    # `--host 0.0.0.0` (k8s/base/dispatcher.yaml passes it).
     disp.add_argument(
-        "--host", default="0.0.0.0", help="address of the HTTP port (default 0.0.0.0: every one)"
+        "--host",
+        default="127.0.0.1",
+        help="address of the HTTP port (default 127.0.0.1: this machine only; 0.0.0.0: every one)",
     )
     disp.add_argument(
         "--port",
@@ -124,7 +127,12 @@ def parser() -> argparse.ArgumentParser:
 
     tok = sub.add_parser("token", help="print a signed development JWT for USER")
     tok.add_argument("user", help="the user id (the token's subject)")
-    tok.add_argument("--ttl", type=float, default=24 * 3600, help="seconds (default 1 day)")
+    tok.add_argument(
+        "--ttl",
+        type=float,
+        default=24 * 3600,
+        help="seconds the token is valid (default 1 day; at most SSEHUB_MAX_TOKEN_LIFETIME)",
+    )
     tok.set_defaults(func=tools.token)
 
     pub = sub.add_parser("publish", help="publish an event or membership op")
@@ -146,7 +154,58 @@ def parser() -> argparse.ArgumentParser:
     k.add_argument("--reason", help="disconnect: the reason the streams are told")
     k.add_argument("--before", type=float, help="revoke: tokens issued before (unix s; now)")
     pub.set_defaults(func=tools.publish)
+
+    rol = sub.add_parser(
+        "roles",
+        help="print the rabbitmqctl lines that make the three broker users",
+        description="Print the rabbitmqctl lines that create ssehub's three RabbitMQ "
+        "users (dispatcher, edge, publisher) with the least permissions each needs "
+        "(ssehub.roles); run them as a RabbitMQ administrator. Passwords are "
+        "placeholders the shell fills from SSEHUB_<ROLE>_PASSWORD, or --generate them.",
+    )
+    rol.add_argument("--vhost", help="the vhost (default: SSEHUB_RABBITMQ_URL's)")
+    rol.add_argument(
+        "--delivery",
+        choices=["nodes", "bindings", "both"],
+        help="the delivery design (default: SSEHUB_DELIVERY's); the edge's role depends on it",
+    )
+    rol.add_argument(
+        "--generate",
+        action="store_true",
+        help="random passwords in the lines, and each process's SSEHUB_RABBITMQ_URL",
+    )
+    rol.add_argument(
+        "--tsv",
+        action="store_true",
+        help="one tab-separated line per role instead: vhost, role, user, configure, write, read",
+    )
+    rol.set_defaults(func=roles)
     return p
+
+
+def roles(args: argparse.Namespace) -> None:
+    """``ssehub roles``: lines to print, nothing done (ssehub.roles is data)."""
+    import secrets
+
+    from ssehub import roles as broker_roles
+    from yarl import URL
+
+    config = settings()
+    url = URL(config.rabbitmq_url)
+    vhost = args.vhost or (url.path[1:] if len(url.path) > 1 else "/")
+    delivery = args.delivery or config.delivery
+    if args.tsv:
+        print("\n".join(broker_roles.table(vhost, delivery)))
+        return
+    passwords = {}
+    if args.generate:
+        # hex: a password never starts with "-" (rabbitmqctl would take it for an option)
+        passwords = {r.name: secrets.token_hex(16) for r in broker_roles.roles(delivery)}
+    print("\n".join(broker_roles.commands(vhost, delivery, passwords)))
+    for role in broker_roles.roles(delivery) if passwords else ():
+        path = "/" if vhost == "/" else "/" + vhost
+        their = url.with_user(role.user).with_password(passwords[role.name]).with_path(path)
+        print(f"# the {role.name}'s SSEHUB_RABBITMQ_URL={their}")
 
 
 def _service(

@@ -19,8 +19,26 @@ MEANINGS = {
     "SSEHUB_JWT_ALGORITHM": "HS256 (default), HS384, HS512, RS256 or ES256",
     "SSEHUB_JWT_PUBLIC_KEY": "RS256/ES256: the PEM public key, or the path of a file holding it",
     "SSEHUB_CORS_ORIGINS": (
-        "origins allowed to open streams, comma-separated, * for any (default none)"
+        "origins allowed to open streams, comma-separated (default none); * for any, "
+        "without credentials (refused with SSEHUB_JWT_COOKIE)"
     ),
+    "SSEHUB_JWT_COOKIE": (
+        "a cookie that carries the token, honoured from the edge's own origin and "
+        "SSEHUB_CORS_ORIGINS only (default none)"
+    ),
+    "SSEHUB_MAX_TOKEN_LIFETIME": (
+        "seconds: a token without exp, or whose exp is further from its iat, is refused "
+        "(default 2592000: 30 days)"
+    ),
+    "SSEHUB_REPLAY_RATE": (
+        "replayed events a second per user on an edge, in bursts of SSEHUB_REPLAY_BURST "
+        "(default 1000, bursts of 20000); a resume over it is told to retry later"
+    ),
+    "SSEHUB_OPS_PORT": (
+        "serve /metrics, /readyz, /healthz, /openapi.json and /docs on this port, and not "
+        "on the public one but /healthz (default: the public port serves them)"
+    ),
+    "SSEHUB_OPS_HOST": "address of SSEHUB_OPS_PORT (default: the edge's --host)",
     "SSEHUB_PING_INTERVAL": "seconds between ': ping' comments on idle streams (default 15)",
     "SSEHUB_BATCH_SIZE": "messages per store transaction at most (default 500)",
     "SSEHUB_QUEUE_TYPE": "classic (default) or quorum: ssehub's durable queues",
@@ -35,7 +53,10 @@ MEANINGS = {
 DEV_DEFAULTS = {
     "SSEHUB_JWT_SECRET": "the HMAC secret tokens are signed with (default: a built-in "
     "development secret, the one `ssehub token` signs with)",
-    "SSEHUB_CORS_ORIGINS": "origins allowed to open streams, comma-separated (default: any)",
+    "SSEHUB_CORS_ORIGINS": (
+        "origins allowed to open streams, comma-separated (default: any, without "
+        "credentials; with a token cookie, the page's own)"
+    ),
     "SSEHUB_LOG_FORMAT": "text (default) or json",
 }
 COMMANDS = {
@@ -53,8 +74,13 @@ COMMANDS = {
         "SSEHUB_JWT_SECRET",
         "SSEHUB_JWT_ALGORITHM",
         "SSEHUB_JWT_PUBLIC_KEY",
+        "SSEHUB_MAX_TOKEN_LIFETIME",
+        "SSEHUB_JWT_COOKIE",
         "SSEHUB_CORS_ORIGINS",
         "SSEHUB_PING_INTERVAL",
+        "SSEHUB_REPLAY_RATE",
+        "SSEHUB_OPS_PORT",
+        "SSEHUB_OPS_HOST",
         "SSEHUB_LOG_LEVEL",
         "SSEHUB_LOG_FORMAT",
     ],

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING
 from ssehub.config import DEV_JWT_SECRET, Settings
 from ssehub.errors import ConfigError, SsehubError
 from ssehub.fastpath import receiver
-from ssehub.listen import bind
 from ssehub.logs import configure_logging
 
 if TYPE_CHECKING:
@@ -80,22 +79,24 @@ def dev(args: argparse.Namespace) -> None:
     from ssehub.dispatcher.main import running_dispatcher
     from ssehub.edge.app import create_app
     from ssehub.edge.demo import add_demo_routes
-    from ssehub.edge.server import EdgeServer
+    from ssehub.edge.server import EdgeServer, listen
     from ssehub.publisher import Publisher
 
     base = settings()
+    # the demo page's streams carry their token in a cookie when URLs may not
+    cookie = base.jwt_cookie or (None if base.query_tokens else DEV_COOKIE)
     config = base.model_copy(
         update={
             "jwt_secret": base.jwt_secret or DEV_JWT_SECRET,
-            # the demo page's streams carry their token in a cookie when URLs may not
-            "jwt_cookie": base.jwt_cookie or (None if base.query_tokens else DEV_COOKIE),
-            "cors_origins": base.cors_origins or ["*"],
+            "jwt_cookie": cookie,
+            # any origin, without credentials; with a token cookie, the page's own only
+            "cors_origins": base.cors_origins or ([] if cookie else ["*"]),
             "drain_seconds": min(base.drain_seconds, 1.0),  # Ctrl+C should be quick
             # for a terminal, unless SSEHUB_LOG_FORMAT says otherwise
             "log_format": base.log_format if "log_format" in base.model_fields_set else "text",
         }
     )
-    sock = bind(args.host, args.port)
+    socks = listen(config, args.host, args.port)
     _start(config)
     if base.jwt_secret is None:
         print(
@@ -119,22 +120,33 @@ def dev(args: argparse.Namespace) -> None:
     app = create_app(config, extra=with_dispatcher)
     add_demo_routes(app, config, publisher)
     print(f"ssehub dev: open {_url(args.host, args.port)} in two browser tabs", flush=True)
-    _run(EdgeServer(app, config, args.host, args.port), sock)
+    _ops_said(config, socks)
+    _run(EdgeServer(app, config, args.host, args.port), socks)
 
 
 def edge(args: argparse.Namespace) -> None:
     from ssehub.cli import settings
     from ssehub.edge.app import create_app
-    from ssehub.edge.server import EdgeServer
+    from ssehub.edge.server import EdgeServer, listen
 
     config = settings()
     app = create_app(config)
-    sock = bind(args.host, args.port)
+    socks = listen(config, args.host, args.port)
     _start(config)
     _wait_for_store(config, "ssehub-edge")
     _quiet_gc()
     log.info("ssehub edge: serving on %s", _url(args.host, args.port))
-    _run(EdgeServer(app, config, args.host, args.port), sock)
+    _ops_said(config, socks)
+    _run(EdgeServer(app, config, args.host, args.port), socks)
+
+
+def _ops_said(config: Settings, socks: list[socket.socket]) -> None:
+    if len(socks) > 1:
+        host, port = socks[1].getsockname()[:2]
+        log.info(
+            "ssehub: ops endpoints (/metrics /readyz /healthz /openapi.json /docs) on %s only",
+            _url(host, port),
+        )
 
 
 def dispatcher(args: argparse.Namespace) -> None:
@@ -155,12 +167,13 @@ def dispatcher(args: argparse.Namespace) -> None:
         runner.run(serve(config, port=args.port, host=args.host, pinned=pinned))
 
 
-def _run(server: EdgeServer, sock: socket.socket) -> None:
-    """Serve on ``sock`` until stopped. An edge whose start-up failed (uvicorn
-    exits, code 3) or whose background work failed exits non-zero: one line
-    for an SsehubError (a setting, the store), else (its traceback logged) 1."""
+def _run(server: EdgeServer, socks: list[socket.socket]) -> None:
+    """Serve on ``socks`` (edge/server.py ``listen``) until stopped. An edge whose
+    start-up failed (uvicorn exits, code 3) or whose background work failed exits
+    non-zero: one line for an SsehubError (a setting, the store), else (its
+    traceback logged) 1."""
     try:
-        server.run(sockets=[sock])
+        server.run_on(socks)
     except SystemExit:
         failed = getattr(server.app.state, "failure", None)
         if failed is not None:

@@ -8,7 +8,7 @@ import sys
 
 import orjson
 from ssehub.config import DEV_JWT_SECRET, Settings
-from ssehub.errors import SsehubError
+from ssehub.errors import ConfigError, SsehubError
 from ssehub.logs import configure_logging
 from ssehub.publisher import Publisher
 
@@ -18,6 +18,8 @@ def token(args: argparse.Namespace) -> None:
     from ssehub.edge.auth import mint_token
 
     config = settings()
+    if not args.ttl > 0:  # an expired token is no use to anyone (nan is refused too)
+        raise ConfigError(f"--ttl {args.ttl:g}: must be a number of seconds above 0")
     if config.jwt_secret is None and config.jwt_algorithm.startswith("HS"):
         # The same secret as `ssehub dev`, so the token works there at once.
         config = config.model_copy(update={"jwt_secret": DEV_JWT_SECRET})
@@ -50,7 +52,7 @@ def _what(args: argparse.Namespace) -> str:
 
 
 async def _publish(config: Settings, args: argparse.Namespace) -> str:
-    async with Publisher(config.rabbitmq_url, queue_type=config.queue_type) as publisher:
+    async with Publisher(config.rabbitmq_url) as publisher:  # declares nothing
         if args.kind == "members":
             op = {
                 "set": publisher.set_members,

@@ -11,8 +11,9 @@ only the active consumer gets any. So the rule is
 
 An idle queue delivers nothing, so a dispatcher that has seen no delivery for
 ``PROBE_EVERY`` seconds publishes a probe (an empty message with
-``PROBE_HEADER``) into ``ssehub.dispatch``: the active consumer, whichever it
-is, receives it, acks it on the spot and drops it. The active one thus learns
+``PROBE_HEADER``) into ``ssehub.dispatch``, through ``ssehub.internal``: the
+active consumer, whichever it is, receives it, acks it on the spot and drops
+it (a message with the header that came another way is no probe). The active one thus learns
 it is active from its own probes within ``PROBE_EVERY`` when idle (and at once
 under traffic); a standby never receives anything and reads ``standby``; a
 standby promoted by a failover receives its next probe within ``PROBE_EVERY``.
@@ -40,8 +41,9 @@ WINDOW = 3 * PROBE_EVERY
 
 
 def probe_message(name: str, queue: str = topology.DISPATCH.name) -> Publish:
+    """Through ``ssehub.internal``: a probe is taken as one only from there."""
     properties = aiormq.spec.Basic.Properties(headers={topology.PROBE_HEADER: name})
-    return Publish("", queue, b"", properties)
+    return topology.internal(queue, b"", properties)
 
 
 def is_probe(message: DeliveredMessage) -> bool:

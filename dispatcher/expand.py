@@ -32,6 +32,8 @@ class Plan:
     repeated_keys: list[str] = field(default_factory=list)
     # the membership the batch was planned on (its diffs are written from it)
     members_before: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    # messages the plan refuses, with why (dead-lettered; the batch goes on)
+    refused: list[tuple[Message, str]] = field(default_factory=list)
 
     @property
     def recipients(self) -> set[str]:
@@ -87,12 +89,15 @@ def plan_batch(
     messages: Sequence[Message],
     members: Mapping[str, frozenset[str]],
     seen_keys: Set[str],
+    max_members: int | None = None,
 ) -> Plan:
     """Walk the batch in order. A membership op changes who receives every
     conversation event after it; a key seen before (earlier in this batch or
     in the store) makes its message a no-op. Control ops are idempotent and
     not deduplicated: a redelivered one applies again (a crash between commit
-    and publish must not swallow a revoke's notice to the edges)."""
+    and publish must not swallow a revoke's notice to the edges). A change
+    that would give a conversation more than ``max_members`` members is
+    refused (``plan.refused``), the conversation left as it was."""
     plan = Plan()
     view = dict(members)
     batch_keys: set[str] = set()
@@ -107,12 +112,23 @@ def plan_batch(
                 continue
             if msg.key in batch_keys:
                 continue
-            batch_keys.add(msg.key)
-            plan.new_keys.append(msg.key)
         if isinstance(msg, MembershipMessage):
             after = apply_op(view.get(msg.conversation, frozenset()), msg)
+            if max_members is not None and len(after) > max_members:
+                plan.refused.append((msg, too_many_members(len(after), max_members)))
+                continue  # refused: its key stays unused, a redelivery is refused again
             view[msg.conversation] = after
             plan.members_after[msg.conversation] = after
         else:
             plan.fanouts.append(Fanout(msg, recipients_of(msg, view)))
+        if msg.key is not None:
+            batch_keys.add(msg.key)
+            plan.new_keys.append(msg.key)
     return plan
+
+
+def too_many_members(count: int, limit: int) -> str:
+    return (
+        f"too_many_members: the change would give the conversation {count} members; "
+        f"at most {limit} (SSEHUB_MAX_MEMBERS)"
+    )

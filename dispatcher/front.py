@@ -24,6 +24,7 @@ from aiormq.abc import DeliveredMessage
 from ssehub import topology
 from ssehub.config import Settings
 from ssehub.dispatcher import forward
+from ssehub.dispatcher.backstop import Backstop
 from ssehub.dispatcher.loop import BatchLoop, tag_of
 from ssehub.dispatcher.metrics import DispatcherMetrics
 
@@ -33,16 +34,22 @@ log = logging.getLogger("ssehub.dispatcher")
 class Front(BatchLoop):
     partition = None  # not a partition: /readyz lists the partitions only
 
-    def __init__(self, settings: Settings, metrics: DispatcherMetrics, name: str) -> None:
+    def __init__(
+        self, settings: Settings, metrics: DispatcherMetrics, name: str, backstop: Backstop
+    ) -> None:
         super().__init__(f"{name}/front", settings, metrics)
         self.queue = topology.DISPATCH.name
+        self.backstop = backstop
 
     async def handle(self, batch: list[DeliveredMessage], arrived: float) -> None:
         link = self.link
         if link is None:
             return
         settings = self._settings
+        tag = tag_of(batch[-1])  # acks the whole batch, set-aside messages included
+        batch, overdue = await self.backstop.screen(batch)
         intake = self.sort(batch)
+        intake.dead += overdue
         if intake.presence or intake.routes or intake.notices:
             # an edge configured with one partition, in a deployment of several:
             # refused at its start, so only from one started before the change
@@ -55,6 +62,6 @@ class Front(BatchLoop):
         if not await self.ready_to_publish(link):
             return
         self.metrics.forwarded.inc(len(messages) - len(intake.dead))
-        confirmed = self.publish_and_ack(link, messages, tag_of(batch[-1]), number, started)
+        confirmed = self.publish_and_ack(link, messages, tag, number, started)
         self.metrics.intake_to_publish.observe(time.perf_counter() - arrived)
         self.metrics.time_publish(confirmed)

@@ -32,7 +32,7 @@ from aiormq.abc import DeliveredMessage
 from ssehub.amqp import BROKER_ERRORS
 from ssehub.config import Settings
 from ssehub.dispatcher.activity import PROBE_EVERY, Activity, is_probe
-from ssehub.dispatcher.intake import DeadLetter, Intake, sort_batch
+from ssehub.dispatcher.intake import DeadLetter, Intake, is_internal, sort_batch
 from ssehub.dispatcher.metrics import DispatcherMetrics
 from ssehub.dispatcher.outbound import dead_letter
 from ssehub.fastpath.acks import ack_now
@@ -95,7 +95,7 @@ class BatchLoop:
         link = self.link
         if link is None:
             return
-        if is_probe(message):  # it reached us: we are the active consumer
+        if is_probe(message) and is_internal(message):  # it reached us: we are the active one
             ack_now(link.consume, tag_of(message))
             return
         self._inbox.put_nowait((link.generation, message, time.perf_counter()))

@@ -9,8 +9,6 @@ import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.pool import NullPool
 from ssehub.config import Settings
 from ssehub.dispatcher.http import serving
 from ssehub.dispatcher.persist import DispatchStore
@@ -46,6 +44,7 @@ async def running_dispatcher(
         settings.dedupe_window,
         presence_cap=settings.presence_max_members,
         partitions=settings.partitions,
+        max_members=settings.max_members,
     )
     try:
         dispatcher = Dispatcher(settings, store, name, pinned)
@@ -55,7 +54,7 @@ async def running_dispatcher(
                 # connection each time (a pooled one says little about the store
                 # now), and not the writer's, whose connections take SQLite's
                 # write lock (ssehub.storage.db).
-                reader = create_async_engine(settings.database_url, poolclass=NullPool)
+                reader = create_engine(settings.database_url, pooled=False)
                 http.push_async_callback(reader.dispose)
                 served = serving(dispatcher, reader, host, port)
                 dispatcher.http_port = await http.enter_async_context(served)

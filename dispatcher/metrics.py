@@ -54,6 +54,11 @@ BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 def dead_letter_reason(text: str) -> str:
     """The label for an InvalidMessage's text, e.g. ``"event: missing"`` → ``event``."""
     text = _ITEM.sub("", text, count=1)
+    for label in ("internal_error", "redelivered", "too_many_members", "properties"):
+        if text.startswith(label):
+            return label
+    if "lone surrogate" in text:  # "data.text holds a lone surrogate ..."
+        return "json"
     field, colon, rest = text.partition(":")
     if not colon:
         return "other"

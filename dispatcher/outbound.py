@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 
 import aiormq
 import orjson
+from pamqp.common import FieldTable
 from ssehub import topology
 from ssehub.config import Settings
 from ssehub.dispatcher.intake import DeadLetter
@@ -144,18 +145,47 @@ def outbound_for(settings: Settings, partition: int) -> Outbound:
     return designs[settings.delivery]()
 
 
+MAX_REASON = 1000  # characters of a dead letter's reason header
+
+
+def printable(text: str) -> str:
+    """``text`` with what UTF-8 cannot carry written as escapes: a routing
+    key's stray bytes (decoded with surrogateescape) as ``\\xNN``, any other
+    lone surrogate as ``\\uNNNN``."""
+    try:
+        text.encode()
+        return text
+    except UnicodeEncodeError:
+        pass
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if 0xDC80 <= code <= 0xDCFF:
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif 0xD800 <= code <= 0xDFFF:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
 def dead_letter(letter: DeadLetter) -> Publish:
     """To ``sse.dead``: the body as it came (or the one bad item), why, and the
     original routing key and properties."""
     message = letter.message
     original = message.header.properties
-    headers = dict(original.headers or {})
-    headers[topology.ERROR_HEADER] = letter.reason
-    headers["x-ssehub-routing-key"] = message.routing_key or ""
+    ours: FieldTable = {
+        topology.ERROR_HEADER: printable(letter.reason)[:MAX_REASON],
+        "x-ssehub-routing-key": printable(message.routing_key or ""),
+    }
     props = aiormq.spec.Basic.Properties(
-        headers=headers,
+        headers={**(original.headers or {}), **ours},
         content_type=original.content_type,
         message_id=original.message_id,
         delivery_mode=2,
     )
-    return Publish("", topology.DEAD.name, letter.body, props)
+    try:  # the original headers are a publisher's: they must not fail the batch's publish
+        props.marshal()
+    except Exception:
+        props = aiormq.spec.Basic.Properties(headers=ours, delivery_mode=2)
+    return topology.internal(topology.DEAD.name, letter.body, props)  # via ssehub.internal

@@ -7,6 +7,7 @@ import contextlib
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sqlalchemy import delete, text
@@ -20,13 +21,15 @@ from ssehub.dispatcher.sequence import Delivery, assign, stored_rows
 from ssehub.schema import EventMessage, Message
 from ssehub.sse import render_event
 from ssehub.storage.db import chunks, insert_rows, select_in, store_errors, sync_sqlite_engine
-from ssehub.storage.models import DedupeKey, EventRow, Member, UserCursor
+from ssehub.storage.models import DedupeKey, EventRow, Member, RedeliveryRow, UserCursor
 from ssehub.topology import Notice
 
 EVENT: Any = EventRow.__table__  # type: ignore[attr-defined]
 CURSOR: Any = UserCursor.__table__  # type: ignore[attr-defined]
 MEMBER: Any = Member.__table__  # type: ignore[attr-defined]
 DEDUPE: Any = DedupeKey.__table__  # type: ignore[attr-defined]
+REDELIVERY: Any = RedeliveryRow.__table__  # type: ignore[attr-defined]
+REDELIVERY_MEMORY = 24 * 3600.0  # a redelivery count is forgotten a day after its last
 T = TypeVar("T")
 # Inside a store transaction: wait for a coroutine of the event loop (the
 # forward's broker confirm), from the store's thread or SQLAlchemy's greenlet.
@@ -38,6 +41,14 @@ Wait = Callable[[Coroutine[Any, Any, None]], None]
 Forward = Callable[[dict[int, list[Message]]], Coroutine[Any, Any, None]]
 
 
+@dataclass(slots=True)
+class Committed:
+    """What a committed batch publishes, and the messages its plan refused."""
+
+    deliveries: list[Delivery]
+    refused: list[tuple[Message, str]] = field(default_factory=list)
+
+
 class DispatchStore:
     def __init__(
         self,
@@ -46,8 +57,10 @@ class DispatchStore:
         clock: Callable[[], float] = time.time,
         presence_cap: int = 100,
         partitions: int = 1,
+        max_members: int | None = None,
     ) -> None:
         self.engine = engine
+        self._max_members = max_members
         self._partitions = partitions
         self._sync = sync_sqlite_engine(engine) if engine.dialect.name == "sqlite" else None
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="ssehub-store")
@@ -63,19 +76,20 @@ class DispatchStore:
         *,
         partition: int = 0,
         forward: Forward | None = None,
-    ) -> list[Delivery]:
+    ) -> Committed:
         """Apply, number and store a batch of ``partition`` atomically; return
-        what to publish. Events for members of other partitions are handed to
-        ``forward`` inside the transaction, before the commit: a batch that is
-        redelivered after a crash either was not committed (it is planned again
-        on the same members and forwarded again, deduped there) or was, after
-        its forward had been confirmed.
+        what to publish, and what the plan refused (SSEHUB_MAX_MEMBERS).
+        Events for members of other partitions are handed to ``forward``
+        inside the transaction, before the commit: a batch that is redelivered
+        after a crash either was not committed (it is planned again on the same
+        members and forwarded again, deduped there) or was, after its forward
+        had been confirmed.
 
         Raises StoreUnavailable (or the forward's broker error); the caller
         retries or redelivers the whole batch, which is safe because nothing
         of it was committed."""
 
-        def commit(db: Connection, wait: Wait) -> list[Delivery]:
+        def commit(db: Connection, wait: Wait) -> Committed:
             scope = Scope(partition, self._partitions)
             plan, remote = self._plan(db, messages, scope)
             if remote:
@@ -86,9 +100,31 @@ class DispatchStore:
                 now = self._clock()
                 said = apply_presence(db, list(presence), now, self._presence_cap, scope)
                 deliveries += self._announce(said, scope, forward, wait)
-            return deliveries
+            return Committed(deliveries, plan.refused)
 
         return await self._transaction(commit)
+
+    async def count_redeliveries(self, fingerprints: Sequence[str]) -> dict[str, int]:
+        """One more redelivery of each fingerprinted message, committed before
+        the batch is handled (so a crash it causes is counted); returns each
+        one's count so far (dispatcher/backstop.py)."""
+        now = self._clock()
+
+        def count(db: Connection, _wait: Wait) -> dict[str, int]:
+            db.execute(delete(REDELIVERY).where(REDELIVERY.c.last_at < now - REDELIVERY_MEMORY))
+            db.execute(
+                text(
+                    "INSERT INTO ssehub_redelivery (fingerprint, deliveries, last_at)"
+                    " VALUES (:f, 1, :t) ON CONFLICT (fingerprint) DO UPDATE SET"
+                    " deliveries = ssehub_redelivery.deliveries + 1, last_at = excluded.last_at"
+                ),
+                [{"f": f, "t": now} for f in sorted(set(fingerprints))],
+            )
+            columns = ("fingerprint", "deliveries")
+            rows = select_in(db, REDELIVERY, columns, "fingerprint", fingerprints)
+            return {f: int(n) for f, n in rows}
+
+        return await self._transaction(count)
 
     async def sweep_presence(
         self,
@@ -174,7 +210,7 @@ class DispatchStore:
         for other partitions' users taken out of it, to hand on."""
         members = self._load_members(db, conversations_of(messages))
         seen = self._load_seen(db, keys_of(messages), self._clock() - self._window, scope)
-        plan = plan_batch(messages, members, seen)
+        plan = plan_batch(messages, members, seen, self._max_members)
         plan.members_before = members
         return scope.take_remote(plan)
 

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.engine import Connection
+from ssehub import untrusted
 from ssehub.dispatcher.scope import Scope
 from ssehub.errors import InvalidMessage
 from ssehub.schema import EventMessage, check_id
@@ -35,16 +36,27 @@ class PresenceOp:
 
 
 def parse_presence(body: bytes) -> PresenceOp:
-    try:
-        doc = orjson.loads(body)
-        node = doc["node"]
-        if not isinstance(node, str) or not node:
-            raise ValueError("node")
-        if "user" not in doc:
-            return PresenceOp(node, None, True)
-        return PresenceOp(node, check_id(doc["user"], "user"), bool(doc["online"]))
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise InvalidMessage(f"presence: malformed ({exc})") from None
+    """An edge's signal (ssehub.topology.presence_message): ``{"node"}``, a
+    heartbeat, or ``{"node", "user", "online"}``. Checked as strictly as a
+    publisher's message; raises InvalidMessage."""
+    doc, _ = untrusted.parse(body, "presence", exact=False)
+    if not isinstance(doc, dict):
+        raise InvalidMessage("presence: must be a JSON object")
+    if set(doc) not in (HEARTBEAT_FIELDS, USER_FIELDS):
+        raise InvalidMessage(
+            "presence: must be an object of node (a heartbeat) or node, user, online"
+        )
+    node = check_id(doc["node"], "presence: node")
+    if "user" not in doc:
+        return PresenceOp(node, None, True)
+    online = doc["online"]
+    if not isinstance(online, bool):
+        raise InvalidMessage("presence: online: must be true or false")
+    return PresenceOp(node, check_id(doc["user"], "presence: user"), online)
+
+
+HEARTBEAT_FIELDS = frozenset({"node"})
+USER_FIELDS = frozenset({"node", "user", "online"})
 
 
 def apply_presence(

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from ssehub.config import Settings
 from ssehub.storage.db import store_errors
 
 
@@ -18,7 +19,26 @@ class Retention:
     max_age: float  # seconds
     max_events: int  # per user
     dedupe_window: float  # seconds
-    revocation_ttl: float = 30 * 24 * 3600.0  # seconds a revoke is kept
+    revocation_ttl: float = 30 * 24 * 3600.0  # seconds a revoke is kept, at least
+    # the longest a token may be valid (SSEHUB_MAX_TOKEN_LIFETIME + SSEHUB_JWT_LEEWAY)
+    token_lifetime: float = 30 * 24 * 3600.0
+
+    @classmethod
+    def of(cls, settings: Settings) -> Retention:
+        return cls(
+            settings.retention_max_age,
+            settings.retention_max_events,
+            settings.dedupe_window,
+            settings.revocation_ttl,
+            settings.max_token_lifetime + settings.jwt_leeway,
+        )
+
+    @property
+    def revocations_kept(self) -> float:
+        """Seconds a revoke is kept after its cut-off: never less than a token it
+        covers can live (one issued at the cut-off is valid for the lifetime),
+        so a revoked token never becomes valid again, whatever the TTL says."""
+        return max(self.revocation_ttl, self.token_lifetime)
 
 
 # Each pass costs what there is to prune, not the size of the log: it runs
@@ -46,9 +66,10 @@ PG_DELETE_BELOW_FLOOR = text(
     " unnest(CAST(:floors AS bigint[])) AS f) AS p WHERE e.user_id = p.u AND e.seq <= p.f"
 )
 DELETE_OLD_KEYS = text("DELETE FROM ssehub_dedupe WHERE created_at < :cutoff")
-# A revoke covers tokens issued before its cut-off; once SSEHUB_REVOCATION_TTL has
-# passed since then, no token it covers may still be valid (tokens must not live
-# longer than that), so it is forgotten.
+# A revoke covers tokens issued before its cut-off; once the longest a token may
+# live has passed since then (edges refuse a token whose exp is further than
+# SSEHUB_MAX_TOKEN_LIFETIME from its iat), no token it covers is still valid,
+# so it is forgotten (Retention.revocations_kept).
 FORGET_REVOCATIONS = text(
     "UPDATE ssehub_user SET revoked_before = NULL WHERE revoked_before < :cutoff"
 )
@@ -76,5 +97,5 @@ async def prune(engine: AsyncEngine, rule: Retention, now: float) -> int:
                     result = await db.execute(DELETE_BELOW_FLOOR, rows)
                 deleted = int(result.rowcount or 0)
             await db.execute(DELETE_OLD_KEYS, {"cutoff": now - rule.dedupe_window})
-            await db.execute(FORGET_REVOCATIONS, {"cutoff": now - rule.revocation_ttl})
+            await db.execute(FORGET_REVOCATIONS, {"cutoff": now - rule.revocations_kept})
             return deleted

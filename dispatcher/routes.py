@@ -20,14 +20,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import aiormq
 import orjson
-from ssehub import pack, topology
+from ssehub import pack, topology, untrusted
 from ssehub.dispatcher.sequence import Delivery
 from ssehub.errors import InvalidMessage
 from ssehub.fastpath.marshal import Publish
-from ssehub.schema import check_id
+from ssehub.schema import check_id, check_users
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,16 +38,48 @@ class RouteOp:
     ops: tuple[tuple[str, bool], ...]  # (user, join), in the edge's order
 
 
+ROUTE_FIELDS = frozenset({"node", "ref", "ops"})
+CAPS_FIELDS = frozenset({"node", "user", "hello", "streams"})
+MAX_REF = 2**63 - 1  # an edge's round number: a counter from 1
+
+
 def parse_route(body: bytes) -> RouteOp:
-    try:
-        doc = orjson.loads(body)
-        node, ref = doc["node"], doc["ref"]
-        if not isinstance(node, str) or not node or not isinstance(ref, int):
-            raise ValueError("node or ref")
-        ops = tuple((check_id(user, "user"), bool(join)) for user, join in doc["ops"])
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise InvalidMessage(f"route: malformed ({exc})") from None
-    return RouteOp(node, ref, ops)
+    """An edge's round (ssehub.topology.route_message): ``{"node", "ref", "ops":
+    [[user, 1 (join) or 0 (leave)], ...]}``. Checked as strictly as a
+    publisher's message; raises InvalidMessage."""
+    doc = _object(body, "route", ROUTE_FIELDS)
+    node = check_id(doc["node"], "route: node")
+    ref = doc["ref"]
+    if type(ref) is not int or not 0 <= ref <= MAX_REF:
+        raise InvalidMessage(f"route: ref: must be an integer from 0 to {MAX_REF}")
+    if not isinstance(doc["ops"], list):
+        raise InvalidMessage("route: ops: must be an array of [user, 1 or 0]")
+    ops: list[tuple[str, bool]] = []
+    for i, op in enumerate(doc["ops"]):
+        join = op[1] if isinstance(op, list) and len(op) == 2 else None
+        if type(join) not in (int, bool) or join not in (0, 1):
+            raise InvalidMessage(f"route: ops[{i}]: must be [user, 1 (join) or 0 (leave)]")
+        ops.append((check_id(op[0], f"route: ops[{i}] user"), bool(join)))
+    return RouteOp(node, ref, tuple(ops))
+
+
+def parse_caps_notice(body: bytes) -> str:
+    """An edge's caps notice (edge/caps.py), to forward as it is to the user's
+    edges: ``{"node", "user", "hello", "streams": [stream ids]}``, checked as
+    strictly as a publisher's message. Returns the user; raises InvalidMessage."""
+    doc = _object(body, "caps notice", CAPS_FIELDS)
+    check_id(doc["node"], "caps notice: node")
+    if not isinstance(doc["hello"], bool):
+        raise InvalidMessage("caps notice: hello: must be true or false")
+    check_users(doc["streams"], "caps notice: streams")
+    return check_id(doc["user"], "caps notice: user")
+
+
+def _object(body: bytes, what: str, fields: frozenset[str]) -> dict[str, Any]:
+    doc, _ = untrusted.parse(body, what, exact=False)
+    if not isinstance(doc, dict) or set(doc) != fields:
+        raise InvalidMessage(f"{what}: must be a JSON object of {', '.join(sorted(fields))}")
+    return doc
 
 
 class Routes:

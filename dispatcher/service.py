@@ -25,6 +25,7 @@ from ssehub import topology
 from ssehub.amqp import BROKER_ERRORS, AmqpSupervisor
 from ssehub.config import Settings
 from ssehub.dispatcher.activity import PROBE_EVERY, probe_message
+from ssehub.dispatcher.backstop import Backstop
 from ssehub.dispatcher.front import Front
 from ssehub.dispatcher.loop import BatchLoop
 from ssehub.dispatcher.metrics import DispatcherMetrics
@@ -61,7 +62,10 @@ class Dispatcher:
         mine = sorted(pinned) if pinned is not None else range(n)
         self._probe_every = SHARE_EVERY if n > 1 else PROBE_EVERY
         self.workers = {p: PartitionWorker(p, settings, store, self.metrics, name) for p in mine}
-        self.front = Front(settings, self.metrics, name) if n > 1 else None
+        backstop = Backstop(
+            store.count_redeliveries, settings.max_deliveries, settings.queue_type == "quorum"
+        )
+        self.front = Front(settings, self.metrics, name, backstop) if n > 1 else None
         self._loops: list[BatchLoop] = [
             *([self.front] if self.front else []),
             *self.workers.values(),
@@ -86,12 +90,7 @@ class Dispatcher:
             on_lost=self._on_lost,
             max_delay=settings.reconnect_max_delay,
         )
-        self._retention = Retention(
-            settings.retention_max_age,
-            settings.retention_max_events,
-            settings.dedupe_window,
-            settings.revocation_ttl,
-        )
+        self._retention = Retention.of(settings)
 
     # -- the link ------------------------------------------------------------------
     async def _setup(self, connection: AbstractConnection) -> None:
@@ -100,7 +99,9 @@ class Dispatcher:
         publish = await connection.channel(publisher_confirms=True)
         self.supervisor.watch(publish)
         settings = self._settings
-        await topology.declare_deployment(publish, settings.queue_type, settings.partitions)
+        await topology.declare_deployment(
+            publish, settings.queue_type, settings.partitions, settings.dead_letter_max
+        )
         self._publisher = BatchPublisher(await publish.get_underlay_channel())
         self._publish_channel = publish  # held: a collected wrapper marks its channel closed
         self._connection = connection
@@ -158,9 +159,22 @@ class Dispatcher:
         busy = self._busy[id(loop)]
         while not self._stopping.is_set():
             batch, arrived = await loop.next_batch(0.5)
-            if batch:
-                async with busy:
+            if not batch:
+                continue
+            async with busy:
+                try:
                     await loop.handle(batch, arrived)
+                    continue
+                except Exception as exc:
+                    if isinstance(exc, BROKER_ERRORS):
+                        raise
+                    # Messages are isolated one by one (intake, worker); this is a
+                    # bug in the batch's own path. It must not end the process, and
+                    # the batch must come back: a fresh channel redelivers it, and
+                    # the redelivery backstop sets aside a message that keeps failing.
+                    log.error("%s: a batch met a bug; its channel is renewed so that it is"
+                              " redelivered", loop.name, exc_info=exc)  # fmt: skip
+                await self._renew(loop)
 
     async def _probes(self) -> None:
         while True:
@@ -222,19 +236,26 @@ class Dispatcher:
 
     async def _release(self, worker: PartitionWorker) -> None:
         async with self._busy[id(worker)]:
-            await worker.settle()  # acked, or it comes back with the rest
-            link, connection = worker.link, self._connection
-            if link is None or connection is None:
-                return
-            self._releasing.add(id(worker))
-            try:
-                worker.detach()
-                await link.channel.close()  # the rest goes back, in order; the next is active
-            finally:
-                self._releasing.discard(id(worker))
-            self.metrics.releases.inc()
-            log.info("partition %d released to even out the share", worker.partition)
-            await self._consume(connection, worker)  # in line again, behind the others
+            if await self._renew(worker):
+                self.metrics.releases.inc()
+                log.info("partition %d released to even out the share", worker.partition)
+
+    async def _renew(self, loop: BatchLoop) -> bool:
+        """Close ``loop``'s channel and consume again on a new one, behind the
+        others: what it had not acked goes back to the queue, in order, and the
+        next consumer in line becomes active. Caller holds the loop's lock."""
+        await loop.settle()  # acked, or it comes back with the rest
+        link, connection = loop.link, self._connection
+        if link is None or connection is None:
+            return False
+        self._releasing.add(id(loop))
+        try:
+            loop.detach()
+            await link.channel.close()  # the rest goes back, in order; the next is active
+        finally:
+            self._releasing.discard(id(loop))
+        await self._consume(connection, loop)  # in line again, behind the others
+        return True
 
     # -- observability (dispatcher/http.py) ----------------------------------------
     @property

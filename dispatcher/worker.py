@@ -21,13 +21,14 @@ from ssehub.amqp import BROKER_ERRORS
 from ssehub.backoff import Backoff
 from ssehub.config import Settings
 from ssehub.dispatcher import forward
+from ssehub.dispatcher.backstop import Backstop
+from ssehub.dispatcher.intake import DeadLetter, Intake, internal_error, item_body
 from ssehub.dispatcher.loop import BatchLoop, Link, tag_of
 from ssehub.dispatcher.metrics import DispatcherMetrics
 from ssehub.dispatcher.outbound import outbound_for
-from ssehub.dispatcher.persist import DispatchStore
+from ssehub.dispatcher.persist import Committed, DispatchStore
 from ssehub.dispatcher.presence import PresenceOp
-from ssehub.dispatcher.sequence import Delivery
-from ssehub.errors import StoreUnavailable
+from ssehub.errors import StoreRejected, StoreUnavailable
 from ssehub.schema import Message
 
 log = logging.getLogger("ssehub.dispatcher")
@@ -48,13 +49,19 @@ class PartitionWorker(BatchLoop):
         self.outbound = outbound_for(settings, partition)
         self._store = store
         self._label = str(partition)
+        self.backstop = Backstop(
+            store.count_redeliveries, settings.max_deliveries, settings.queue_type == "quorum"
+        )
 
     async def handle(self, batch: list[DeliveredMessage], arrived: float) -> None:
         link = self.link
         if link is None:
             return
         settings = self._settings
+        tag = tag_of(batch[-1])  # acks the whole batch, set-aside messages included
+        batch, overdue = await self.backstop.screen(batch)
         intake = self.sort(batch)
+        intake.dead += overdue
         presence = intake.presence
         if intake.routes and settings.presence:  # a join is the user online on the node
             presence = presence + [
@@ -65,9 +72,10 @@ class PartitionWorker(BatchLoop):
         self.metrics.batch_messages.observe(len(batch))
         self.failpoint("before_commit", number)
         stored_presence = presence if settings.presence else []  # else: heartbeats only
-        deliveries = await self._commit(intake.good, stored_presence, link, number)
-        if deliveries is None:
+        committed = await self._commit(intake, stored_presence, link, number)
+        if committed is None:
             return  # the channel went meanwhile: the broker redelivers the batch
+        deliveries = committed.deliveries
         self.metrics.events_accepted.inc(len(deliveries))
         self.metrics.partition_events.labels(self._label).inc(len(deliveries))
         self.failpoint("after_commit", number)
@@ -77,28 +85,80 @@ class PartitionWorker(BatchLoop):
         messages = self.outbound.messages(
             deliveries + intake.notices, intake.routes, heard, fresh=link.fresh
         )
-        messages += self.dead_letters(intake.dead)
-        confirmed = self.publish_and_ack(link, messages, tag_of(batch[-1]), number, started)
+        dead = intake.dead + [refused(intake, m, why) for m, why in committed.refused]
+        messages += self.dead_letters(dead)
+        confirmed = self.publish_and_ack(link, messages, tag, number, started)
         # how long the batch's oldest message waited in us: the inbox, the
         # commit, the previous batch's confirm (hop 1 is before, hop 2 after)
         self.metrics.intake_to_publish.observe(time.perf_counter() - arrived)
         self.metrics.time_publish(confirmed)
 
     async def _commit(
+        self, intake: Intake, presence: list[PresenceOp], link: Link, number: int
+    ) -> Committed | None:
+        """The batch in one transaction. If it fails in a way that retrying
+        cannot fix (a bug, or a value the store refuses), its messages are
+        committed one at a time, in order, and the one at fault is dead-lettered
+        (``internal_error: <type>``): one message never holds up the others."""
+        try:
+            return await self._commit_retrying(intake.good, presence, link, number)
+        except StoreRejected as exc:
+            log.error("%s: batch %d refused by the store (%s); one message at a time",
+                      self.name, number, exc)  # fmt: skip
+        except Exception as exc:
+            if isinstance(exc, BROKER_ERRORS):
+                raise
+            log.error("%s: batch %d met a bug; one message at a time", self.name, number,
+                      exc_info=exc)  # fmt: skip
+        return await self._commit_alone(intake, presence, link, number)
+
+    async def _commit_alone(
+        self, intake: Intake, presence: list[PresenceOp], link: Link, number: int
+    ) -> Committed | None:
+        out = Committed([])
+        for message, origin in zip(intake.good, intake.origins, strict=True):
+            try:
+                one = await self._commit_retrying([message], [], link, number)
+            except Exception as exc:
+                if isinstance(exc, BROKER_ERRORS):
+                    raise
+                intake.dead.append(internal_error(origin, exc, item_body(message, origin)))
+                continue
+            if one is None:
+                return None
+            out.deliveries += one.deliveries
+            out.refused += one.refused
+        if presence:
+            try:
+                said = await self._commit_retrying([], presence, link, number)
+            except Exception as exc:
+                if isinstance(exc, BROKER_ERRORS):
+                    raise
+                log.error("%s: presence of batch %d dropped: it met a bug", self.name, number,
+                          exc_info=exc)  # fmt: skip
+                said = Committed([])
+            if said is None:
+                return None
+            out.deliveries += said.deliveries
+        return out
+
+    async def _commit_retrying(
         self, good: list[Message], presence: list[PresenceOp], link: Link, number: int
-    ) -> list[Delivery] | None:
+    ) -> Committed | None:
+        """Commit, retrying while the store is unavailable; None once the
+        channel is gone (the broker redelivers the batch)."""
         backoff: Backoff | None = None  # on the first failure: its RNG seeds from urandom
         while True:
             try:
                 start = time.perf_counter()
-                deliveries = await self._store.commit_batch(
+                committed = await self._store.commit_batch(
                     good,
                     presence,
                     partition=self.partition,
                     forward=self._forwarder(link) if self._settings.partitions > 1 else None,
                 )
                 self.metrics.commit_seconds.observe(time.perf_counter() - start)
-                return deliveries
+                return committed
             except StoreUnavailable as exc:
                 backoff = backoff or Backoff(0.05, 5.0)
                 log.warning(
@@ -156,6 +216,13 @@ class PartitionWorker(BatchLoop):
             log.warning("presence sweep skipped: %s", exc)
         except BROKER_ERRORS as exc:  # the link is going down: its supervisor knows
             log.warning("presence sweep: %s", exc)
+
+
+def refused(intake: Intake, message: Message, why: str) -> DeadLetter:
+    """A message the plan refused (SSEHUB_MAX_MEMBERS), as a dead letter."""
+    origin = intake.origin_of(message)
+    assert origin is not None, "a refused message comes from the batch"
+    return DeadLetter(origin, why, item_body(message, origin))
 
 
 def _retrieved(done: asyncio.Future[None]) -> None:

@@ -19,7 +19,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from jwt.algorithms import Algorithm, get_default_algorithms
-from ssehub.config import Settings
+from ssehub.config import MIN_HMAC_SECRET_BYTES, Settings
 from ssehub.errors import AuthError, ConfigError, InvalidMessage
 from ssehub.schema import check_id
 
@@ -46,6 +46,7 @@ class TokenVerifier:
         self._audience = settings.jwt_audience
         self._issuer = settings.jwt_issuer
         self._leeway = settings.jwt_leeway
+        self._max_lifetime = settings.max_token_lifetime
         self._jws = _jws(settings)
 
     def verify(self, token: str) -> Identity:
@@ -72,6 +73,17 @@ class TokenVerifier:
         exp = _numeric_date(claims, "exp")
         if exp is not None and exp <= now - self._leeway:
             raise AuthError("token_expired", "The token has expired.")
+        iat = _number(claims.get("iat"))
+        # No token lives for ever: a stolen one, or one whose revoke has been
+        # forgotten (a revoke is kept SSEHUB_MAX_TOKEN_LIFETIME), expires.
+        if exp is None or exp - (now if iat is None else iat) > self._max_lifetime:
+            limit = duration(self._max_lifetime)
+            raise AuthError(
+                "token_lifetime",
+                "The token has no expiry ('exp')" + _MUST_EXPIRE.format(limit)
+                if exp is None
+                else "The token lives too long" + _MUST_EXPIRE.format(limit),
+            )
         if self._issuer is not None and claims.get("iss") != self._issuer:
             raise AuthError("invalid_issuer", "The token comes from an issuer that is not trusted.")
         if self._audience is not None and not _meant_for(claims.get("aud"), self._audience):
@@ -85,7 +97,19 @@ class TokenVerifier:
             raise AuthError(
                 "invalid_token", f"The token's {self._claim!r} claim is not a valid user id."
             ) from None
-        return Identity(user_id, exp, _number(claims.get("iat")))
+        return Identity(user_id, exp, iat)
+
+
+_MUST_EXPIRE = ": this service accepts tokens that expire at most {} after they are issued."
+
+
+def duration(seconds: float) -> str:
+    """``seconds`` in words, in the largest unit it reaches: "30 days", "1.5 hours"."""
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
+        if seconds >= size or unit == "second":
+            n = round(seconds / size, 1)
+            return f"{n:g} {unit}" + ("" if n == 1 else "s")
+    raise AssertionError  # pragma: no cover
 
 
 def _numeric_date(claims: dict[str, Any], name: str) -> float | None:
@@ -117,9 +141,11 @@ def mint_token(
     ttl_seconds: float = 24 * 3600,
     extra: dict[str, object] | None = None,
 ) -> str:
-    """A development token for ``user_id`` (HS* only); ``extra`` claims win over ours.
+    """A development token for ``user_id`` (HS* only), with ``iat`` and ``exp``;
+    ``extra`` claims win over ours.
 
-    Raises ConfigError without a usable secret, InvalidMessage for a bad user id.
+    Raises ConfigError without a usable secret or for a ``ttl_seconds`` longer
+    than SSEHUB_MAX_TOKEN_LIFETIME, InvalidMessage for a bad user id.
     """
     alg = settings.jwt_algorithm
     if not alg.startswith("HS"):
@@ -128,8 +154,15 @@ def mint_token(
             "(it has no private key); get tokens from your identity provider"
         )
     check_id(user_id, "user id")
-    now = time.time()
-    claims: dict[str, Any] = {"iat": int(now), "exp": int(now + ttl_seconds)}
+    if ttl_seconds > settings.max_token_lifetime:
+        limit = settings.max_token_lifetime
+        raise ConfigError(
+            f"a token valid for {ttl_seconds:.12g} s would be refused: "
+            f"SSEHUB_MAX_TOKEN_LIFETIME is {duration(limit)} ({limit:.12g} s)"
+        )
+    iat = int(time.time())
+    # exp - iat never exceeds the ttl (so a ttl of the whole lifetime is accepted)
+    claims: dict[str, Any] = {"iat": iat, "exp": iat + math.floor(ttl_seconds)}
     claims[settings.jwt_user_claim] = user_id
     if settings.jwt_audience is not None:
         claims["aud"] = settings.jwt_audience
@@ -191,6 +224,11 @@ def _jws(settings: Settings) -> jwt.PyJWS:
     raw = settings.jwt_secret if hmac else settings.jwt_public_key
     if not raw:
         raise ConfigError(f"{name}: missing (required for {alg})")
+    if hmac and len(raw.encode()) < MIN_HMAC_SECRET_BYTES:  # settings copied unchecked
+        raise ConfigError(
+            f"{name}: {len(raw.encode())} bytes is too short for {alg}, which needs at least "
+            f"{MIN_HMAC_SECRET_BYTES} (e.g. `openssl rand -hex 32`)"
+        )
     try:  # exception texts name the problem, never the key material
         key: Any = inner.prepare_key(raw)
     except (jwt.InvalidKeyError, ValueError, TypeError, UnsupportedAlgorithm) as exc:

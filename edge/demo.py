@@ -78,7 +78,8 @@ def add_demo_routes(app: FastAPI, settings: Settings, publisher: Publisher) -> N
         if problem := user_name_problem(body.user):
             raise BadUserName(problem[0].upper() + problem[1:] + ".")
         await publisher.add_members(ROOM, [body.user])
-        token = mint_token(settings, body.user, TOKEN_TTL)
+        ttl = min(TOKEN_TTL, settings.max_token_lifetime)  # a day, or less where the edge says
+        token = mint_token(settings, body.user, ttl)
         answer = {"token": token, "user": body.user, "conversation": ROOM}
         response = JSONResponse(answer | {"queryTokens": settings.query_tokens})
         if settings.jwt_cookie:
@@ -87,7 +88,7 @@ def add_demo_routes(app: FastAPI, settings: Settings, publisher: Publisher) -> N
             response.set_cookie(
                 settings.jwt_cookie,
                 token,
-                max_age=int(TOKEN_TTL),
+                max_age=int(ttl),
                 path="/sse",
                 httponly=True,
                 samesite="strict",

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from typing import get_args
 
 import orjson
 from aiormq.abc import DeliveredMessage
@@ -26,10 +27,13 @@ from pamqp.common import FieldTable
 from ssehub import pack, topology
 from ssehub.edge.metrics import EdgeMetrics
 from ssehub.edge.registry import Registry
-from ssehub.sse import event_seq
+from ssehub.fastpath.receiver import UNDECODABLE
+from ssehub.schema import ControlOp
+from ssehub.sse import event_seq, well_formed
 from ssehub.topology import Notice
 
 log = logging.getLogger("ssehub.edge")
+CONTROL_OPS = frozenset(get_args(ControlOp))
 
 # (user, body, headers): the user is the routing key's, or the notice's own
 # ``x-ssehub-user`` when it was sent to the node rather than by the user's key
@@ -63,8 +67,12 @@ class Inbox:
     def __call__(self, message: DeliveredMessage) -> None:
         body = message.body
         user = message.routing_key or ""
-        headers = message.header.properties.headers
+        properties = message.header.properties
+        headers = properties.headers
         if not headers:  # the hot path: an event to write, nothing else
+            if properties is UNDECODABLE or not well_formed(body):
+                self._malformed(user)
+                return
             self._registry.deliver(user, event_seq(body), body)
             return
         sent_at = headers.get(topology.SENT_AT_HEADER)
@@ -72,6 +80,9 @@ class Inbox:
             self._pack(body, sent_at)
             return
         if sent_at is not None:  # one delivery per dispatcher batch: its publish time
+            if not well_formed(body):
+                self._malformed(user)
+                return
             if self._registry.has_user(user):  # a stream here writes it: sampled
                 self._metrics.sampled(sent_at)
             self._registry.deliver(user, event_seq(body), body)
@@ -84,14 +95,25 @@ class Inbox:
         if topology.USER_HEADER in headers:
             user = _text(headers[topology.USER_HEADER])
         if notice is None:
+            if not well_formed(body):
+                self._malformed(user)
+                return
             self._registry.deliver(user, event_seq(body), body)
         else:
             self._handlers[notice](user, body, headers)
+
+    def _malformed(self, user: str) -> None:
+        """A delivery that is not one event's SSE bytes: never written. The
+        user's streams see the gap at their next event and read the store."""
+        log.warning("dropped a malformed delivery for %r", user)
 
     def _pack(self, body: bytes, sent_at: object) -> None:
         registry = self._registry
         try:
             for user, sse in pack.decode(body):
+                if not well_formed(sse):
+                    self._malformed(user)
+                    continue
                 if sent_at is not None and registry.has_user(user):
                     self._metrics.sampled(sent_at)
                     sent_at = None
@@ -101,7 +123,7 @@ class Inbox:
 
     def _receipt(self, user: str, body: bytes, headers: FieldTable) -> None:
         seq = event_seq(body)
-        if seq is not None:
+        if seq is not None and well_formed(body):
             key = headers.get(topology.NOTICE_KEY)
             self._registry.deliver_receipted(user, seq, body, _text(key) if key else None)
 
@@ -109,6 +131,8 @@ class Inbox:
         try:
             op = orjson.loads(body)
         except orjson.JSONDecodeError:
+            op = None
+        if not isinstance(op, dict) or op.get("op") not in CONTROL_OPS:
             log.warning("malformed control notice for %r", user)
             return
         closed = self._registry.control(user, op)

@@ -5,9 +5,11 @@ Built by the supervisor's ``setup`` and thrown away whole on any loss
 
 0. RabbitMQ agrees that the edge's store is the deployment's
    (ssehub.storage.identity; else the edge stops, in one line);
-1. the contract's exchanges and the dispatch queues are declared (presence
-   signals and joins go straight into a partition's queue), and the
-   deployment's partition count checked;
+1. the deployment's partition count is checked (its marker declared), and
+   what a dispatcher declares checked passively: the exchanges and the
+   dispatch queues (presence signals and joins go to a partition's queue,
+   through ``ssehub.internal``). The edge's broker user may declare nothing
+   else (ssehub.roles): until a dispatcher has, the edge waits, saying so;
 2. the node queue, exclusive, with the delivery design's bindings;
 3. a channel for signals (presence, heartbeats, joins, caps notices: published
    without waiting) and a confirm channel for receipts (edge/receipts.py);
@@ -53,7 +55,6 @@ class EdgeLink:
         identity: StoreIdentity | None = None,
     ) -> None:
         self._node_id = node_id
-        self._queue_type = settings.queue_type
         self._partitions = settings.partitions
         self._routing = routing
         self._receipts = receipts
@@ -96,7 +97,8 @@ class EdgeLink:
             await check_deployment(connection, self._identity)  # the deployment's
         self._channels = []
         consume = await self._channel(connection, confirms=False)
-        await topology.declare_deployment(consume, self._queue_type, self._partitions)
+        await topology.declare_partitions(consume, self._partitions)
+        await topology.check_declared(connection, self._partitions)  # raises NotDeclared
         spec = topology.edge_queue(self._node_id, self._routing.bindings())
         queue = await topology.declare_queue(consume, spec)
         signals = await self._channel(connection, confirms=False)

@@ -21,6 +21,7 @@ from ssehub.edge.auth import Identity
 from ssehub.edge.context import EdgeContext
 from ssehub.edge.pump import Pump, closes_on_failure
 from ssehub.edge.registry import revoked
+from ssehub.edge.replays import ReplayBudget, retry_ms
 from ssehub.edge.seam import Opened
 from ssehub.edge.stream import FAREWELLS, GOODBYES, CloseReason, Stream
 from ssehub.errors import AuthError, BrokerUnavailable, StoreUnavailable
@@ -60,18 +61,25 @@ class RetryLater(Response):
     EventSource gives up for good on any non-200, so this is how an edge that
     cannot serve right now sends a client elsewhere or to later."""
 
-    def __init__(self) -> None:
-        super().__init__(render_retry(RETRY_LATER_MS))
+    def __init__(self, base_ms: int = RETRY_LATER_MS) -> None:
+        super().__init__(render_retry(base_ms))
         self.raw_headers = [*HEADERS, (b"content-length", b"%d" % len(self.body))]
 
 
 class StreamResponse(Response):
-    def __init__(self, ctx: EdgeContext, identity: Identity, last_event_id: int | None) -> None:
+    def __init__(
+        self,
+        ctx: EdgeContext,
+        identity: Identity,
+        last_event_id: int | None,
+        replays: ReplayBudget | None = None,
+    ) -> None:
         super().__init__()
         self.ctx = ctx
         self.identity = identity
         self.user_id = identity.user_id
         self.last_event_id = last_event_id
+        self.replays = replays  # the users' replay budgets on this edge (edge/replays.py)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx = self.ctx
@@ -107,6 +115,20 @@ class StreamResponse(Response):
                 return
             recovered = self.last_event_id is not None and position.can_resume(self.last_event_id)
             stream.cursor = self.last_event_id if recovered else position.last_seq  # type: ignore[assignment]
+            if recovered and self.replays is not None:
+                missed = position.last_seq - stream.cursor
+                wait = self.replays.take(self.user_id, missed, time.monotonic())
+                if wait > 0:
+                    log.info(
+                        "replay of %d events for %s refused for %.1f s (SSEHUB_REPLAY_RATE)",
+                        missed,
+                        self.user_id,
+                        wait,
+                        extra={"reason": "replay_limited", "user": self.user_id},
+                    )
+                    ctx.metrics.retry_later.inc()
+                    await RetryLater(retry_ms(wait))(scope, receive, send)
+                    return
             if recovered:
                 ctx.metrics.replays.inc()
             await send({"type": "http.response.start", "status": 200, "headers": HEADERS})

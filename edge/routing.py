@@ -111,7 +111,7 @@ class JoinRouting:
     def caps(self, user_id: str, body: bytes) -> None:
         """Through the user's dispatcher, which forwards it to the user's edges."""
         queue = self._queue(self._partition(user_id))
-        self._signal(Publish("", queue, body, topology.CAPS_PROPERTIES))
+        self._signal(topology.internal(queue, body, topology.CAPS_PROPERTIES))
 
 
 class BindingRouting:

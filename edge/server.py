@@ -8,6 +8,7 @@ import asyncio
 import importlib.util
 import logging
 import signal
+import socket
 from types import FrameType
 
 import uvicorn
@@ -17,11 +18,35 @@ from ssehub.edge import handles
 from ssehub.edge.context import EdgeContext
 from ssehub.edge.lifecycle import close_all, drain
 from ssehub.edge.route import PATH
-from ssehub.errors import SsehubError
+from ssehub.errors import ConfigError, SsehubError
 from ssehub.fastpath.guard import Guard, guarded_protocol
+from ssehub.listen import bind
 from ssehub.logs import uvicorn_log_config
 
 log = logging.getLogger("ssehub.edge")
+
+
+def listen(settings: Settings, host: str, port: int) -> list[socket.socket]:
+    """The edge's sockets, bound at start: the public port, then the ops port when
+    SSEHUB_OPS_PORT is set, on SSEHUB_OPS_HOST or else the edge's own ``host``
+    (probes and Prometheus reach an edge where its load balancer does; what keeps
+    the ops port private is that the load balancer, or Ingress, forwards only the
+    public one; SSEHUB_OPS_HOST=127.0.0.1 keeps it on the machine). A port in use,
+    or the same port twice: one line."""
+    ops_port = settings.ops_port
+    if ops_port is not None and ops_port == port and port != 0:
+        raise ConfigError(
+            f"SSEHUB_OPS_PORT={ops_port} is the port of the streams (--port): choose another"
+        )
+    public = bind(host, port)
+    if ops_port is None:
+        return [public]
+    try:
+        ops = bind(settings.ops_host or host, ops_port, option="SSEHUB_OPS_PORT")
+    except BaseException:
+        public.close()
+        raise
+    return [public, ops]
 
 
 class EdgeServer(uvicorn.Server):
@@ -82,6 +107,12 @@ class EdgeServer(uvicorn.Server):
                 "httptools is not installed: uvicorn serves with h11, without request "
                 "deadlines; over the connection bound it answers a plain 503"
             )
+
+    def run_on(self, sockets: list[socket.socket]) -> None:
+        """Serve on ``sockets`` (``listen``'s) until stopped."""
+        if len(sockets) > 1:  # the app tells the ops port's requests by it (edge/app.py)
+            self.app.state.ops_port = sockets[1].getsockname()[1]
+        self.run(sockets=sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         ctx = getattr(self.app.state, "edge", None)

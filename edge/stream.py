@@ -23,6 +23,10 @@ log = logging.getLogger("ssehub.edge")
 # How many store reads a gap gets before we stop waiting for it (the store
 # should always have it: events are committed before they are published).
 GAP_READS = 3
+# A replay's first store read takes at most this many rows (events may be large:
+# up to SSEHUB_MAX_MESSAGE_BYTES each); the next ones as many as fill the output
+# bound (``max_buffer``) at the sizes seen, at most the page setting.
+FIRST_PAGE = 64
 
 
 class CloseReason(StrEnum):
@@ -192,22 +196,34 @@ class Stream:
         self._syncing = True
         reads = 0
         skip = stored_upto is not None and self.cursor >= stored_upto
+        # The replay is bound like live output: never more than a quarter of
+        # max_buffer waits here unwritten, since flush() waits for the socket to
+        # take it (a client that stops reading times out: SSEHUB_WRITE_TIMEOUT),
+        # and pages are sized so one holds about max_buffer.
+        flush_at = self.max_buffer // 4
+        limit = min(page, FIRST_PAGE)
         while True:
             self._need_sync = False
+            reads += not skip  # a pass over the store (a long replay is one, in pages)
             while not skip:
-                rows = await store.events_after(self.user_id, self.cursor, page)
-                reads += 1
+                rows = await store.events_after(self.user_id, self.cursor, limit)
+                size = 0
                 for seq, sse, receipt, key in rows:
+                    size += len(sse)
                     if seq > self.cursor:
-                        # Replay is paced by flush() per page, not by the live limit.
                         self._push(sse, check=False)
                         self.cursor = seq
                         self.replayed += 1
                         if receipt:
                             self.want_receipt(seq, key, sse)
+                        if self._out_bytes >= flush_at:
+                            await flush()
+                            if self.closed:
+                                break
                 await flush()
-                if len(rows) < page or self.closed:
+                if len(rows) < limit or self.closed:
                     break
+                limit = max(1, min(page, len(rows) * self.max_buffer // max(size, 1)))
             skip = False
             if prologue is not None:
                 self._push(prologue, check=False)

@@ -85,6 +85,11 @@ def describe(exc: BaseException, url: str) -> str:
             f"RabbitMQ at {where} refused vhost {vhost!r} for user {user!r} "
             "(does the vhost exist, and may the user use it?)"
         )
+    if isinstance(exc, aiormq.exceptions.ChannelAccessRefused):
+        # the broker's words name the resource, the vhost and the user
+        return f"RabbitMQ at {where}: {exc} (what each process may do: `ssehub roles`)"
+    if isinstance(exc, BrokerUnavailable):  # our own words already (e.g. topology.NotDeclared)
+        return f"{exc} (RabbitMQ at {where}, vhost {vhost!r})"
     if isinstance(exc, aiormq.exceptions.ConnectionClosed):
         return f"RabbitMQ at {where} closed the connection: {exc.args[-1] if exc.args else exc}"
     if isinstance(exc, ConnectionError | OSError | TimeoutError):
@@ -137,6 +142,7 @@ class AmqpSupervisor:
         raised by the connect or the owner's ``setup`` ends the run with it (the
         process fails, and says why once)."""
         backoff = Backoff(0.1, self._max_delay)
+        waited = False  # a wait for another process (``waiting``) was said once already
         while not self._closing:
             connection: AbstractConnection | None = None
             self._watched = []
@@ -156,7 +162,12 @@ class AmqpSupervisor:
                     break
                 log.warning("%s: lost the RabbitMQ connection; reconnecting", self._name)
             except BROKER_ERRORS as exc:
-                log.warning(
+                # waiting for another process (an edge for a dispatcher to declare the
+                # topology) is how a deployment starting at once begins: INFO the first time
+                first_wait = getattr(exc, "waiting", False) and not waited
+                waited = waited or first_wait
+                log.log(
+                    logging.INFO if first_wait else logging.WARNING,
                     "%s: %s; retrying in %.1fs",
                     self._name,
                     describe(exc, self._url),

@@ -6,20 +6,22 @@ the body and the reason prefixed ``item <index>: ``). A body that is not a JSON
 array of 1-1,000 objects, or too large, raises InvalidMessage: the whole
 message is dead-lettered. Item keys: the item's ``id``, else ``M:<index>`` for
 a message with AMQP ``message_id`` M (a redelivered batch stays exactly-once),
-else none.
+else none. A lone surrogate inside one item (a string cut in the middle of an
+emoji) refuses that item alone, like any other fault of an item.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from ssehub import untrusted
 from ssehub.errors import InvalidMessage
 from ssehub.schema import (
     Message,
     check_id,
-    load_json,
     message_key,
     parse_doc,
     parse_users_item,
@@ -49,7 +51,7 @@ def parse_batch(
 ) -> list[Message | ItemError]:
     if len(body) > max_bytes:
         raise InvalidMessage(f"body: {len(body)} bytes exceeds the batch limit of {max_bytes}")
-    doc, exact = load_json(body)
+    doc, exact, faults = untrusted.parse_items(body)
     if not isinstance(doc, list) or not all(isinstance(item, dict) for item in doc):
         raise InvalidMessage("body: a batch must be a JSON array of objects")
     if not 1 <= len(doc) <= MAX_ITEMS:
@@ -59,6 +61,8 @@ def parse_batch(
     for index, item in enumerate(doc):
         fallback = None if base is None else f"{base}:{index}"
         try:
+            if index in faults:
+                raise InvalidMessage(faults[index])
             out.append(_parse_item(dict(item), fallback, exact, now))
         except InvalidMessage as exc:
             out.append(ItemError(index, f"item {index}: {exc}", _dump(item)))
@@ -83,7 +87,8 @@ def _parse_item(item: dict[str, Any], fallback: str | None, exact: bool, now: fl
 
 
 def _dump(item: Any) -> bytes:
+    """A refused item's JSON, for its dead letter."""
     try:
         return orjson.dumps(item)
-    except TypeError:  # integers beyond 64 bits: not worth the exact path for a dead letter
-        return repr(item).encode()
+    except TypeError:  # beyond 64 bits, lone surrogates (written as the publisher did: escaped)
+        return json.dumps(item, separators=(",", ":")).encode()

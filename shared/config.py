@@ -23,6 +23,7 @@ ENV_FILE = ".env"  # in the working directory, as pydantic-settings reads it
 # `ssehub dev` checks tokens with it when SSEHUB_JWT_SECRET is not set, and
 # `ssehub token` signs with it then, so the two work together out of the box.
 DEV_JWT_SECRET = "ssehub-dev-secret-do-not-use-in-production"
+MIN_HMAC_SECRET_BYTES = 32  # an HS* secret shorter than this stops the program
 # Variables of the test and benchmark suites, not settings of a service.
 NOT_SETTINGS = frozenset(
     {"SSEHUB_TEST_RABBITMQ_URL", "SSEHUB_TEST_DATABASE_URL", "SSEHUB_TEST_QUEUE_TYPE"}
@@ -68,6 +69,9 @@ class Settings(BaseSettings):
     query_tokens: bool = True
     # how long before a token's exp its stream gets ``token:expiring``
     token_warning: float = Field(default=60.0, ge=0)
+    # A token without exp, or whose exp is further than this after its iat (after
+    # now without one), is refused (token_lifetime): no token lives for ever.
+    max_token_lifetime: PositiveSeconds = 30 * 24 * 3600.0
 
     # -- edge ---------------------------------------------------------------
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -78,6 +82,16 @@ class Settings(BaseSettings):
     replay_page: int = Field(default=500, ge=1)
     drain_seconds: float = Field(default=10.0, ge=0)
     max_streams_per_user: int = Field(default=10, ge=1)
+    # Replay work per user on one edge, as a token bucket of replayed events:
+    # refilled at this many a second, holding at most ``replay_burst``. A resume
+    # that finds it empty gets a short retry: (edge/replays.py).
+    replay_rate: float = Field(default=1000.0, gt=0)
+    replay_burst: int = Field(default=20_000, ge=1)
+    # The edge's ops endpoints (/metrics, /readyz, /healthz, /openapi.json, /docs)
+    # on their own port, and not on the public one (but /healthz); None: the public
+    # port serves them. ``ops_host``: its address (None: the edge's own --host).
+    ops_port: int | None = Field(default=None, ge=0, le=65535)
+    ops_host: str | None = None
     # What a client may hold open without being a stream (ssehub.fastpath.guard):
     # seconds to send a request's whole head, from the connection's opening or
     # the end of its previous answer;
@@ -105,6 +119,15 @@ class Settings(BaseSettings):
     retention_max_age: PositiveSeconds = 7 * 24 * 3600.0
     retention_max_events: int = Field(default=10_000, ge=1)
     retention_interval: PositiveSeconds = 60.0
+    # Members of one conversation at most: a change beyond it is dead-lettered
+    # (too_many_members), so one message can never fan out without bound.
+    max_members: int = Field(default=10_000, ge=1)
+    # A message delivered this many times without being handled (it came back
+    # after crashes or failed batches) is dead-lettered instead of looping.
+    max_deliveries: int = Field(default=10, ge=2)
+    # sse.dead keeps at most this many messages, the oldest dropped first (its
+    # x-max-length, fixed when the queue is first declared: ssehub.bounds)
+    dead_letter_max: int = Field(default=100_000, ge=1)
     # A revoke is kept this long after its cut-off: no token may live longer.
     revocation_ttl: PositiveSeconds = 30 * 24 * 3600.0
 
@@ -163,6 +186,14 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"SSEHUB_JWT_PUBLIC_KEY is required when SSEHUB_JWT_ALGORITHM={self.jwt_algorithm}"
             )
+        # A short HMAC secret can be brute-forced offline from one token.
+        if self.jwt_algorithm.startswith("HS") and self.jwt_secret is not None:
+            size = len(self.jwt_secret.encode())
+            if size < MIN_HMAC_SECRET_BYTES:
+                raise ValueError(
+                    f"SSEHUB_JWT_SECRET: {size} bytes is too short for {self.jwt_algorithm}, "
+                    f"which needs at least {MIN_HMAC_SECRET_BYTES} (e.g. `openssl rand -hex 32`)"
+                )
         return self
 
     def require_jwt(self) -> None:
@@ -219,4 +250,6 @@ def load_settings(**overrides: object) -> Settings:
         loc = "_".join(str(part) for part in err["loc"]).upper()
         name = f"SSEHUB_{loc}" if loc else "settings"
         msg = err["msg"].removeprefix("Value error, ")
+        if not loc and msg.startswith(PREFIX):  # a check of several settings names its own
+            raise ConfigError(msg) from None
         raise ConfigError(f"{name}: {msg}") from None

@@ -28,6 +28,12 @@ class StoreUnavailable(SsehubError):
     """The database cannot be reached or failed mid-operation."""
 
 
+class StoreRejected(SsehubError):
+    """The database refused a value it was given (a data error, not an outage):
+    retrying the same batch fails the same way, so its messages are handled one
+    at a time and the one at fault is dead-lettered."""
+
+
 class PortUnavailable(SsehubError):
     """A service cannot listen on its port (in use, or not allowed); the message says which."""
 

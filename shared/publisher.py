@@ -12,9 +12,17 @@
 The publisher connects on first use and reconnects after a loss. Every message
 is persistent, carries an idempotency key and is confirmed by the broker
 before the call returns; a failed attempt is retried with the same key, so a
-retry never produces a second event. Concurrent calls (one event-loop turn,
-or ``linger`` seconds) are sent together as one ``batch`` message
-(ssehub.sender), which is what lets the broker carry many events cheaply.
+retry never produces a second event.
+
+It declares nothing: a broker user that may only write to ``sse.events`` is
+enough (``ssehub roles``, the publisher role). The dispatcher declares the
+topology; until one has, a call fails (PublishError: no dispatcher has
+declared this deployment's topology yet) rather than publish into nothing.
+Once a dispatcher has, messages wait in its queue while no dispatcher runs.
+
+Concurrent calls (one event-loop turn, or ``linger`` seconds) are sent
+together as one ``batch`` message (ssehub.sender), which is what lets the
+broker carry many events cheaply.
 Invalid input raises :class:`ssehub.InvalidMessage` in the caller.
 """
 
@@ -51,8 +59,8 @@ class Publisher:
     ) -> None:
         """``linger``: seconds to wait for more calls before sending (a few ms at
         most; 0 sends at the end of the current event-loop turn). ``queue_type``:
-        the deployment's SSEHUB_QUEUE_TYPE (the publisher declares the dispatch
-        queue too, so that nothing published before a dispatcher ran is lost)."""
+        not used (publishers declare no queue any more); kept so that calls that
+        pass it still work."""
         if not 0 <= linger <= 0.05:
             raise ValueError("linger: 0 to 0.05 seconds")
         self._sender = Sender(
@@ -62,7 +70,6 @@ class Publisher:
             linger=linger,
             max_items=max_batch_items,
             max_bytes=max_batch_bytes,
-            queue_type=queue_type,
         )
 
     # -- events ----------------------------------------------------------------

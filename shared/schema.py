@@ -1,7 +1,8 @@
 """The contract's AMQP messages: parsing and validation, pure functions.
 
 ``parse_message`` turns a routing key and a body into a typed message or
-raises :class:`InvalidMessage` with a reason a publisher can act on. The
+raises :class:`InvalidMessage` with a reason a publisher can act on. Bodies
+are parsed by ssehub.untrusted (the one parser of untrusted JSON). The
 publisher client builds its bodies with the same rules, so a bad call fails
 in the caller's process instead of in ``sse.dead``.
 """
@@ -9,6 +10,7 @@ in the caller's process instead of in ``sse.dead``.
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from collections.abc import Iterable
@@ -16,20 +18,19 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
+from ssehub import untrusted
 from ssehub.errors import InvalidMessage
 
 EVENT_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
-# orjson is exact up to unsigned 64 bits (20 digits) and turns larger integers
-# into floats; bodies with such a digit run take the exact (slower) stdlib path
-# so that data reaches clients digit for digit. 19-digit ids stay on the fast path.
-# Found by mapping every digit to "9" and searching for twenty of them: a regex
-# like \d{20,} backtracks through every shorter digit run (most of a batch's
-# parse time with 16-digit timestamps in the data).
-_ALL_DIGITS = bytes.maketrans(b"012345678", b"999999999")
-_TWENTY_DIGITS = b"9" * 20
 _ASCII_ID = re.compile(r"[!-~]{1,128}")  # printable ASCII without space: the common id
+# What no key may hold: the store cannot keep NUL, UTF-8 cannot carry a lone
+# surrogate, and control characters are never meant.
+_NOT_IN_KEY = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 MAX_ID_BYTES = 128
-MAX_KEY_CHARS = 255  # AMQP message_id is a shortstr; the body "id" is capped at 128
+# A message_id longer than this is no key (at-least-once): with a batch item's
+# ":<index>" and a partition's prefix a key must fit the store's 255.
+MAX_KEY_CHARS = 240
+MAX_ANY_KEY = MAX_KEY_CHARS + len(":999")  # the longest key a message can have
 EVENT_FIELDS = frozenset({"event", "data", "id", "exclude", "ephemeral", "receipt"})
 MEMBER_FIELDS = frozenset({"op", "users"})
 CONTROL_FIELDS = frozenset({"op", "reason", "before"})
@@ -82,7 +83,8 @@ Message = EventMessage | MembershipMessage | ControlMessage
 
 
 def check_id(value: object, what: str) -> str:
-    """Ids are 1-128 bytes of printable, non-space characters."""
+    """Ids are 1-128 bytes of printable, non-space characters. Every id the hub
+    takes (user, conversation, node, stream) is checked here."""
     if not isinstance(value, str):
         raise InvalidMessage(f"{what}: must be a string, got {_type(value)}")
     if _ASCII_ID.fullmatch(value):
@@ -92,8 +94,15 @@ def check_id(value: object, what: str) -> str:
         raise InvalidMessage(f"{what}: must be 1-{MAX_ID_BYTES} bytes, got {size}")
     for ch in value:
         if not ch.isprintable() or ch.isspace():
-            raise InvalidMessage(f"{what}: character {ch!r} is not allowed (printable, no spaces)")
+            raise InvalidMessage(not_allowed(what, ch, "printable, no spaces"))
     return value
+
+
+def not_allowed(what: str, ch: str, rule: str) -> str:
+    """The words for a character an id or a key may not hold."""
+    if "\ud800" <= ch <= "\udfff":
+        rule = "a lone surrogate, which UTF-8 cannot carry: a string cut in the middle of an emoji?"
+    return f"{what}: character {ch!r} is not allowed ({rule})"
 
 
 def check_event_name(value: object) -> str:
@@ -104,15 +113,27 @@ def check_event_name(value: object) -> str:
     return value
 
 
-def check_key(value: object, what: str = "id") -> str:
-    if not isinstance(value, str) or not 1 <= len(value) <= MAX_ID_BYTES:
-        raise InvalidMessage(f"{what}: must be a string of 1-{MAX_ID_BYTES} characters")
+def check_key(value: object, what: str = "id", limit: int = MAX_ID_BYTES) -> str:
+    """Idempotency keys: 1-128 characters (a body's ``id``; ``limit``: MAX_ANY_KEY
+    for any key a message has), no control character, no lone surrogate."""
+    if not isinstance(value, str) or not 1 <= len(value) <= limit:
+        raise InvalidMessage(f"{what}: must be a string of 1-{limit} characters")
+    if not (value.isascii() and value.isprintable()):  # (the common key: nothing to look for)
+        _key_chars(value, what)
     return value
+
+
+def _key_chars(value: str, what: str) -> None:
+    bad = _NOT_IN_KEY.search(value)
+    if bad:
+        raise InvalidMessage(not_allowed(what, bad.group(), "no control characters"))
 
 
 def check_users(value: object, what: str) -> tuple[str, ...]:
     if not isinstance(value, list):
         raise InvalidMessage(f"{what}: must be an array of user ids, got {_type(value)}")
+    if not value:
+        return ()
     return tuple(dict.fromkeys(check_id(u, f"{what}[{i}]") for i, u in enumerate(value)))
 
 
@@ -146,14 +167,18 @@ def parse_message(
 
 
 def message_key(message_id: str | None) -> str | None:
-    """The AMQP ``message_id`` as an idempotency key, when it can be one."""
-    return message_id if message_id and len(message_id) <= MAX_KEY_CHARS else None
+    """The AMQP ``message_id`` as an idempotency key, when it can be one (None
+    when longer than MAX_KEY_CHARS). One the store cannot keep is refused."""
+    if not message_id:
+        return None
+    if not (message_id.isascii() and message_id.isprintable()):
+        _key_chars(message_id, "message_id")
+    return message_id if len(message_id) <= MAX_KEY_CHARS else None
 
 
 def load_json(body: bytes) -> tuple[Any, bool]:
-    """The body's JSON, and whether it took the exact path (integers beyond 64 bits)."""
-    exact = _TWENTY_DIGITS in body.translate(_ALL_DIGITS)
-    return (_loads_exact(body) if exact else _loads(body)), exact
+    """The body's JSON (ssehub.untrusted), and whether it took the exact path."""
+    return untrusted.parse(body)
 
 
 def parse_doc(
@@ -172,42 +197,7 @@ def parse_doc(
     return _parse_event(kind, target, doc, fallback, exact)  # type: ignore[arg-type]
 
 
-def _loads(body: bytes) -> Any:
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidMessage(f"body: not valid UTF-8 JSON ({exc})") from None
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _loads_exact(body: bytes) -> Any:
-    try:
-        return json.loads(body.decode("utf-8"), parse_constant=_no_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise InvalidMessage(f"body: not valid UTF-8 JSON ({exc})") from None
-
-
-# JSON leaves these raw, but many line readers (Python's splitlines among them)
-# break lines at them; escaped, the data line stays one line for every client.
-LINE_BREAKERS = (
-    (b"\xc2\x85", b"\\u0085"),
-    (b"\xe2\x80\xa8", b"\\u2028"),
-    (b"\xe2\x80\xa9", b"\\u2029"),
-)
-
-
-def _dumps(value: Any, exact: bool) -> bytes:
-    if exact:
-        out = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
-    else:
-        out = orjson.dumps(value)
-    for raw, escaped in LINE_BREAKERS:
-        if raw in out:
-            out = out.replace(raw, escaped)
-    return out
+_dumps = untrusted.dumps  # total for what untrusted.parse returned
 
 
 def _parse_event(
@@ -261,20 +251,36 @@ def _parse_control(user: str, doc: dict[str, Any], key: str | None, now: float) 
     if op == "disconnect":
         if "before" in doc:
             raise InvalidMessage("before: only revoke takes it")
-        reason = doc.get("reason", "disconnect")
-        if not isinstance(reason, str) or not 1 <= len(reason) <= 128:
-            raise InvalidMessage("reason: must be a string of 1-128 characters")
-        return ControlMessage(user, "disconnect", reason, None, key)
+        return ControlMessage(
+            user, "disconnect", check_reason(doc.get("reason", "disconnect")), None, key
+        )
     if op == "revoke":
         if "reason" in doc:
             raise InvalidMessage("reason: only disconnect takes it")
-        before = doc.get("before", now)
-        if isinstance(before, bool) or not isinstance(before, int | float) or before < 0:
-            raise InvalidMessage(f"before: must be unix seconds, got {_short(before)}")
+        before = check_before(doc.get("before", now))
         if before > now + MAX_BEFORE_AHEAD:
             raise InvalidMessage("before: more than a day in the future")
         return ControlMessage(user, "revoke", None, float(before), key)
     raise InvalidMessage(f'op: must be "disconnect" or "revoke", got {_short(op)}')
+
+
+def check_reason(value: object) -> str:
+    """A disconnect's reason: 1-128 characters."""
+    if not isinstance(value, str) or not 1 <= len(value) <= 128:
+        raise InvalidMessage("reason: must be a string of 1-128 characters")
+    return value
+
+
+def check_before(value: object) -> float:
+    """A revoke's cut-off: unix seconds, a finite number, not negative."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or value < 0
+        or (isinstance(value, float) and not math.isfinite(value))
+    ):
+        raise InvalidMessage(f"before: must be unix seconds, got {_short(value)}")
+    return value
 
 
 def _parse_membership(target: str, doc: dict[str, Any], key: str | None) -> MembershipMessage:
@@ -317,7 +323,7 @@ def control_doc(
 ) -> dict[str, Any]:
     doc: dict[str, Any] = {"op": op}
     if reason is not None:
-        doc["reason"] = reason
+        doc["reason"] = check_reason(reason)
     if before is not None:
         doc["before"] = before
     return doc
@@ -329,15 +335,21 @@ def event_body(event: str, data: Any, **options: Any) -> bytes:
 
 
 def dump_body(doc: Any) -> bytes:
-    """JSON bytes of a message body; integers beyond 64 bits stay exact."""
+    """JSON bytes of a message body; integers beyond 64 bits stay exact. Raises
+    InvalidMessage for what the hub would refuse (ssehub.untrusted's rules:
+    a lone surrogate, nesting beyond its bound) in the hub's words."""
     try:
-        return orjson.dumps(doc)
+        return orjson.dumps(doc)  # (refuses lone surrogates and deep nesting itself)
     except TypeError as exc:
-        if "64-bit" not in str(exc):
+        big = "64-bit" in str(exc)
+        why = untrusted.fault(doc, finite=big)
+        if why is not None:
+            raise InvalidMessage(why) from None
+        if not big:
             raise InvalidMessage(f"data: not JSON-serialisable ({exc})") from None
     try:  # integers beyond 64 bits: the exact (slower) encoder
-        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
-    except (TypeError, ValueError) as exc:
+        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidMessage(f"data: not JSON-serialisable ({exc})") from None
 
 
@@ -348,7 +360,11 @@ def membership_body(op: MemberOp, users: Iterable[str]) -> bytes:
 def _no_unknown(doc: dict[str, Any], allowed: frozenset[str]) -> None:
     unknown = sorted(set(doc) - allowed)
     if unknown:
-        raise InvalidMessage(f"{unknown[0]}: unknown field (allowed: {', '.join(sorted(allowed))})")
+        name = unknown[0] if _FIELD_NAME.fullmatch(unknown[0]) else _short(unknown[0])
+        raise InvalidMessage(f"{name}: unknown field (allowed: {', '.join(sorted(allowed))})")
+
+
+_FIELD_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,40}")  # shown as is; others as their repr
 
 
 def _type(value: object) -> str:

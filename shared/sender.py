@@ -8,6 +8,12 @@ waits for the broker's confirm the next calls gather into the next batch:
 the busier the caller, the larger the batches. A message that is not
 confirmed is sent again on a fresh connection with the same ``message_id``,
 so item keys (``M:<index>``) stay the same and a retry never doubles an event.
+
+The sender declares nothing (its broker user may only write to ``sse.events``:
+ssehub.roles): the dispatcher declares the topology. It checks ``sse.events``
+passively, and publishes with ``mandatory``: a message that no queue takes
+(no dispatcher ever declared the topology) comes back, and is an error after
+the retries, never silently lost.
 """
 
 from __future__ import annotations
@@ -20,12 +26,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aio_pika
+import aiormq.exceptions
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 from ssehub import batch, topology
 from ssehub.amqp import BROKER_ERRORS, connect, describe
 from ssehub.backoff import Backoff
-from ssehub.config import QueueType
-from ssehub.errors import ConfigError, PublishError
+from ssehub.errors import PublishError
 from ssehub.schema import dump_body
 
 
@@ -42,6 +48,16 @@ class Call:
     done: asyncio.Future[str] = field(repr=False)
 
 
+UNROUTABLE = (
+    "RabbitMQ returned it: no queue is bound to sse.events, so no dispatcher has declared "
+    "this deployment's topology yet (start one: publishers declare nothing)"
+)
+NO_EXCHANGE = (
+    "the exchange sse.events does not exist: no dispatcher has declared this "
+    "deployment's topology yet (start one: publishers declare nothing)"
+)
+
+
 class Sender:
     def __init__(
         self,
@@ -52,10 +68,8 @@ class Sender:
         linger: float,
         max_items: int,
         max_bytes: int,
-        queue_type: QueueType = "classic",
     ) -> None:
         self._url = url
-        self._queue_type = queue_type
         self._attempts = attempts
         self._timeout = timeout
         self._linger = linger
@@ -125,7 +139,8 @@ class Sender:
 
     async def publish(self, routing_key: str, body: bytes, message_id: str) -> None:
         """One persistent message to ``sse.events``, confirmed; retried on a fresh
-        connection with the same ``message_id``. Raises PublishError."""
+        connection with the same ``message_id``. Raises PublishError (an
+        unroutable message, after the retries, says why in words)."""
         last: BaseException | None = None
         backoff = Backoff(0.1, 2.0)
         for _ in range(self._attempts):
@@ -137,21 +152,24 @@ class Sender:
                     message_id=message_id,
                     delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                 )
-                await exchange.publish(message, routing_key, timeout=self._timeout)
+                await exchange.publish(message, routing_key, mandatory=True, timeout=self._timeout)
                 return
-            except ConfigError:  # e.g. the wrong queue type: no retry can help
-                await self._reset()
-                raise
             except BROKER_ERRORS as exc:
-                # not confirmed: retried on a fresh connection, same message id
+                # not confirmed, or returned: retried on a fresh connection, same message id
                 last = exc
                 await self._reset()
                 await asyncio.sleep(backoff.next())
         assert last is not None
         raise PublishError(
-            f"{routing_key}: not confirmed after {self._attempts} attempts: "
-            f"{describe(last, self._url)}"
+            f"{routing_key}: not confirmed after {self._attempts} attempts: {self._why(last)}"
         ) from last
+
+    def _why(self, exc: BaseException) -> str:
+        if isinstance(exc, aiormq.exceptions.PublishError):  # a basic.return
+            return UNROUTABLE
+        if isinstance(exc, aiormq.exceptions.ChannelNotFoundEntity):
+            return NO_EXCHANGE
+        return describe(exc, self._url)
 
     async def _ready(self) -> AbstractExchange:
         async with self._lock:
@@ -160,10 +178,9 @@ class Sender:
                 self._channel = await self._connection.channel(
                     publisher_confirms=True, on_return_raises=True
                 )
-                # Declare the dispatcher's queue too: a message published before any
-                # dispatcher ever ran must wait in it, not vanish unrouted.
-                exchanges = await topology.declare_core(self._channel, self._queue_type)
-                self._exchange = exchanges[topology.EVENTS.name]
+                # passive: needs no permission, and says at once that no dispatcher
+                # declared the topology (NOT_FOUND) instead of a publish failing later
+                self._exchange = await self._channel.get_exchange(topology.EVENTS.name, ensure=True)
             return self._exchange
 
     async def _reset(self) -> None:

@@ -43,6 +43,23 @@ def event_seq(sse: bytes) -> int | None:
         return None
 
 
+def well_formed(sse: bytes) -> bool:
+    """Whether ``sse`` is one event as ssehub renders it: an optional ``id:``
+    line of digits, ``event:`` and ``data:`` lines, the blank line; no CR. An
+    edge writes nothing else to a stream (a delivery is validated, not trusted:
+    one stray line break would move a browser's Last-Event-ID)."""
+    if not sse.endswith(b"\n\n") or b"\r" in sse:
+        return False
+    if sse.startswith(b"id: "):
+        end = sse.find(b"\n", 4)
+        if not sse[4:end].isdigit() or end > 24:
+            return False
+        rest = sse[end + 1 :]
+    else:
+        rest = sse
+    return rest.startswith(b"event: ") and rest.count(b"\n") == 3 and b"\ndata: " in rest
+
+
 def event_name(sse: bytes) -> str:
     """The ``event:`` name of an event's SSE bytes ("message" when it has none)."""
     start = sse.find(b"event: ")

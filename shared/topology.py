@@ -1,7 +1,16 @@
-"""The AMQP topology as data, declared from this one place by every process.
+"""The AMQP topology as data, declared from this one place.
 
 Contract names (``sse.events``, ``sse.deliver``, ``sse.dead``) are fixed by
 the contract (docs/contract.md); the dispatcher's work queue and the edges' node queues are ours.
+
+Dispatchers declare the shared topology (exchanges, their queues, the markers);
+edges declare only their own queue and the two markers, and check the rest
+passively; publishers declare nothing (their broker user may only write to
+``sse.events``: ssehub.roles). Internal traffic (edges' signals, stages'
+forwards, probes, dead letters) goes through ``ssehub.internal``, which
+publishers cannot write to, with the target queue's name as routing key:
+the broker's word on which exchange a delivery came through is what tells a
+dispatcher it is internal, never its routing key or headers.
 
 The durable queues are classic or quorum (``SSEHUB_QUEUE_TYPE``): ssehub asks
 for nothing quorum queues lack (priorities, global QoS, transient or exclusive
@@ -10,16 +19,24 @@ durable queues). The edges' node queues are exclusive, so always classic.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 import aiormq
 import orjson
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue, ExchangeType
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractExchange,
+    AbstractQueue,
+    ExchangeType,
+)
 from pamqp.common import FieldTable
+from ssehub.bounds import BOUNDS, existing_bounds
 from ssehub.config import QueueType
-from ssehub.errors import ConfigError, SsehubError
+from ssehub.errors import BrokerUnavailable, ConfigError, SsehubError
 from ssehub.fastpath.marshal import Publish
 
 ERROR_HEADER = "x-ssehub-error"  # on sse.dead messages: why it was rejected
@@ -51,15 +68,22 @@ DELIVER = ExchangeSpec("sse.deliver", ExchangeType.DIRECT)
 # Edges publish a receipt here (routing key receipt.<userId>) when an event that
 # asked for one is first written to one of the user's streams.
 RECEIPTS = ExchangeSpec("sse.receipts", ExchangeType.TOPIC)
+# Internal traffic, to a dispatch queue or sse.dead by its name (direct): only
+# the dispatcher's and the edges' users may write to it (ssehub.roles).
+INTERNAL = ExchangeSpec("ssehub.internal", ExchangeType.DIRECT)
 
-# Bound with "#" so that unknown routing keys reach the dispatcher too and are
-# dead-lettered with a reason instead of vanishing unrouted.
+# Bound with "#" on sse.events so that unknown routing keys reach the dispatcher
+# too and are dead-lettered with a reason instead of vanishing unrouted; and on
+# ssehub.internal by its own name.
 DISPATCH = QueueSpec(
     "ssehub.dispatch",
     arguments={"x-single-active-consumer": True},
-    bindings=((EVENTS, "#"),),
+    bindings=((EVENTS, "#"), (INTERNAL, "ssehub.dispatch")),
 )
-DEAD = QueueSpec("sse.dead")
+DEAD = QueueSpec("sse.dead", bindings=((INTERNAL, "sse.dead"),))
+# sse.dead keeps at most this many messages (SSEHUB_DEAD_LETTER_MAX), the
+# oldest dropped first: a flood of bad messages cannot fill the broker's disk.
+DEAD_LETTER_MAX = 100_000
 
 # SSEHUB_PARTITIONS > 1 (docs/architecture.md, "Partitions"): ssehub.dispatch is
 # the intake, split by the front stage into one queue per partition; each is
@@ -70,6 +94,8 @@ FORWARD_HEADER = "x-ssehub-forward"  # a stage → a partition: messages (dispat
 # checks on every declare (x-max-length of an empty marker queue): a process
 # configured with another count is refused with both values in the broker's words.
 PARTITIONS_MARKER = "ssehub.partitions"
+# The deployment's id, held the same way (ssehub.storage.identity).
+DEPLOYMENT_MARKER = "ssehub.deployment"
 
 
 def dispatch_queue(partition: int, partitions: int) -> str:
@@ -84,8 +110,12 @@ def partition_queues(partitions: int, queue_type: QueueType = "classic") -> tupl
     if partitions == 1:
         return ()
     specs = (
-        QueueSpec(dispatch_queue(p, partitions), arguments={"x-single-active-consumer": True})
-        for p in range(partitions)
+        QueueSpec(
+            name,
+            arguments={"x-single-active-consumer": True},
+            bindings=((INTERNAL, name),),
+        )
+        for name in (dispatch_queue(p, partitions) for p in range(partitions))
     )
     return tuple(_typed(spec, queue_type) for spec in specs)
 
@@ -129,13 +159,21 @@ async def declare_partitions(channel: AbstractChannel, partitions: int) -> None:
 NODES = ExchangeSpec("ssehub.nodes", ExchangeType.DIRECT)
 ALL_NODES = "all"  # node ids are host.pid.hex: never this
 
-EXCHANGES = (EVENTS, DELIVER, RECEIPTS, NODES)
+EXCHANGES = (EVENTS, DELIVER, RECEIPTS, NODES, INTERNAL)
 
 
-def dispatcher_queues(queue_type: QueueType = "classic") -> tuple[QueueSpec, ...]:
+def dead_queue(max_length: int = DEAD_LETTER_MAX) -> QueueSpec:
+    """``sse.dead``, bounded: past ``max_length`` messages the oldest is dropped."""
+    bound = {"x-max-length": max_length, "x-overflow": "drop-head"}
+    return replace(DEAD, arguments={**DEAD.arguments, **bound})
+
+
+def dispatcher_queues(
+    queue_type: QueueType = "classic", dead_letter_max: int = DEAD_LETTER_MAX
+) -> tuple[QueueSpec, ...]:
     """The dispatch queue and ``sse.dead`` as ``queue_type`` queues. Classic ones
     carry no ``x-queue-type``: declared exactly as before the setting existed."""
-    return tuple(_typed(spec, queue_type) for spec in (DISPATCH, DEAD))
+    return tuple(_typed(spec, queue_type) for spec in (DISPATCH, dead_queue(dead_letter_max)))
 
 
 def node_bindings(node_id: str) -> tuple[tuple[ExchangeSpec, str], ...]:
@@ -166,12 +204,19 @@ async def declare_exchanges(channel: AbstractChannel) -> dict[str, AbstractExcha
 
 
 async def declare_queue(channel: AbstractChannel, spec: QueueSpec) -> AbstractQueue:
+    """Declare ``spec`` and its bindings. A queue declared before with other
+    bounds (``BOUNDS``: an older version, another setting) is kept as it is, with
+    one warning saying how to bound it; another type is a ConfigError."""
+    arguments = dict(spec.arguments)
+    if BOUNDS.keys() & arguments.keys():  # may be refused: tried on a channel of its own
+        connection = (await channel.get_underlay_channel()).connection
+        arguments = await existing_bounds(connection, spec.name, spec.durable, arguments)
     try:
         queue = await channel.declare_queue(
             spec.name,
             durable=spec.durable,
             exclusive=spec.exclusive,
-            arguments=dict(spec.arguments) or None,  # type: ignore[arg-type]
+            arguments=arguments or None,  # type: ignore[arg-type]
         )
     except aiormq.exceptions.ChannelPreconditionFailed as exc:
         if "x-queue-type" not in str(exc):
@@ -199,32 +244,71 @@ def type_mismatch(spec: QueueSpec, broker_said: str) -> ConfigError:
 
 
 async def declare_core(
-    channel: AbstractChannel, queue_type: QueueType = "classic"
+    channel: AbstractChannel,
+    queue_type: QueueType = "classic",
+    dead_letter_max: int = DEAD_LETTER_MAX,
 ) -> dict[str, AbstractExchange]:
-    """The contract's exchanges plus the dispatcher's queues (publishers declare
-    them too, so that nothing published before a dispatcher ever ran is lost)."""
+    """The exchanges and the dispatcher's queues, bound: the dispatcher declares
+    them (publishers declare nothing, edges check them: ``check_declared``)."""
     exchanges = await declare_exchanges(channel)
-    for spec in dispatcher_queues(queue_type):
+    for spec in dispatcher_queues(queue_type, dead_letter_max):
         await declare_queue(channel, spec)
     return exchanges
 
 
 async def declare_deployment(
-    channel: AbstractChannel, queue_type: QueueType, partitions: int
+    channel: AbstractChannel,
+    queue_type: QueueType,
+    partitions: int,
+    dead_letter_max: int = DEAD_LETTER_MAX,
 ) -> dict[str, AbstractExchange]:
-    """What dispatchers and edges need: the core, the partition count checked,
-    and the partition queues (edges publish joins into them)."""
-    exchanges = await declare_core(channel, queue_type)
+    """What a dispatcher declares: the core, the partition count checked, and the
+    partition queues (edges publish joins into them)."""
+    exchanges = await declare_core(channel, queue_type, dead_letter_max)
     await declare_partitions(channel, partitions)
     for spec in partition_queues(partitions, queue_type):
         await declare_queue(channel, spec)
     return exchanges
 
 
+class NotDeclared(BrokerUnavailable):
+    """The shared topology is not there yet: no dispatcher has declared it."""
+
+    waiting = True  # on another process, not broker trouble (shared/amqp.py)
+
+
+async def check_declared(connection: AbstractConnection, partitions: int) -> None:
+    """Passive checks (no permission needed) that a dispatcher declared what an
+    edge uses: the exchanges and the dispatch queues. Raises NotDeclared naming
+    the first one missing (the supervisor retries)."""
+    channel = await connection.channel()
+    try:
+        for exchange in EXCHANGES:
+            what = f"the exchange {exchange.name!r}"
+            await channel.declare_exchange(exchange.name, passive=True)
+        for p in range(partitions):
+            what = f"the queue {dispatch_queue(p, partitions)!r}"
+            await channel.declare_queue(dispatch_queue(p, partitions), passive=True)
+    except aiormq.exceptions.ChannelNotFoundEntity:
+        raise NotDeclared(
+            f"waiting for a dispatcher to declare {what} (edges declare no shared "
+            "exchange or queue)"
+        ) from None
+    finally:
+        with contextlib.suppress(Exception):
+            await channel.close()
+
+
+def internal(queue: str, body: bytes, properties: aiormq.spec.Basic.Properties) -> Publish:
+    """A message of ours to ``queue`` (a dispatch queue, ``sse.dead``), through
+    ``ssehub.internal``: never the default exchange, which says nothing of who sent it."""
+    return Publish(INTERNAL.name, queue, body, properties)
+
+
 def presence_message(
     node_id: str, user_id: str | None, online: bool, queue: str = DISPATCH.name
 ) -> Publish:
-    """Edge → dispatcher, straight into a dispatch ``queue`` (default exchange),
+    """Edge → dispatcher, into a dispatch ``queue`` (through ``ssehub.internal``),
     so it is ordered with the events: a user online on a node, offline, or (no
     user) a heartbeat of the node (to every partition's queue)."""
     body = (
@@ -232,7 +316,7 @@ def presence_message(
         if user_id is None
         else {"node": node_id, "user": user_id, "online": online}
     )
-    return Publish("", queue, orjson.dumps(body), PRESENCE_PROPERTIES)
+    return internal(queue, orjson.dumps(body), PRESENCE_PROPERTIES)
 
 
 PRESENCE_PROPERTIES = aiormq.spec.Basic.Properties(headers={PRESENCE_HEADER: 1})
@@ -245,7 +329,7 @@ def route_message(
     """Edge → dispatcher, into the dispatch ``queue``: a round of joins (True)
     and leaves, in order; the dispatcher answers ``joined`` with ``ref``."""
     body = {"node": node_id, "ref": ref, "ops": [[user, 1 if join else 0] for user, join in ops]}
-    return Publish("", queue, orjson.dumps(body), ROUTE_PROPERTIES)
+    return internal(queue, orjson.dumps(body), ROUTE_PROPERTIES)
 
 
 # sse.deliver messages: body = the event's SSE bytes, ready to write as is (its ``id:`` line

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 import psutil
 import pytest
 from ssehub.dispatcher.main import running_dispatcher
+from ssehub.fastpath import receiver
 from ssehub.publisher import Publisher
 
 from tests.support import (
@@ -21,6 +22,10 @@ from tests.support import (
     reachable,
     running_edge,
 )
+
+# The in-process services read frames as the `ssehub` command makes them
+# (cli/serve.py): the hand-made delivery decoding is what meets hostile bytes.
+receiver.install()
 
 
 @contextlib.contextmanager

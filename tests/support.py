@@ -8,12 +8,14 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import aio_pika
+import jwt
 import uvicorn
 from fastapi import FastAPI
 from ssehub.config import Settings
@@ -24,6 +26,16 @@ from ssehub.publisher import Publisher
 SECRET = "test-secret-0123456789abcdef0123456789abcdef"
 DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def signed(
+    claims: dict[str, object], key: object = SECRET, alg: str = "HS256", *, expiring: bool = True
+) -> str:
+    """``claims`` signed as an identity provider would: with an ``exp`` an hour
+    from now unless they have one (``expiring=False``: none, which edges refuse)."""
+    if expiring and "exp" not in claims:
+        claims = {**claims, "exp": int(time.time()) + 3600}
+    return jwt.encode(claims, key, alg)  # type: ignore[arg-type]
 
 
 def reachable(url: str, default_port: int) -> bool:
@@ -115,6 +127,7 @@ async def serve(app: FastAPI) -> AsyncIterator[str]:
         app, log_level="warning", lifespan="on", http="httptools", timeout_graceful_shutdown=2
     )
     server = uvicorn.Server(config)
+    app.state.uvicorn = server  # its connections, for tests that look at their buffers
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         async with asyncio.timeout(15):
@@ -144,9 +157,31 @@ async def publisher_of(settings: Settings) -> AsyncIterator[Publisher]:
         await publisher.close()
 
 
+async def declare_topology(settings: Settings) -> None:
+    """What a dispatcher of ``settings`` declares (edges and publishers declare
+    none of it: they wait, or fail, until a dispatcher has)."""
+    from ssehub import topology
+
+    connection = await aio_pika.connect(settings.rabbitmq_url)
+    try:
+        await topology.declare_deployment(
+            await connection.channel(),
+            settings.queue_type,
+            settings.partitions,
+            settings.dead_letter_max,
+        )
+    finally:
+        await connection.close()
+
+
 @contextlib.asynccontextmanager
-async def running_edge(settings: Settings) -> AsyncIterator[tuple[str, FastAPI]]:
-    """An edge app served on a socket, ready (bound to RabbitMQ) when yielded."""
+async def running_edge(
+    settings: Settings, *, declare: bool = True
+) -> AsyncIterator[tuple[str, FastAPI]]:
+    """An edge app served on a socket, ready (bound to RabbitMQ) when yielded.
+    ``declare``: the topology first, as a dispatcher would (an edge waits for it)."""
+    if declare:
+        await declare_topology(settings)
     app = create_app(settings)
     async with serve(app) as url:
         async with asyncio.timeout(15):

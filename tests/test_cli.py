@@ -21,7 +21,7 @@ import pytest
 from ssehub.config import DEV_JWT_SECRET, setting_names
 
 from tests.sse import open_stream
-from tests.support import Stack, uid
+from tests.support import Stack, declare_topology, make_settings, uid
 
 CLI = [sys.executable, "-m", "ssehub.cli"]
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -219,6 +219,8 @@ async def test_a_store_that_comes_later_is_used(amqp_url: str, tmp_path: Path) -
 
 
 def test_publish_says_what_it_published(amqp_url: str) -> None:
+    # a dispatcher declares the topology: `ssehub publish` declares nothing
+    asyncio.run(declare_topology(make_settings(amqp_url, "sqlite://")))
     done = run(
         "publish", "user", "alice", "message:new", '{"text":"hi"}', SSEHUB_RABBITMQ_URL=amqp_url
     )
@@ -318,3 +320,100 @@ async def test_the_readmes_amqp_publish_command_works_as_pasted(stack: Stack) ->
         assert await proc.wait() == 0
         ev = await client.next()
     assert (ev.event, ev.json) == ("message:new", {"text": "hi"})
+
+
+# -- trust and limits -----------------------------------------------------------------
+
+
+def test_token_expires_in_a_day_unless_told() -> None:
+    for args, life in (((), 86400), (("--ttl", "600"), 600)):
+        done = run("token", "alice", *args, SSEHUB_JWT_SECRET="t" * 40)
+        assert done.returncode == 0, done.stderr
+        claims = jwt.decode(done.stdout.strip(), "t" * 40, algorithms=["HS256"])
+        assert claims["exp"] - claims["iat"] == life
+
+
+@pytest.mark.parametrize(
+    ("ttl", "line"),
+    [
+        (
+            "2592001",
+            "a token valid for 2592001 s would be refused: SSEHUB_MAX_TOKEN_LIFETIME is "
+            "30 days (2592000 s)",
+        ),
+        ("0", "--ttl 0: must be a number of seconds above 0"),
+        ("nan", "--ttl nan: must be a number of seconds above 0"),
+    ],
+)
+def test_token_refuses_a_ttl_the_edge_would_refuse(ttl: str, line: str) -> None:
+    done = run("token", "alice", "--ttl", ttl, SSEHUB_JWT_SECRET="t" * 40)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.splitlines() == [f"ssehub: {line}"]
+
+
+@pytest.mark.parametrize(
+    ("env", "line"),
+    [
+        (
+            {"SSEHUB_JWT_SECRET": "secret"},
+            "SSEHUB_JWT_SECRET: 6 bytes is too short for HS256, which needs at least 32 "
+            "(e.g. `openssl rand -hex 32`)",
+        ),
+        (
+            {"SSEHUB_JWT_COOKIE": "sse", "SSEHUB_CORS_ORIGINS": "https://a.example,*"},
+            "SSEHUB_CORS_ORIGINS=* cannot go with SSEHUB_JWT_COOKIE: any web page could read "
+            "a signed-in user's stream; list the origins that may open streams",
+        ),
+        (
+            {"SSEHUB_OPS_PORT": "{port}"},
+            "SSEHUB_OPS_PORT={port} is the port of the streams (--port): choose another",
+        ),
+    ],
+)
+def test_an_unsafe_edge_setting_stops_it_in_one_line(
+    env: dict[str, str], line: str, tmp_path: Path
+) -> None:
+    port = str(closed_port())
+    env = {k: v.format(port=port) for k, v in env.items()}
+    done = subprocess.run(
+        [*CLI, "edge", "--port", port],
+        env=service_env(tmp_path, **env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [f"ssehub: {line.format(port=port)}"]
+
+
+def test_the_dispatchers_port_is_this_machines_only_by_default() -> None:
+    done = run("dispatcher", "--help")
+    assert "default 127.0.0.1: this machine only" in " ".join(done.stdout.split())
+
+
+async def test_an_edge_with_an_ops_port_serves_metrics_there_only(tmp_path: Path) -> None:
+    public, ops = closed_port(), closed_port()
+    env = service_env(tmp_path, SSEHUB_OPS_PORT=str(ops), SSEHUB_OPS_HOST="127.0.0.1")
+    proc = await asyncio.create_subprocess_exec(
+        *CLI, "edge", "--port", str(public), env=env, cwd=tmp_path, stderr=subprocess.PIPE
+    )
+    try:
+        lines = await stderr_until(proc, lambda ls: any("ops endpoints" in x for x in ls))
+        async with httpx.AsyncClient() as http:
+            async with asyncio.timeout(30):
+                while True:  # uvicorn listens a moment after the line
+                    try:
+                        on_ops = await http.get(f"http://127.0.0.1:{ops}/metrics")
+                        break
+                    except httpx.ConnectError:
+                        await asyncio.sleep(0.05)  # wait-ok: the server is starting
+            on_public = await http.get(f"http://127.0.0.1:{public}/metrics")
+            health = await http.get(f"http://127.0.0.1:{public}/healthz")
+    finally:
+        proc.kill()
+        await proc.wait()
+    assert f"on http://127.0.0.1:{ops}/ only" in lines[-1]
+    assert on_ops.status_code == 200 and "ssehub_connections_open" in on_ops.text
+    assert on_public.status_code == 404
+    assert health.status_code == 200

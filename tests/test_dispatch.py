@@ -57,7 +57,7 @@ BAD = [
     ("user.", b'{"event": "x", "data": 1}', "routing key user.<id>: must be 1-128 bytes"),
     ("user", b'{"event": "x", "data": 1}', "routing key 'user': expected"),
     ("order.{u}", b'{"event": "x", "data": 1}', "routing key 'order."),
-    ("user.{u}", b'{"event": "x", "data": ' + b"[" * 2000 + b"]" * 2000 + b"}", "body: not valid"),
+    ("user.{u}", b'{"event": "x", "data": ' + b"[" * 2000 + b"]" * 2000 + b"}", "body: nested too"),
     (
         "user.{u}",
         b'{"event": "x", "data": "' + b"y" * (256 * 1024) + b'"}',
@@ -71,7 +71,7 @@ BAD = [
         + b"1"
         + b"]" * 5000
         + b", 123456789012345678901]}",
-        "body: not valid",
+        "body: nested too deep",
     ),
     ("user.{u}", b'{"event": "x", "data": 1} trailing', "body: not valid"),
 ]

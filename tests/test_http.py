@@ -9,14 +9,13 @@ import time
 from collections.abc import AsyncIterator
 
 import httpx
-import jwt
 import orjson
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.sse import open_stream
-from tests.support import SECRET, Stack, make_settings, running_edge, uid
+from tests.support import SECRET, Stack, make_settings, running_edge, signed, uid
 
 
 def b64(doc: dict[str, object]) -> str:
@@ -28,10 +27,10 @@ def bad_tokens(user: str) -> dict[str, tuple[str, str]]:
     now = int(time.time())
     other = "another-secret-0123456789abcdef0123456789"
     return {
-        "bad signature": (jwt.encode({"sub": user}, other, "HS256"), "invalid_token"),
-        "expired": (jwt.encode({"sub": user, "exp": now - 60}, SECRET, "HS256"), "token_expired"),
+        "bad signature": (signed({"sub": user}, other), "invalid_token"),
+        "expired": (signed({"sub": user, "exp": now - 60}, SECRET), "token_expired"),
         "not yet valid": (
-            jwt.encode({"sub": user, "nbf": now + 3600}, SECRET, "HS256"),
+            signed({"sub": user, "nbf": now + 3600}, SECRET),
             "token_not_yet_valid",
         ),
         "alg none": (
@@ -40,7 +39,12 @@ def bad_tokens(user: str) -> dict[str, tuple[str, str]]:
         ),
         "garbage": ("not-a-jwt", "invalid_token"),
         "three dots": ("a.b.c", "invalid_token"),
-        "no sub": (jwt.encode({"name": user}, SECRET, "HS256"), "invalid_token"),
+        "no sub": (signed({"name": user}, SECRET), "invalid_token"),
+        "no exp": (signed({"sub": user}, expiring=False), "token_lifetime"),
+        "too long": (
+            signed({"sub": user, "iat": now, "exp": now + 31 * 86400}),
+            "token_lifetime",
+        ),
     }
 
 
@@ -74,9 +78,9 @@ async def edge_with(stack: Stack, **overrides: object) -> AsyncIterator[str]:
 async def test_audience_and_issuer_when_configured(stack: Stack) -> None:
     user = uid()
     async with edge_with(stack, jwt_audience="chat", jwt_issuer="https://id.example") as url:
-        good = jwt.encode({"sub": user, "aud": "chat", "iss": "https://id.example"}, SECRET)
-        wrong_aud = jwt.encode({"sub": user, "aud": "other", "iss": "https://id.example"}, SECRET)
-        wrong_iss = jwt.encode({"sub": user, "aud": "chat", "iss": "https://evil"}, SECRET)
+        good = signed({"sub": user, "aud": "chat", "iss": "https://id.example"}, SECRET)
+        wrong_aud = signed({"sub": user, "aud": "other", "iss": "https://id.example"}, SECRET)
+        wrong_iss = signed({"sub": user, "aud": "chat", "iss": "https://evil"}, SECRET)
         async with open_stream(url, good) as (resp, client):
             assert resp.status_code == 200
             assert (await client.next()).json["userId"] == user
@@ -93,7 +97,7 @@ async def test_rs256_and_algorithm_confusion(stack: Stack) -> None:
     )
     user = uid()
     async with edge_with(stack, jwt_algorithm="RS256", jwt_public_key=public_pem.decode()) as url:
-        async with open_stream(url, jwt.encode({"sub": user}, key, "RS256")) as (resp, client):
+        async with open_stream(url, signed({"sub": user}, key, "RS256")) as (resp, client):
             assert resp.status_code == 200
             assert (await client.next()).json["userId"] == user
         # HS256 signed with the public key as the shared secret: the classic confusion
@@ -105,14 +109,14 @@ async def test_rs256_and_algorithm_confusion(stack: Stack) -> None:
         forged = signing_input + "." + base64.urlsafe_b64encode(sig).rstrip(b"=").decode()
         async with open_stream(url, forged) as (resp, _):
             assert resp.status_code == 401
-        async with open_stream(url, jwt.encode({"sub": user}, SECRET, "HS256")) as (resp, _):
+        async with open_stream(url, signed({"sub": user}, SECRET)) as (resp, _):
             assert resp.status_code == 401
 
 
 async def test_pings_on_an_idle_stream(stack: Stack) -> None:
     async with (
         edge_with(stack, ping_interval=0.2) as url,
-        open_stream(url, jwt.encode({"sub": uid()}, SECRET)) as (_, client),
+        open_stream(url, signed({"sub": uid()}, SECRET)) as (_, client),
     ):
         await client.next()
         async with asyncio.timeout(5):
@@ -125,7 +129,7 @@ async def test_pings_on_an_idle_stream(stack: Stack) -> None:
 async def test_cors_lets_another_origin_open_the_stream(stack: Stack) -> None:
     origin = "https://app.example"
     async with edge_with(stack, cors_origins=origin) as url:
-        token = jwt.encode({"sub": uid()}, SECRET)
+        token = signed({"sub": uid()}, SECRET)
         async with open_stream(url, token, headers={"Origin": origin}) as (resp, client):
             assert resp.headers["access-control-allow-origin"] == origin
             assert resp.headers["access-control-allow-credentials"] == "true"
@@ -145,10 +149,28 @@ async def test_cors_lets_another_origin_open_the_stream(stack: Stack) -> None:
             assert "access-control-allow-origin" not in other.headers
 
 
-async def test_any_origin_is_echoed_for_credentialed_eventsource(stack: Stack) -> None:
+async def test_any_origin_is_a_literal_star_without_credentials(stack: Stack) -> None:
+    """ "*": any page may open a stream with a token it holds, and none may read
+    what rides on the browser's credentials: never a reflected origin with
+    Access-Control-Allow-Credentials."""
+    origin = "https://evil.example"
     async with edge_with(stack, cors_origins="*") as url, httpx.AsyncClient(base_url=url) as http:
-        resp = await http.get("/healthz", headers={"Origin": "http://localhost:5173"})
-        assert resp.headers["access-control-allow-origin"] == "http://localhost:5173"
+        resp = await http.get("/healthz", headers={"Origin": origin})
+        assert resp.headers["access-control-allow-origin"] == "*"
+        assert "access-control-allow-credentials" not in resp.headers
+        pre = await http.options(
+            "/sse/connect",
+            headers={"Origin": origin, "Access-Control-Request-Method": "GET"},
+        )
+        assert pre.headers["access-control-allow-origin"] == "*"
+        assert "access-control-allow-credentials" not in pre.headers
+        user = uid()
+        headers = {"Origin": origin}
+        async with open_stream(url, signed({"sub": user}), headers=headers) as (resp, client):
+            assert resp.status_code == 200
+            assert resp.headers["access-control-allow-origin"] == "*"
+            assert "access-control-allow-credentials" not in resp.headers
+            assert (await client.next()).json["userId"] == user
 
 
 async def test_probes_and_metrics(stack: Stack) -> None:
@@ -199,9 +221,7 @@ async def test_not_ready_edge_answers_200_with_retry_and_closes(stack: Stack) ->
     async with serve(create_app(broken)) as url:
         async with httpx.AsyncClient(base_url=url) as http:
             assert (await http.get("/readyz")).status_code == 503
-            resp = await http.get(
-                "/sse/connect", params={"token": jwt.encode({"sub": "u"}, SECRET)}
-            )
+            resp = await http.get("/sse/connect", params={"token": signed({"sub": "u"}, SECRET)})
         assert resp.status_code == 200
         assert resp.headers["content-type"] == "text/event-stream"
         assert resp.text.startswith("retry: ") and resp.text.endswith("\n\n")

@@ -71,11 +71,12 @@ def test_dispatcher_queues_carry_the_type() -> None:
     dispatch, dead = topology.dispatcher_queues("quorum")
     assert dispatch.name == "ssehub.dispatch" and dead.name == "sse.dead"
     assert dispatch.arguments == {"x-single-active-consumer": True, "x-queue-type": "quorum"}
-    assert dead.arguments == {"x-queue-type": "quorum"}
+    bound = {"x-max-length": topology.DEAD_LETTER_MAX, "x-overflow": "drop-head"}
+    assert dead.arguments == {**bound, "x-queue-type": "quorum"}
     assert dispatch.durable and dead.durable and not dispatch.exclusive
     assert dispatch.bindings == topology.DISPATCH.bindings
     # classic: declared exactly as before the setting existed
-    assert topology.dispatcher_queues("classic") == (topology.DISPATCH, topology.DEAD)
+    assert topology.dispatcher_queues("classic") == (topology.DISPATCH, topology.dead_queue())
     assert "x-queue-type" not in topology.DISPATCH.arguments
 
 
@@ -139,16 +140,15 @@ async def test_bad_message_is_dead_lettered_into_the_quorum_queue(quorum_stack: 
     assert msg.headers["x-ssehub-routing-key"] == f"user.{user}"
 
 
-async def test_a_classic_publisher_is_told_the_queue_is_quorum(quorum_stack: Stack) -> None:
-    # The stack declared quorum queues; a process left on the default must not retry
-    # blindly, but say what is wrong and how to fix it.
-    async with Publisher(quorum_stack.settings.rabbitmq_url, attempts=2) as classic:
-        with pytest.raises(ConfigError) as info:
-            await classic.send_event_to_user(uid(), "n", 1)
-    message = str(info.value)
-    assert "'ssehub.dispatch' is a quorum queue but SSEHUB_QUEUE_TYPE=classic" in message
-    assert "SSEHUB_QUEUE_TYPE=quorum" in message
-    assert "PRECONDITION" not in message
+async def test_a_publisher_needs_no_queue_type(quorum_stack: Stack) -> None:
+    # Publishers declare nothing: one left on the default type publishes to a
+    # quorum deployment as to any other.
+    user = uid()
+    async with open_stream(quorum_stack.edge, quorum_stack.token(user)) as (_, client):
+        await client.next()
+        async with Publisher(quorum_stack.settings.rabbitmq_url, attempts=2) as plain:
+            await plain.send_event_to_user(user, "n", 1)
+        assert (await client.next()).json == 1
 
 
 async def test_quorum_on_a_classic_queue_says_so(broker_url: str) -> None:

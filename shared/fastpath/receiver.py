@@ -31,6 +31,10 @@ _DELIVER = struct.Struct(">HH")  # class id, method id
 _LONGLONG = struct.Struct(">Q")
 _CONTENT = struct.Struct(">HHQH")  # class id, weight, body size, property flags
 _NO_PROPERTIES = spec.Basic.Properties()  # shared, read-only: nobody mutates them
+# The properties of a delivery whose content header pamqp cannot decode (a
+# publisher's bytes: a string that is not UTF-8, a field table of nonsense).
+# Compared by identity (no header can forge it): the consumer dead-letters it.
+UNDECODABLE = spec.Basic.Properties()
 
 
 def decode_deliver(payload: bytes) -> spec.Basic.Deliver:
@@ -46,7 +50,9 @@ def decode_deliver(payload: bytes) -> spec.Basic.Deliver:
     exchange = payload[i + 1 : i + 1 + n].decode()
     i += 1 + n
     n = payload[i]
-    routing_key = payload[i + 1 : i + 1 + n].decode()
+    # a publisher's bytes, not always UTF-8: kept reversible, never raised on
+    # (an exception here would end the connection, and the message would come back)
+    routing_key = payload[i + 1 : i + 1 + n].decode("utf-8", "surrogateescape")
     frame = spec.Basic.Deliver.__new__(spec.Basic.Deliver)  # skip validate(): from the broker
     frame.consumer_tag = consumer_tag
     frame.delivery_tag = delivery_tag
@@ -82,6 +88,11 @@ class FastFrameReceiver(aiormq.connection.FrameReceiver):
             _class, _weight, body_size, flags = _CONTENT.unpack_from(payload)
             if flags == 0:
                 return weight, channel, ContentHeader(0, body_size, _NO_PROPERTIES)
+            try:
+                return pamqp.frame.unmarshal(head + payload)
+            except (PAMQPException, ValueError, LookupError, struct.error, TypeError):
+                # the properties are what a publisher wrote: one message's fault
+                return weight, channel, ContentHeader(0, body_size, UNDECODABLE)
         try:
             return pamqp.frame.unmarshal(head + payload)
         except PAMQPException as exc:

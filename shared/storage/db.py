@@ -13,12 +13,14 @@ import orjson
 from sqlalchemy import Engine, event, inspect, text
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import DataError, DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 from sqlmodel import SQLModel
 from ssehub.backoff import Backoff
-from ssehub.errors import ConfigError, StoreUnavailable
+from ssehub.errors import ConfigError, StoreRejected, StoreUnavailable
 from ssehub.storage import models
+from ssehub.storage.tls import asyncpg_tls
 
 TABLES = [
     models.SchemaRow.__table__,  # type: ignore[attr-defined]
@@ -30,6 +32,7 @@ TABLES = [
     models.PresenceRow.__table__,  # type: ignore[attr-defined]
     models.NodeRow.__table__,  # type: ignore[attr-defined]
     models.OnlineRow.__table__,  # type: ignore[attr-defined]
+    models.RedeliveryRow.__table__,  # type: ignore[attr-defined]
 ]
 
 
@@ -38,6 +41,8 @@ def store_errors() -> Iterator[None]:
     """Database failures (and timeouts) of the block surface as StoreUnavailable."""
     try:
         yield
+    except (DataError, sqlite3.DataError) as exc:  # the values, not the store
+        raise StoreRejected(f"store: {_in_words(exc)}") from exc
     except (SQLAlchemyError, sqlite3.Error, OSError, TimeoutError) as exc:
         raise StoreUnavailable(f"store: {_in_words(exc)}") from exc
 
@@ -53,14 +58,24 @@ def _in_words(exc: BaseException) -> str:
     return f"{exc.__class__.__name__}: {text[0]}" if text else exc.__class__.__name__
 
 
-def create_engine(url: str, *, writer: bool = False) -> AsyncEngine:
+def create_engine(url: str, *, writer: bool = False, pooled: bool = True) -> AsyncEngine:
     """``writer``: the dispatcher's engine, which takes SQLite's write lock up front
-    so that its read-then-write batches are serialised against any other writer."""
+    so that its read-then-write batches are serialised against any other writer.
+    ``pooled`` False: a fresh connection each time (readiness probes)."""
+    options: dict[str, Any] = {} if pooled else {"poolclass": NullPool}
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        engine = create_async_engine(url, connect_args={"timeout": 30}, **options)
         _tune_sqlite(engine.sync_engine, writer)
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    if pooled:
+        options = {"pool_size": 10, "max_overflow": 20, "pool_pre_ping": True}
+    return postgres_engine(url, **options)
+
+
+def postgres_engine(url: str, **options: Any) -> AsyncEngine:
+    """A PostgreSQL engine; libpq's TLS parameters on the URL taken as asyncpg's."""
+    bare, connect_args = asyncpg_tls(url)
+    return create_async_engine(bare, connect_args=connect_args, **options)
 
 
 def sync_sqlite_engine(engine: AsyncEngine) -> Engine:

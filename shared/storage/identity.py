@@ -16,8 +16,14 @@ twice. So the store and the broker each hold the deployment's id:
   "inequivalent arg 'x-dead-letter-routing-key' for queue 'ssehub.deployment'
   in vhost 'v': received 'b…' but current is 'a…'". Not every argument is
   compared: an unknown ``x-`` argument would be accepted with any value.
-  ``x-dead-letter-routing-key`` needs ``x-dead-letter-exchange``;
-  ``x-max-length`` 0 keeps the queue empty (nothing is routed to it anyway).
+  ``x-dead-letter-routing-key`` needs ``x-dead-letter-exchange``, which is
+  ``ssehub.internal``: RabbitMQ checks that the declaring user may read the
+  queue and write to that exchange (3.10: when it creates the queue), and the
+  dispatcher's and the edges' users may (ssehub.roles); ``x-max-length`` 0
+  keeps the queue empty (nothing is routed to it anyway). Earlier versions
+  named the default exchange (``""``), which only a user allowed to publish to
+  every queue may name: such a marker is still checked with those arguments,
+  and a user the broker refuses them is told, in one line, how to replace it.
 
 Every process declares the queue with its store's id on every broker
 (re)connect, before it consumes anything (``check_deployment``, from the
@@ -43,14 +49,17 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from ssehub import topology
 from ssehub.errors import ConfigError
 from ssehub.storage import models
 from ssehub.storage.db import WRITE_LOCK_FIRST, insert_ignore, store_errors
 
 log = logging.getLogger("ssehub.identity")
 
-MARKER = "ssehub.deployment"  # the queue that holds the deployment's id on the broker
+MARKER = topology.DEPLOYMENT_MARKER  # the queue that holds the deployment's id on the broker
 ID_ARGUMENT = "x-dead-letter-routing-key"
+DEAD_LETTER_EXCHANGE = topology.INTERNAL.name  # which the processes' users may write to
+LEGACY_EXCHANGE = ""  # what versions before the broker roles named: the default exchange
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,8 +72,8 @@ class WrongStore(ConfigError):
     """This process's store is not its deployment's: RabbitMQ holds another id."""
 
 
-def marker_arguments(deployment: str) -> dict[str, object]:
-    return {"x-dead-letter-exchange": "", ID_ARGUMENT: deployment, "x-max-length": 0}
+def marker_arguments(deployment: str, exchange: str = DEAD_LETTER_EXCHANGE) -> dict[str, object]:
+    return {"x-dead-letter-exchange": exchange, ID_ARGUMENT: deployment, "x-max-length": 0}
 
 
 def describe_store(url: str) -> str:
@@ -134,18 +143,56 @@ async def store_identity(engine: AsyncEngine, url: str) -> StoreIdentity:
 async def check_deployment(connection: AbstractConnection, identity: StoreIdentity) -> None:
     """Declare the deployment's id on the broker, as this store's: a new vhost
     takes it, a vhost that holds it already agrees. Raises WrongStore when the
-    vhost holds another id (ConfigError when the queue is not ssehub's); broker
-    trouble raises as it comes (aiormq, aio-pika). On a channel of its own: a
-    refused declare closes the channel it was made on."""
+    vhost holds another id (ConfigError when the queue is not ssehub's, or is an
+    earlier version's that this broker user may not check); broker trouble
+    raises as it comes (aiormq, aio-pika)."""
+    try:
+        await _declare_marker(connection, identity, DEAD_LETTER_EXCHANGE)
+    except aiormq.exceptions.ChannelPreconditionFailed as exc:
+        said = str(exc)
+        argument, current = _ARGUMENT.search(said), _CURRENT.search(said)
+        legacy = current is not None and current.group(1) == LEGACY_EXCHANGE
+        if argument is None or argument.group(1) != "x-dead-letter-exchange" or not legacy:
+            raise refusal(identity, said) from None
+        try:  # an earlier version's marker: checked with its own arguments
+            await _declare_marker(connection, identity, LEGACY_EXCHANGE)
+        except aiormq.exceptions.ChannelPreconditionFailed as again:
+            raise refusal(identity, str(again)) from None
+        except aiormq.exceptions.ChannelAccessRefused as refused:
+            raise legacy_refused(said, str(refused)) from None
+
+
+async def _declare_marker(
+    connection: AbstractConnection, identity: StoreIdentity, exchange: str
+) -> None:
+    """On a channel of its own: a refused declare closes the channel it was made on."""
     channel = await connection.channel()
     try:
         await channel.declare_queue(
             MARKER,
             durable=True,
-            arguments=marker_arguments(identity.deployment),  # type: ignore[arg-type]
+            arguments=marker_arguments(identity.deployment, exchange),  # type: ignore[arg-type]
         )
-    except aiormq.exceptions.ChannelPreconditionFailed as exc:
-        raise refusal(identity, str(exc)) from None
     finally:
         with contextlib.suppress(Exception):
             await channel.close()
+
+
+_USER = re.compile(r"refused for user '([^']*)'")
+
+
+def legacy_refused(broker_said: str, refused: str) -> ConfigError:
+    """An earlier version's marker, which this broker user may not declare (it
+    names the default exchange), in one line with the way out."""
+    vhost = _VHOST.search(broker_said)
+    user = _USER.search(refused)
+    name = vhost.group(1) if vhost else "/"
+    return ConfigError(
+        f"SSEHUB_RABBITMQ_URL: the queue {MARKER!r} of RabbitMQ vhost {name!r} holds the "
+        "deployment's id as an earlier ssehub declared it (dead-lettering to the default "
+        f"exchange), which broker user {user.group(1) if user else '?'!r} may not check "
+        "(rightly: it may not write to the default exchange); replace it once: with no "
+        "process of an earlier version running, and SSEHUB_DATABASE_URL naming this "
+        f"deployment's store, run: rabbitmqctl delete_queue -p '{name}' {MARKER} (the "
+        "next process declares it again with its store's id)"
+    )

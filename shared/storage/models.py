@@ -73,6 +73,17 @@ class DedupeKey(SQLModel, table=True):
     created_at: float = Field(nullable=False, index=True)
 
 
+class RedeliveryRow(SQLModel, table=True):
+    """How often a message came back without being handled (classic queues
+    keep no count; quorum queues do): the dispatcher's redelivery backstop.
+    Created on databases of schema 2 too."""
+
+    __tablename__ = "ssehub_redelivery"
+    fingerprint: str = Field(sa_column=Column(String(64), primary_key=True))
+    deliveries: int = Field(nullable=False)
+    last_at: float = Field(nullable=False)
+
+
 class PresenceRow(SQLModel, table=True):
     """A user has at least one open stream on this edge node."""
 

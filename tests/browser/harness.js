@@ -17,6 +17,8 @@
 
   const h = {
     log: [],          // [id, data.n] of every test event delivered, in order
+    to: [],           // data.to of every test event delivered: whose it was
+    as: null,         // whose tokens token() signs (a test switches accounts with it)
     connected: [],    // the connected payloads delivered
     statuses: [],
     tokenCalls: 0,
@@ -30,26 +32,44 @@
       h.waiters = h.waiters.filter((w) => !(w.pred() && (w.resolve(true), true)));
     },
 
+    // The page's token cookie (an app's backend sets it at sign-in).
+    async signIn(secret, cookie, ttl) {
+      document.cookie = `${cookie}=${await mint(secret, h.as, ttl)}; path=/; SameSite=Strict`;
+    },
+
     // ttls: the lifetime of the first tokens, one per token() call (then ttl);
-    // a lifetime of null makes that token() call throw.
-    async start({ user, secret, ttl, event, ttls = [] }) {
+    // a lifetime of null makes that token() call throw. options: connect()'s,
+    // over the defaults (null: left out); cookie: the token cookie's name, set
+    // by token() (and by signing in first), for connect({cookie: true}).
+    async start({ user, secret, ttl, event, ttls = [], options = {}, cookie = null }) {
       const { connect } = await import('/ssehub.js');
-      h.hub = connect({
+      h.as = user;
+      if (cookie) await h.signIn(secret, cookie, ttl);
+      const opts = {
         url: location.origin,
         key: user,
+        user,
+        cookie: Boolean(cookie),
         token: async () => {
           const life = h.tokenCalls < ttls.length ? ttls[h.tokenCalls] : ttl;
           h.tokenCalls++;
           if (life === null) throw new Error('signed out');
-          return mint(secret, user, life);
+          const t = await mint(secret, h.as, life);
+          if (cookie) document.cookie = `${cookie}=${t}; path=/; SameSite=Strict`;
+          return t;
         },
         on: {
           connected: (d) => { h.connected.push(d); h.bump(); },
-          [event]: (d, meta) => { h.log.push([Number(meta.id), d.n]); h.bump(); },
+          [event]: (d, meta) => { h.log.push([Number(meta.id), d.n]); h.to.push(d.to); h.bump(); },
           'token:expiring': () => { h.expiring++; h.bump(); },
         },
         onStatus: (s, detail) => { h.statuses.push(detail ? s + ':' + detail : s); h.bump(); },
-      });
+      };
+      for (const [k, v] of Object.entries(options)) {
+        if (v === null) delete opts[k];
+        else opts[k] = v;
+      }
+      h.hub = connect(opts);
       h.bump();
     },
 
@@ -67,7 +87,7 @@
     },
 
     state() {
-      return { log: h.log, connected: h.connected, statuses: h.statuses,
+      return { log: h.log, to: h.to, connected: h.connected, statuses: h.statuses,
                tokenCalls: h.tokenCalls, expiring: h.expiring,
                leader: !!(h.hub && h.hub.leader), leaderAt: h.leaderAt };
     },

@@ -37,14 +37,25 @@ async def open_tabs(
     ttl: int = 3600,
     ttls: tuple[int | None, ...] = (),
     connected: bool = True,
+    options: dict[str, object] | None = None,
+    cookie: str | None = None,
 ) -> list[Tab]:
     """``count`` tabs running ssehub.js for ``user`` (see harness.js for the
-    token lifetimes), once each has been told of the stream when ``connected``."""
+    token lifetimes, connect()'s ``options`` and the ``cookie``), once each has
+    been told of the stream when ``connected``."""
     tabs = []
     for _ in range(count):
         tab = await browser.new_tab(f"{edge}/healthz")
         await tab.evaluate(HARNESS)
-        args = {"user": user, "secret": SECRET, "ttl": ttl, "event": EVENT, "ttls": ttls}
+        args = {
+            "user": user,
+            "secret": SECRET,
+            "ttl": ttl,
+            "event": EVENT,
+            "ttls": ttls,
+            "options": options or {},
+            "cookie": cookie,
+        }
         await tab.evaluate(f"harness.start({json.dumps(args)})")
         tabs.append(tab)
     for tab in tabs if connected else ():

@@ -95,3 +95,50 @@ def test_a_body_over_the_limit_is_refused() -> None:
     body = orjson.dumps([{"user": "a", "event": "e", "data": "x" * 2000}])
     with pytest.raises(InvalidMessage, match="exceeds the batch limit of 1024"):
         parse_batch(body, "M", 1024, now=0.0)
+
+
+# -- what crashed the dispatcher: half an emoji in one item ------------------------------
+
+
+def test_half_an_emoji_in_one_item_refuses_that_item_alone() -> None:
+    body = (
+        b'[{"user": "a", "event": "one", "data": 1},'
+        b' {"user": "a", "event": "note", "data": {"text": "\\ud83d 12345678901234567890"}},'
+        b' {"user": "a", "event": "three", "data": 12345678901234567890123}]'
+    )
+    first, bad, last = parse_batch(body, "M", 1 << 20, now=0.0)
+    assert isinstance(first, EventMessage) and first.event == "one" and first.key == "M:0"
+    assert isinstance(last, EventMessage) and last.data == b"12345678901234567890123"
+    assert isinstance(bad, ItemError) and bad.index == 1
+    assert bad.reason == (
+        "item 1: data.text holds a lone surrogate (\\ud83d) that UTF-8 cannot carry "
+        "(a string cut in the middle of an emoji?)"
+    )
+    # its dead letter is the item as the publisher wrote it: JSON, the surrogate escaped
+    assert bad.body == (
+        b'{"user":"a","event":"note","data":{"text":"\\ud83d 12345678901234567890"}}'
+    )
+
+
+def test_a_message_id_the_store_cannot_keep_refuses_the_batch() -> None:
+    body = orjson.dumps([{"user": "a", "event": "e", "data": 1}])
+    with pytest.raises(InvalidMessage, match=r"^message_id: character '\\x00'"):
+        parse_batch(body, "M\x00", 1 << 20, now=0.0)
+
+
+def test_an_item_nested_too_deep_refuses_the_batch() -> None:
+    deep = b"[" * 300 + b"]" * 300
+    body = b'[{"user": "a", "event": "e", "data": %s}]' % deep
+    with pytest.raises(InvalidMessage, match=r"^body: item 0: nested too deep"):
+        parse_batch(body, "M", 1 << 20, now=0.0)
+
+
+def test_an_item_key_or_target_with_a_control_character_is_its_own_error() -> None:
+    good = {"user": "z", "event": "e", "data": 0}
+    _, bad_key, bad_user = parse([good, {**good, "id": "k\n"}, {**good, "user": "u\x00"}])
+    assert isinstance(bad_key, ItemError) and bad_key.reason == (
+        "item 1: id: character '\\n' is not allowed (no control characters)"
+    )
+    assert isinstance(bad_user, ItemError) and bad_user.reason.startswith(
+        "item 2: user: character '\\x00' is not allowed"
+    )

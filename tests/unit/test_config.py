@@ -104,7 +104,24 @@ def test_values_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> No
         ),
         (
             {"jwt_algorithm": "RS256"},
-            "settings: SSEHUB_JWT_PUBLIC_KEY is required when SSEHUB_JWT_ALGORITHM=RS256",
+            "SSEHUB_JWT_PUBLIC_KEY is required when SSEHUB_JWT_ALGORITHM=RS256",
+        ),
+        (
+            {"jwt_secret": "too-short"},
+            "SSEHUB_JWT_SECRET: 9 bytes is too short for HS256, which needs at least 32 "
+            "(e.g. `openssl rand -hex 32`)",
+        ),
+        (
+            {"max_token_lifetime": 0},
+            "SSEHUB_MAX_TOKEN_LIFETIME: Input should be greater than 0",
+        ),
+        (
+            {"replay_rate": 0},
+            "SSEHUB_REPLAY_RATE: Input should be greater than 0",
+        ),
+        (
+            {"ops_port": 70000},
+            "SSEHUB_OPS_PORT: Input should be less than or equal to 65535",
         ),
     ],
 )
@@ -172,3 +189,10 @@ def test_a_bad_query_tokens_value_is_named(monkeypatch: pytest.MonkeyPatch) -> N
     with pytest.raises(ConfigError) as info:
         load_settings()
     assert str(info.value).startswith("SSEHUB_QUERY_TOKENS: Input should be a valid boolean")
+
+
+def test_the_trust_settings_defaults() -> None:
+    s = load_settings()
+    assert s.max_token_lifetime == 30 * 24 * 3600
+    assert (s.replay_rate, s.replay_burst) == (1000, 20_000)
+    assert (s.ops_port, s.ops_host) == (None, None)

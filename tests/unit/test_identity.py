@@ -53,8 +53,11 @@ def test_a_store_in_words_never_with_its_password(url: str, words: str) -> None:
 def test_the_marker_holds_the_id_in_an_argument_rabbitmq_compares() -> None:
     args = marker_arguments("9741c45c2004445b")
     assert args[ID_ARGUMENT] == "9741c45c2004445b"
-    assert args["x-dead-letter-exchange"] == ""  # the routing key is refused without it
+    # the routing key is refused without it; ssehub.internal, which the processes'
+    # users may write to (an earlier version's named the default exchange)
+    assert args["x-dead-letter-exchange"] == "ssehub.internal"
     assert args["x-max-length"] == 0
+    assert marker_arguments("9741c45c2004445b", "")["x-dead-letter-exchange"] == ""
 
 
 @pytest.mark.parametrize("said", [SAME_TYPE, OTHER_TYPE], ids=["same-type", "other-type"])

@@ -6,7 +6,7 @@
 //   const hub = connect({
 //     url: 'https://edge.example.com',   // the edge's base URL, default: where this file came from
 //                                        // (a URL ending in /sse/connect is used as it is)
-//     key: userId,                       // tabs with the same key share a stream (default: the URL)
+//     user: userId,                      // who is signed in (default: the token's `sub`)
 //     token: async () => (await fetch('/my/sse-token')).text(),   // or a token string
 //     on: {
 //       connected: ({ userId, connectionId, recovered }) => { if (!recovered) reloadState(); },
@@ -15,14 +15,26 @@
 //   });
 //   hub.close();
 //
-// One stream per browser profile, origin and `key` (default: the stream URL),
-// shared by all tabs: the tab holding the Web Lock `ssehub:<key>` is the leader;
-// it holds the EventSource and rebroadcasts every event on the BroadcastChannel
-// `ssehub:<key>`. When it closes, another tab gets the lock and opens the stream
-// itself, resuming from the last id *it* delivered (`?lastEventId=`, because an
-// EventSource cannot send headers on its first request). Every tab ignores a
-// numbered event at or below the last id it delivered, so nothing is doubled at
-// the hand-over. Tabs signed in as different users must pass different `key`s.
+// One stream per browser profile, origin, `key` (default: the stream URL) and
+// user, shared by all tabs: the tab holding the Web Lock `ssehub:<key>|<user>`
+// is the leader; it holds the EventSource and rebroadcasts every event on the
+// BroadcastChannel of the same name. When it closes, another tab gets the lock
+// and opens the stream itself, resuming from the last id *it* delivered
+// (`?lastEventId=`, because an EventSource cannot send headers on its first
+// request). Every tab ignores a numbered event at or below the last id it
+// delivered, so nothing is doubled at the hand-over.
+//
+// Tabs of different users never share: a tab knows its user before it joins,
+// from the `user` option, else the `sub` claim of its token (read, not
+// verified: a token() function is called once for it), else (a cookie, or a
+// token that is no JWT) the userId of a stream the edge opens for the tab's
+// credentials (fetched, read up to `connected`, dropped). Nothing of another
+// user is ever shown: every message between tabs carries the stream's userId, a
+// tab drops one that is not its user's, and a leader whose stream turns out to
+// be another user's (the cookie or token() changed under it: an account
+// switch) drops it, asks token() again twice, then stops with status
+// 'closed' 'user_changed' (reload the page). A tab whose user cannot be learned
+// holds a stream of its own.
 //
 // Handlers: `on[name](data, {name, id})`, data parsed from JSON, id null for
 // ephemeral events. `on.connected({userId, connectionId, recovered})` runs in
@@ -37,7 +49,8 @@
 // after a refused stream: an EventSource reports no status, so after an error
 // with readyState CLOSED the stream URL is fetched once (aborted as soon as the
 // headers arrive) to read it: 401 → new token and reconnect, 429
-// (too_many_streams) → stop, anything else → reconnect with backoff. A token()
+// (too_many_streams) and 403 (origin_not_allowed: the cookie from a page the
+// edge does not allow) → stop, anything else → reconnect with backoff. A token()
 // that throws or returns nothing stops the helper (e.g. the user logged out).
 // Renewal is break-then-make: the new stream replays from the last id, so no
 // numbered event is lost or doubled (an ephemeral one in flight may be lost).
@@ -82,8 +95,10 @@ export interface ConnectOptions {
   /** A token, or a function that fetches a fresh one (renewal needs a function). */
   token?: string | (() => string | null | undefined | Promise<string | null | undefined>);
   on?: Handlers;
-  /** Tabs with the same key share a stream (default: the stream URL). */
+  /** Tabs with the same key and user share a stream (default key: the stream URL). */
   key?: string;
+  /** The signed-in user's id (default: the token's `sub`, or the edge's word for a cookie). */
+  user?: string;
   /** Where this tab's state is from (e.g. kept across a reload). */
   lastEventId?: string | number | null;
   onStatus?: (state: Status, detail: string | null) => void;
@@ -101,7 +116,8 @@ export interface Hub {
   readonly lastEventId: number | null;
 }
 
-interface EventMsg { type: 'event'; name: string; data: any; id: string | null }
+// user: the userId of the stream it came from (tabs drop another user's)
+interface EventMsg { type: 'event'; name: string; data: any; id: string | null; user?: string | null }
 type ChannelMsg =
   | EventMsg
   | { type: 'hello'; from: string; names: string[] }
@@ -109,18 +125,25 @@ type ChannelMsg =
   | { type: 'status'; state: Status | null; detail: string | null };
 interface Channel { postMessage(msg: ChannelMsg): void; close(): void; onmessage?: unknown }
 type SetStatus = (state: Status, detail?: string | null, share?: boolean) => void;
+// whose tab this is, as far as it is known: `key` names the lock and channel
+// (null: this tab shares nothing), `expect` the userId its streams must have
+// (null: the first one it meets)
+interface Identity { key: string | null; expect: string | null }
 
 const BUILTIN = ['message', 'connected', 'disconnected', 'token:expiring', 'token:expired',
   'presence:snapshot', 'user:online', 'user:offline'];
 const MAX_BACKOFF_MS = 30000;
+const OTHER_USER_RETRIES = 2;  // token() asked again when a stream is another user's
+const NO_CHANNEL: Channel = { postMessage() {}, close() {} };
 
-export function connect({ url, token, on = {}, key, lastEventId = null, onStatus = () => {},
-                          withCredentials = false, cookie = false }: ConnectOptions = {}): Hub {
+export function connect({ url, token, on = {}, key, user, lastEventId = null,
+                          onStatus = () => {}, withCredentials = false,
+                          cookie = false }: ConnectOptions = {}): Hub {
   const streamUrl = toStreamUrl(url ?? new URL('.', import.meta.url).href);
-  const name = 'ssehub:' + (key ?? streamUrl);
   const names = new Set([...BUILTIN, ...Object.keys(on)]);
-  const shared = Boolean(navigator.locks);  // else this tab's stream is its own
-  const channel: Channel = shared ? new BroadcastChannel(name) : { postMessage() {}, close() {} };
+  let channel: Channel = NO_CHANNEL;  // until this tab knows its user, and if it shares
+  let expect: string | null = null;   // the userId this tab's events must have
+  let firstToken: string | null = null;  // fetched to learn the user: the first stream's
   const stop = new AbortController();
   let lastId = toId(lastEventId);   // last numbered event id this tab delivered
   const askedFrom = lastId;
@@ -139,6 +162,13 @@ export function connect({ url, token, on = {}, key, lastEventId = null, onStatus
     statusDetail = detail;
     safe(() => onStatus(state, detail));
     if (share) channel.postMessage({ type: 'status', state, detail });
+  }
+
+  // Whether a stream (or a message) of userId `who` is this tab's user's.
+  function accept(who: unknown): boolean {
+    if (typeof who !== 'string') return false;
+    if (expect === null) expect = who;
+    return who === expect;
   }
 
   // Every event, in every tab, goes through here (the leader calls it too).
@@ -164,10 +194,10 @@ export function connect({ url, token, on = {}, key, lastEventId = null, onStatus
     else if (online && n === 'user:offline') online.delete(data?.userId);
   }
 
-  channel.onmessage = ({ data: msg }: { data: ChannelMsg | null }) => {
+  function heard({ data: msg }: { data: ChannelMsg | null }): void {
     if (closed || !msg) return;
     if (msg.type === 'event') {
-      deliver(msg);
+      if (accept(msg.user)) deliver(msg);
     } else if (msg.type === 'hello') {
       for (const n of msg.names || []) names.add(n);
       if (leader) {
@@ -180,6 +210,7 @@ export function connect({ url, token, on = {}, key, lastEventId = null, onStatus
         }
       }
     } else if (msg.type === 'welcome' && msg.to === tabId && !joined) {
+      if (!accept(msg.connected?.userId)) return;
       joined = true;
       const recovered = askedFrom !== null && msg.lastId !== null && askedFrom >= msg.lastId;
       if (lastId === null || (msg.lastId !== null && msg.lastId > lastId)) lastId = msg.lastId;
@@ -196,24 +227,67 @@ export function connect({ url, token, on = {}, key, lastEventId = null, onStatus
     } else if (msg.type === 'status' && !leader) {
       setStatus((msg.state === 'open' ? 'follower' : msg.state) as Status, msg.detail);
     }
-  };
+  }
 
   const hello = () => channel.postMessage({ type: 'hello', from: tabId, names: [...names] });
 
   function lead(): Promise<void> {
     leader = new Leader({
-      streamUrl, token, cookie, names, withCredentials, channel, deliver, setStatus,
+      streamUrl, token, cookie, names, withCredentials, channel, deliver, setStatus, accept,
       from: () => lastId,
     });
+    if (firstToken !== null) leader.current = firstToken;
+    firstToken = null;
     return leader.run();
   }
 
-  if (shared) {
+  // Share a stream with this user's other tabs, or hold one alone.
+  function start(id: Identity): void {
+    if (closed) return;
+    expect = id.expect;
+    if (id.key === null || !navigator.locks) {
+      lead();
+      return;
+    }
+    const name = 'ssehub:' + (key ?? streamUrl) + '|' + id.key;
+    channel = new BroadcastChannel(name);
+    channel.onmessage = heard;
     setStatus('follower');
     hello();
     navigator.locks.request(name, { signal: stop.signal }, lead).catch(() => {});
-  } else {
-    lead();
+  }
+
+  // Who this tab is signed in as, when the options do not say it at once.
+  async function identify(): Promise<Identity> {
+    let t: string | null | undefined = typeof token === 'string' ? token : null;
+    if (typeof token === 'function' && !cookie) {
+      t = await token();
+      if (!t) throw new Error('no_token');
+      firstToken = t;
+    }
+    const sub = t ? subjectOf(t) : null;
+    if (sub !== null) return { key: sub, expect: null };
+    let who = await whoIs(streamUrl, cookie ? null : t, withCredentials);
+    if (who.status === 401 && typeof token === 'function') {
+      t = await token();  // a cookie is set anew, or a token renewed
+      if (!t) throw new Error('no_token');
+      firstToken = t;
+      who = await whoIs(streamUrl, cookie ? null : t, withCredentials);
+    }
+    return who.user === null ? { key: null, expect: null } : { key: who.user, expect: who.user };
+  }
+
+  const sub = typeof token === 'string' ? subjectOf(token) : null;
+  if (user) start({ key: user, expect: user });
+  else if (sub !== null) start({ key: sub, expect: null });
+  else {
+    setStatus('connecting');
+    identify().then(start, (err) => {
+      if (closed) return;
+      closed = true;
+      const why = err?.message === 'no_token' ? 'no_token' : 'token: ' + (err?.message || err);
+      setStatus('closed', why);
+    });
   }
 
   return {
@@ -239,6 +313,7 @@ interface LeaderOptions {
   channel: Channel;
   deliver: (msg: EventMsg) => void;
   setStatus: SetStatus;
+  accept: (who: unknown) => boolean;
   from: () => number | null;
 }
 
@@ -258,6 +333,8 @@ class Leader {
   opens: number;
   warnedFor: unknown;
   url: string;
+  user: string | null;
+  otherUsers: number;
   release!: () => void;
   done: Promise<void>;
 
@@ -275,6 +352,8 @@ class Leader {
     this.opens = 0;
     this.warnedFor = null;  // expiresAt of the last token:expiring
     this.url = '';
+    this.user = null;       // the userId of the current stream
+    this.otherUsers = 0;    // streams in a row that were another user's
     this.done = new Promise((resolve) => { this.release = resolve; });
   }
 
@@ -350,8 +429,12 @@ class Leader {
     // value means an ephemeral event (connected always has its own id).
     const id = n === 'connected' || e.lastEventId !== this.prevId ? e.lastEventId || null : null;
     this.prevId = e.lastEventId;
-    const msg: EventMsg = { type: 'event', name: n, data: parse(e.data), id };
+    const msg: EventMsg = { type: 'event', name: n, data: parse(e.data), id, user: this.user };
     if (n === 'connected') {
+      const who = (msg.data as Connected | null)?.userId;
+      if (typeof who !== 'string' || !this.accept(who)) return this.otherUser();
+      this.user = msg.user = who;
+      this.otherUsers = 0;
       this.refusals = 0;
       this.backoff = 1000;
       this.setStatus('open', null, true);
@@ -372,6 +455,15 @@ class Leader {
       else if (reason === 'too_many_streams') this.halt(reason);
       // any other reason: EventSource reconnects by itself with its token
     }
+  }
+
+  // The stream is another user's than this tab's (the credentials changed under
+  // it): nothing of it is shown; token() is asked again, then the tab stops.
+  otherUser(): void {
+    this.es?.close();
+    this.es = null;
+    if (this.renewable && ++this.otherUsers <= OTHER_USER_RETRIES) this.renew(null);
+    else this.halt('user_changed');
   }
 
   // Break-then-make: the new stream resumes from our last id, so nothing is
@@ -406,6 +498,7 @@ class Leader {
         return this.refusals === 1 ? void this.open(true) : this.later(true);
       }
       if (status === 429) return this.halt(error || 'too_many_streams');
+      if (status === 403) return this.halt(error || 'forbidden');
       this.later(false);
     });
   }
@@ -436,6 +529,55 @@ class Leader {
     const delay = this.backoff * (0.5 + Math.random());
     this.backoff = Math.min(this.backoff * 2, MAX_BACKOFF_MS);
     this.timer = setTimeout(() => this.open(fresh), delay);
+  }
+}
+
+// The `sub` claim of a JWT, read without checking anything (only to tell
+// users apart: the edge checks the token); null when it has none.
+function subjectOf(token: string): string | null {
+  try {
+    const part = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    const bytes = Uint8Array.from(atob(part), (c) => c.charCodeAt(0));
+    const sub = JSON.parse(new TextDecoder().decode(bytes))?.sub;
+    return typeof sub === 'string' && sub ? sub : null;
+  } catch {
+    return null;
+  }
+}
+
+// Whose are these credentials: a stream opened for them (no lastEventId: no
+// replay), read up to its `connected`, then dropped.
+async function whoIs(streamUrl: string, token: string | null | undefined,
+                     withCredentials: boolean): Promise<{ status: number; user: string | null }> {
+  const u = new URL(streamUrl);
+  if (token) u.searchParams.set('token', token);
+  const ctl = new AbortController();
+  const timer = setTimeout(() => ctl.abort(), 10000);
+  try {
+    const res = await fetch(u.href, {
+      signal: ctl.signal, cache: 'no-store',
+      credentials: withCredentials ? 'include' : 'same-origin',
+    });
+    if (res.status !== 200 || !res.body) return { status: res.status, user: null };
+    const reader = res.body.getReader();
+    const text = new TextDecoder();
+    let seen = '';
+    while (seen.length < 65536) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      seen += text.decode(value, { stream: true });
+      const found = /(?:^|\n)event: connected\ndata: ([^\n]*)\n/.exec(seen);
+      if (found) {
+        const who = (parse(found[1]) as Connected | null)?.userId;
+        return { status: 200, user: typeof who === 'string' ? who : null };
+      }
+    }
+    return { status: 200, user: null };
+  } catch {
+    return { status: 0, user: null };
+  } finally {
+    clearTimeout(timer);
+    ctl.abort();
   }
 }
 

@@ -6,7 +6,8 @@
 //
 // The default publisher connects to SSEHUB_RABBITMQ_URL (default
 // amqp://guest:guest@localhost:5672/, as every ssehub process) on the first
-// call. `close()` sends what is queued and closes it, so a script can exit.
+// call (a user that may only write to sse.events is enough: `ssehub roles`).
+// `close()` sends what is queued and closes it, so a script can exit.
 // The calls return promises (the broker's confirm); the original's returned
 // nothing, so code that did not await them keeps working.
 

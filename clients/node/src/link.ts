@@ -1,10 +1,12 @@
 // One AMQP connection and one confirm channel, opened on first use and again
 // after any failure. `publish` resolves when the broker confirms the message;
-// a message RabbitMQ returns (no queue bound: the deployment's queues were
-// deleted) is a failure too, so it is retried after declaring them again.
+// a message RabbitMQ returns (`mandatory`: no queue bound, so no dispatcher has
+// declared the topology yet) is a failure too (UNROUTABLE), retried by the
+// sender with the same message id. Nothing is declared: sse.events is checked
+// passively, so a user that may only write to it is enough.
 
 import { connect, type ChannelModel, type ConfirmChannel, type Message } from "amqplib";
-import { declareCore, EVENTS, type QueueType } from "./topology.js";
+import { checkEvents, EVENTS, UNROUTABLE } from "./topology.js";
 
 export class Link {
   private model: ChannelModel | null = null;
@@ -14,7 +16,6 @@ export class Link {
 
   constructor(
     private readonly url: string,
-    private readonly queueType: QueueType,
     private readonly timeoutMs: number,
   ) {}
 
@@ -34,7 +35,7 @@ export class Link {
           },
           (err: unknown) => {
             // a return comes before the ack of the same message
-            if (this.returned.delete(messageId)) reject(new Error(`${routingKey}: unroutable`));
+            if (this.returned.delete(messageId)) reject(new Error(UNROUTABLE));
             else if (err) reject(err instanceof Error ? err : new Error(String(err)));
             else resolve();
           },
@@ -81,7 +82,7 @@ export class Link {
         const id = message.properties.messageId as string | undefined;
         if (id) this.returned.add(id);
       });
-      await declareCore(channel, this.queueType);
+      await checkEvents(channel);
       this.channel = channel;
       return channel;
     } catch (err) {

@@ -10,6 +10,11 @@
 // produces a second event. Concurrent calls are sent together as one `batch`
 // message (sender.ts). Invalid input throws InvalidMessage in the caller, and
 // nothing is sent.
+//
+// It declares nothing: a broker user that may only write to sse.events is
+// enough (`ssehub roles`, the publisher role). The dispatcher declares the
+// topology; until one has, a call rejects with PublishError (no dispatcher has
+// declared this deployment's topology yet) rather than publish into nothing.
 
 import { randomUUID } from "node:crypto";
 import { InvalidMessage } from "./errors.js";
@@ -39,8 +44,8 @@ export interface PublisherOptions {
   maxBatchItems?: number;
   /** Bytes per `batch` message at most (default 1 MiB). */
   maxBatchBytes?: number;
-  /** The deployment's SSEHUB_QUEUE_TYPE (the publisher declares the dispatch
-   *  queue too, so that nothing published before a dispatcher ran is lost). */
+  /** Not used: publishers declare no queue any more (kept so that code that
+   *  passes it still compiles). */
   queueType?: QueueType;
 }
 
@@ -56,7 +61,6 @@ export class Publisher {
       lingerMs,
       maxItems: options.maxBatchItems ?? 1000,
       maxBytes: options.maxBatchBytes ?? 1 << 20,
-      queueType: options.queueType ?? "classic",
     });
   }
 

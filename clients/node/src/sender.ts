@@ -13,7 +13,6 @@ import { randomUUID } from "node:crypto";
 import { ConfigError, PublishError, PublisherClosed } from "./errors.js";
 import { Link } from "./link.js";
 import { dumpBody, type Doc, type Kind } from "./schema.js";
-import type { QueueType } from "./topology.js";
 
 export const BATCH_ROUTING_KEY = "batch";
 export const MAX_BATCH_ITEMS = 1000; // the contract's bound on a batch
@@ -24,7 +23,6 @@ export interface SenderOptions {
   lingerMs: number;
   maxItems: number;
   maxBytes: number;
-  queueType: QueueType;
 }
 
 interface Call {
@@ -54,7 +52,7 @@ export class Sender {
   private closed = false;
 
   constructor(url: string, private readonly options: SenderOptions) {
-    this.link = new Link(url, options.queueType, options.timeoutMs);
+    this.link = new Link(url, options.timeoutMs);
   }
 
   /** Queue a call; resolves with its idempotency key once the broker confirmed it. */

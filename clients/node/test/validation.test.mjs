@@ -33,6 +33,32 @@ const CASES = [
   ["disconnectUser", ["u\n", "x"]],
   ["revokeTokens", ["", 0]],
 ];
+// from here on, the Python client refuses each case too (in the same words)
+const FIRST_REFUSED_BY_BOTH = CASES.length;
+CASES.push(
+  // lone surrogates (a string cut in the middle of an emoji), which UTF-8 cannot carry
+  ["sendEventToUser", ["u", "note", { text: "\ud83d 12345678901234567890" }]],
+  ["sendEventToUser", ["u", "e", { items: [{ "a b": ["ok", "x\ude00"] }] }]],
+  ["sendEventToUser", ["u", "e", { ok: "😀", list: [{ "key \ud83d": 1 }] }]],
+  ["broadcastToConversation", ["c", "e", "\udc00 tail", { exclude: ["a"] }]],
+  ["sendEventToUsers", [["a"], "e", [["😀", "\ud83d"]]]],
+  ["disconnectUser", ["u", "bye \ud83d"]],
+  ["sendEventToUser", ["\ud83d", "e", 1]],
+  ["sendEventToUser", ["u", "e", 1, { key: "k\ud83d" }]],
+  // keys the store cannot keep
+  ["sendEventToUser", ["u", "e", 1, { key: "k\u0000" }]],
+  ["sendEventToUser", ["u", "e", 1, { key: "line\nbreak" }]],
+  ["sendEventToUser", ["u", "e", 1, { key: "c1\u0085" }]],
+  // deeper than the hub parses
+  ["sendEventToUser", ["u", "e", nested(254)]],
+);
+
+/** `depth` arrays inside each other. */
+function nested(depth) {
+  let value = 1;
+  for (let i = 0; i < depth; i++) value = [value];
+  return value;
+}
 
 const SNAKE = (name) => name.replace(/[A-Z]/g, (c) => "_" + c.toLowerCase());
 
@@ -82,6 +108,7 @@ test("invalid calls throw InvalidMessage with the Python client's words", async 
       const where = `${method}(${JSON.stringify(args)})`;
       assert.ok(error instanceof InvalidMessage, `${where}: ${error}`);
       assert.ok(error instanceof SsehubError);
+      if (i >= FIRST_REFUSED_BY_BOTH) assert.ok(expected[i] !== null, `${where}: Python sent it`);
       const prefix = "data: not JSON-serialisable ("; // the detail is each language's own
       if (expected[i]?.startsWith(prefix)) assert.ok(error.message.startsWith(prefix), where);
       else if (expected[i] !== null) assert.equal(error.message, expected[i], where);
@@ -107,6 +134,15 @@ test("the checks the dispatcher would make are made before sending", async () =>
       "before: more than a day in the future");
     assert.equal(await said(hub.sendEventToUser("u", "e", 10n)),
       "data: not JSON-serialisable (a BigInt is not JSON (send it as a string))");
+    // a whole emoji, a key of 128 of them, and nesting up to the bound are fine
+    const ok = async (call) => {
+      const error = await call.then(() => null, (err) => err);
+      assert.ok(!(error instanceof InvalidMessage), String(error));
+    };
+    await ok(hub.sendEventToUser("u", "e", { text: "😀" }, { key: "😀".repeat(128) }));
+    await ok(hub.sendEventToUser("u", "e", nested(253)));
+    assert.equal(await said(hub.sendEventToUser("u", "e", { deep: nested(10000) })),
+      "data: nested too deep (at most 254 arrays and objects inside each other)");
   } finally {
     await hub.close();
   }

@@ -12,7 +12,15 @@ from pamqp.commands import Basic
 from pamqp.header import ContentHeader
 from ssehub import pack, topology
 from ssehub.dispatcher.intake import sort_batch
-from ssehub.dispatcher.routes import NodePacks, RouteOp, Routes, joined_body, parse_route
+from ssehub.dispatcher.presence import PresenceOp, parse_presence
+from ssehub.dispatcher.routes import (
+    NodePacks,
+    RouteOp,
+    Routes,
+    joined_body,
+    parse_caps_notice,
+    parse_route,
+)
 from ssehub.dispatcher.sequence import Delivery
 from ssehub.errors import InvalidMessage
 from ssehub.fastpath.marshal import Publish
@@ -112,29 +120,89 @@ def test_packs_split_at_the_body_cap() -> None:
     assert sum(len(records(m)) for m in out) == 5
 
 
+# -- edges' signals, checked as strictly as a publisher's messages -----------------
+
+
+def test_what_the_edges_send_parses() -> None:
+    route = topology.route_message("host.1.ab", 7, [("a", True), ("b", False)])
+    assert parse_route(route.body) == RouteOp("host.1.ab", 7, (("a", True), ("b", False)))
+    assert parse_route(b'{"node":"n","ref":0,"ops":[["a",true],["a",false]]}').ops == (
+        ("a", True),
+        ("a", False),
+    )
+    beat = topology.presence_message("host.1.ab", None, True)
+    assert parse_presence(beat.body) == PresenceOp("host.1.ab", None, True)
+    online = topology.presence_message("host.1.ab", "ü", False)
+    assert parse_presence(online.body) == PresenceOp("host.1.ab", "ü", False)
+    caps = {"node": "n1", "user": "a", "hello": False, "streams": ["c-1", "c-2"]}
+    assert parse_caps_notice(orjson.dumps(caps)) == "a"
+
+
 @pytest.mark.parametrize(
-    "body",
+    ("body", "reason"),
     [
-        b"not json",
-        b'{"ref": 1, "ops": []}',
-        b'{"node": "", "ref": 1, "ops": []}',
-        b'{"node": "n", "ref": "1", "ops": []}',
-        b'{"node": "n", "ref": 1, "ops": [["a"]]}',
+        (b"not json", "route: not valid UTF-8 JSON ("),
+        (b'{"ref": 1, "ops": []}', "route: must be a JSON object of node, ops, ref"),
+        (b'{"node": "n", "ref": 1, "ops": [], "x": 1}', "route: must be a JSON object of node"),
+        (b'{"node": "", "ref": 1, "ops": []}', "route: node: must be 1-128 bytes, got 0"),
+        (b'{"node": "n\\n", "ref": 1, "ops": []}', "route: node: character '\\n' is not allowed"),
+        (b'{"node": "n", "ref": "1", "ops": []}', "route: ref: must be an integer from 0 to"),
+        (b'{"node": "n", "ref": true, "ops": []}', "route: ref: must be an integer from 0 to"),
+        (b'{"node": "n", "ref": -1, "ops": []}', "route: ref: must be an integer from 0 to"),
+        (b'{"node": "n", "ref": 1.5, "ops": []}', "route: ref: must be an integer from 0 to"),
+        (b'{"node": "n", "ref": %s, "ops": []}' % (b"9" * 30), "route: ref: must be an integer"),
+        (b'{"node": "n", "ref": 1, "ops": {}}', "route: ops: must be an array of [user, 1 or 0]"),
+        (b'{"node": "n", "ref": 1, "ops": [["a"]]}', "route: ops[0]: must be [user, 1 (join)"),
+        (b'{"node": "n", "ref": 1, "ops": [["a", 2]]}', "route: ops[0]: must be [user, 1 (join)"),
+        (b'{"node": "n", "ref": 1, "ops": [["a", "1"]]}', "route: ops[0]: must be [user, 1"),
+        (b'{"node": "n", "ref": 1, "ops": [["", 1]]}', "route: ops[0] user: must be 1-128 bytes"),
+        (b'{"node": "n", "ref": 1, "ops": [[7, 1]]}', "route: ops[0] user: must be a string"),
     ],
 )
-def test_a_malformed_route_round_is_invalid(body: bytes) -> None:
-    with pytest.raises(InvalidMessage, match="route: malformed"):
+def test_a_malformed_route_round_is_refused_in_words(body: bytes, reason: str) -> None:
+    with pytest.raises(InvalidMessage) as info:
         parse_route(body)
+    assert str(info.value).startswith(reason)
 
 
-def test_a_route_round_checks_user_ids() -> None:
-    with pytest.raises(InvalidMessage, match="user"):
-        parse_route(b'{"node": "n", "ref": 1, "ops": [["", 1]]}')
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"[]", "presence: must be a JSON object"),
+        (b"{}", "presence: must be an object of node (a heartbeat) or node, user, online"),
+        (b'{"node": "n", "online": true}', "presence: must be an object of node (a heartbeat)"),
+        (b'{"node": "n", "user": "u", "online": 1}', "presence: online: must be true or false"),
+        (b'{"node": 5}', "presence: node: must be a string, got number"),
+        (b'{"node": "n", "user": "a b", "online": true}', "presence: user: character ' '"),
+        (b'{"node": "n", "user": "\\ud83d", "online": true}', "presence: user holds a lone"),
+    ],
+)
+def test_a_malformed_presence_signal_is_refused_in_words(body: bytes, reason: str) -> None:
+    with pytest.raises(InvalidMessage) as info:
+        parse_presence(body)
+    assert str(info.value).startswith(reason)
+
+
+@pytest.mark.parametrize(
+    ("doc", "reason"),
+    [
+        ({"user": "a"}, "caps notice: must be a JSON object of hello, node, streams, user"),
+        ({"node": "n", "user": "a b", "hello": True, "streams": []}, "caps notice: user: char"),
+        ({"node": "", "user": "a", "hello": True, "streams": []}, "caps notice: node: must be"),
+        ({"node": "n", "user": "a", "hello": 1, "streams": []}, "caps notice: hello: must be"),
+        ({"node": "n", "user": "a", "hello": True, "streams": "c"}, "caps notice: streams: must"),
+        ({"node": "n", "user": "a", "hello": True, "streams": [1]}, "caps notice: streams[0]:"),
+    ],
+)
+def test_a_malformed_caps_notice_is_refused_in_words(doc: object, reason: str) -> None:
+    with pytest.raises(InvalidMessage) as info:
+        parse_caps_notice(orjson.dumps(doc))
+    assert str(info.value).startswith(reason)
 
 
 def _internal(body: bytes, headers: dict[str, Any], tag: int = 1) -> DeliveredMessage:
     props = Basic.Properties(headers=headers)
-    delivery = Basic.Deliver("ctag", tag, False, "", topology.DISPATCH.name)
+    delivery = Basic.Deliver("ctag", tag, False, topology.INTERNAL.name, topology.DISPATCH.name)
     return DeliveredMessage(
         delivery=delivery,
         header=ContentHeader(0, len(body), props),
@@ -160,7 +228,7 @@ def test_intake_sorts_an_edges_signals_and_dead_letters_bad_ones() -> None:
     assert intake.routes == [RouteOp("n1", 3, (("a", True), ("b", False)))]
     assert intake.notices == [Delivery("a", None, caps, Notice.CAPS)]
     assert [d.reason for d in intake.dead] == [
-        "route: malformed ('node')",
+        "route: must be a JSON object of node, ops, ref",
         "unknown message in the dispatch queue",
     ]
     assert intake.good == []

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from ssehub.config import DEV_JWT_SECRET, load_settings
 from ssehub.edge.auth import Identity, TokenVerifier, mint_token
 from ssehub.errors import AuthError, ConfigError
 
@@ -26,6 +27,7 @@ from tests.unit.edge.tokens import (
     hand_token,
     hs,
     make_settings,
+    soon,
 )
 
 # -- verify: HS256 ------------------------------------------------------------
@@ -39,7 +41,7 @@ def test_identity_carries_exp_and_iat(verifier: TokenVerifier) -> None:
     now = int(time.time())
     identity = verifier.verify(hs({"sub": "u1", "exp": now + 60, "iat": now}))
     assert identity == Identity("u1", float(now + 60), float(now))
-    assert verifier.verify(hs({"sub": "u1"})) == Identity("u1", None, None)
+    assert verifier.verify(hs({"sub": "u1", "exp": now + 60})) == Identity("u1", now + 60, None)
     # iat is informational: a non-number is ignored, not an error
     assert verifier.verify(hs({"sub": "u1", "iat": "yesterday"})).iat is None
     assert verifier.verify(hs({"sub": "u1", "exp": now + 60.5})).exp == now + 60.5
@@ -149,7 +151,8 @@ def test_no_alg_header_rejected(verifier: TokenVerifier) -> None:
 
 def test_hand_built_hs256_is_accepted(verifier: TokenVerifier) -> None:
     # The helper used by the confusion test builds tokens PyJWT accepts.
-    token = hand_token({"alg": "HS256", "typ": "JWT"}, {"sub": "u1"}, SECRET.encode())
+    payload = {"sub": "u1", "exp": soon()}
+    token = hand_token({"alg": "HS256", "typ": "JWT"}, payload, SECRET.encode())
     assert verifier.verify(token).user_id == "u1"
 
 
@@ -282,15 +285,101 @@ def test_pem_as_hmac_secret_is_a_config_error(rsa_keys: tuple[rsa.RSAPrivateKey,
         TokenVerifier(make_settings(jwt_secret=rsa_keys[1]))
 
 
-def test_short_secret_warns_once_in_the_log(caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("alg", ["HS256", "HS384", "HS512"])
+def test_a_secret_under_32_bytes_stops_the_program(alg: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(_env_file=None, jwt_secret="s" * 31, jwt_algorithm=alg)
+    assert str(info.value) == (
+        f"SSEHUB_JWT_SECRET: 31 bytes is too short for {alg}, which needs at least 32 "
+        "(e.g. `openssl rand -hex 32`)"
+    )
+    # counted in bytes: 11 three-byte characters are 33
+    assert load_settings(_env_file=None, jwt_secret="€" * 11, jwt_algorithm=alg)
+    # a copy that skipped the settings' validation is caught by the edge too
+    short = make_settings().model_copy(update={"jwt_secret": "short"})
+    with pytest.raises(ConfigError, match=r"^SSEHUB_JWT_SECRET: 5 bytes is too short"):
+        TokenVerifier(short)
+
+
+def test_the_built_in_development_secret_is_long_enough() -> None:
+    assert len(DEV_JWT_SECRET.encode()) >= 32
+    assert load_settings(_env_file=None, jwt_secret=DEV_JWT_SECRET)
+
+
+def test_a_secret_short_for_hs512_warns_once_in_the_log(caplog: pytest.LogCaptureFixture) -> None:
     # filterwarnings=error: neither verify nor mint may emit InsecureKeyLengthWarning.
-    settings_ = make_settings(jwt_secret="short")
+    secret = "s" * 40  # enough for HS256, under HS512's 64
+    settings_ = make_settings(jwt_secret=secret, jwt_algorithm="HS512")
     with caplog.at_level(logging.WARNING, logger="ssehub.edge.auth"):
         verifier = TokenVerifier(settings_)
     assert any("SSEHUB_JWT_SECRET" in r.getMessage() for r in caplog.records)
-    token = hand_token({"alg": "HS256"}, {"sub": "u1"}, b"short")
+    payload = {"sub": "u1", "exp": soon()}
+    token = hand_token({"alg": "HS512"}, payload, None)  # PyJWT would warn, in the test
+    signing_input = token.rstrip(".").encode()
+    token += b64url(hmac.new(secret.encode(), signing_input, hashlib.sha512).digest())
     assert verifier.verify(token).user_id == "u1"
     assert verifier.verify(mint_token(settings_, "u2")).user_id == "u2"
+
+
+# -- token lifetime -------------------------------------------------------------
+
+
+def test_a_token_without_exp_is_refused(verifier: TokenVerifier) -> None:
+    error = auth_error(verifier, hs({"sub": "u1", "iat": int(time.time())}, expiring=False))
+    assert error.code == "token_lifetime"
+    assert error.message == (
+        "The token has no expiry ('exp'): this service accepts tokens that expire at most "
+        "30 days after they are issued."
+    )
+
+
+def test_lifetime_counts_from_iat_or_from_now() -> None:
+    verifier = TokenVerifier(make_settings(max_token_lifetime=3600))
+    now = int(time.time())
+    # from iat: an hour exactly is fine, a second more is not, whatever is left
+    assert verifier.verify(hs({"sub": "u1", "iat": now - 60, "exp": now + 3540})).user_id
+    old = hs({"sub": "u1", "iat": now - 3000, "exp": now + 601})
+    error = auth_error(verifier, old)
+    assert error.code == "token_lifetime"
+    assert error.message == (
+        "The token lives too long: this service accepts tokens that expire at most "
+        "1 hour after they are issued."
+    )
+    # without iat: from now
+    assert verifier.verify(hs({"sub": "u1", "exp": now + 3500})).user_id == "u1"
+    assert auth_error(verifier, hs({"sub": "u1", "exp": now + 3700})).code == "token_lifetime"
+    # an iat that is no number counts as none
+    assert (
+        auth_error(verifier, hs({"sub": "u1", "iat": "then", "exp": now + 3700})).code
+        == "token_lifetime"
+    )
+
+
+def test_the_default_lifetime_is_30_days(verifier: TokenVerifier) -> None:
+    now = int(time.time())
+    month = 30 * 86400
+    assert verifier.verify(hs({"sub": "u1", "iat": now, "exp": now + month})).user_id == "u1"
+    year = hs({"sub": "u1", "iat": now, "exp": now + month + 1})
+    assert auth_error(verifier, year).code == "token_lifetime"
+
+
+def test_an_expired_token_says_expired_before_lifetime(verifier: TokenVerifier) -> None:
+    now = int(time.time())
+    token = hs({"sub": "u1", "iat": now - 100 * 86400, "exp": now - 10})
+    assert auth_error(verifier, token).code == "token_expired"
+
+
+def test_mint_refuses_a_ttl_over_the_lifetime() -> None:
+    settings_ = make_settings(max_token_lifetime=3600)
+    with pytest.raises(ConfigError) as info:
+        mint_token(settings_, "alice", ttl_seconds=7200)
+    assert str(info.value) == (
+        "a token valid for 7200 s would be refused: SSEHUB_MAX_TOKEN_LIFETIME is 1 hour (3600 s)"
+    )
+    token = mint_token(settings_, "alice", ttl_seconds=3600)  # the whole lifetime is fine
+    assert TokenVerifier(settings_).verify(token).user_id == "alice"
+    claims = jwt.decode(token, SECRET, algorithms=["HS256"])
+    assert claims["exp"] - claims["iat"] == 3600
 
 
 def test_short_rsa_key_warns_once_in_the_log(caplog: pytest.LogCaptureFixture) -> None:
@@ -358,6 +447,7 @@ def _verify_returns_user_or_auth_error(token: str) -> None:
             "token_not_yet_valid",
             "invalid_audience",
             "invalid_issuer",
+            "token_lifetime",
         }
     else:
         assert isinstance(user.user_id, str) and user.user_id
@@ -393,4 +483,5 @@ def test_private_pem_configured_as_public_key_uses_its_public_half(
         serialization.NoEncryption(),
     ).decode()
     verifier = TokenVerifier(make_settings(jwt_algorithm="RS256", jwt_public_key=private_pem))
-    assert verifier.verify(jwt.encode({"sub": "u1"}, private, algorithm="RS256")).user_id == "u1"
+    token = jwt.encode({"sub": "u1", "exp": soon()}, private, algorithm="RS256")
+    assert verifier.verify(token).user_id == "u1"

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from ssehub.edge.credentials import cookie_value, extract_token
+from ssehub.edge.credentials import (
+    COOKIE,
+    cookie_value,
+    extract_token,
+    find_token,
+    origin_allowed,
+)
 from ssehub.errors import AuthError
 
 
@@ -123,3 +129,40 @@ def test_without_query_tokens_a_missing_token_does_not_suggest_the_url() -> None
         extract_token(None, None, None, query_allowed=False)
     assert info.value.code == "missing_token"
     assert "?token=" not in info.value.message
+
+
+# -- where the token came from, and the cookie's origins --------------------------
+
+
+def test_find_token_says_where_it_came_from() -> None:
+    assert find_token("q", "Bearer h", "x", "c") == ("q", "query")
+    assert find_token(None, "Bearer h", "x", "c") == ("h", "header")
+    assert find_token(None, None, "x", "c") == ("x", "header")
+    assert find_token(None, "Basic abc", None, "c") == ("c", COOKIE)
+
+
+@pytest.mark.parametrize(
+    ("origin", "scheme", "host", "allowed", "ok"),
+    [
+        ("http://127.0.0.1:8000", "http", "127.0.0.1:8000", [], True),  # the edge's own
+        ("https://chat.example", "https", "chat.example", [], True),
+        ("https://chat.example", "https", "chat.example:443", [], True),  # default port
+        ("HTTPS://Chat.Example", "https", "chat.example", [], True),
+        ("https://chat.example", "http", "chat.example", [], False),  # scheme matters
+        ("http://127.0.0.1:8001", "http", "127.0.0.1:8000", [], False),  # port matters
+        ("https://app.example", "http", "edge", ["https://app.example"], True),
+        ("https://app.example", "http", "edge", ["https://app.example:443/"], True),
+        ("https://app.example.evil", "http", "edge", ["https://app.example"], False),
+        ("https://evil.example", "http", "edge", ["*"], False),  # "*" allows no cookie
+        ("null", "http", "edge", ["null"], False),  # sandboxed frames, files
+        ("https://user@app.example", "http", "edge", ["https://app.example"], False),
+        ("https://app.example/path", "http", "edge", ["https://app.example"], False),
+        ("https://app.example:99999", "http", "edge", ["https://app.example"], False),
+        ("ftp://app.example", "http", "edge", ["ftp://app.example"], False),
+        ("https://app.example", "http", None, [], False),  # no Host: not the own origin
+    ],
+)
+def test_origin_allowed(
+    origin: str, scheme: str, host: str | None, allowed: list[str], ok: bool
+) -> None:
+    assert origin_allowed(origin, scheme, host, allowed) is ok

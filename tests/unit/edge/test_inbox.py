@@ -97,3 +97,38 @@ def test_an_unknown_notice_is_dropped_never_written_as_an_event(
 def test_every_notice_kind_needs_a_handler() -> None:
     with pytest.raises(TypeError, match="no handler"):
         Inbox(Registry(), EdgeMetrics(), {Notice.JOINED: lambda *_: None})
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"id: 1\nevent: e\nid: 999999\ndata: 1\n\n",  # a stray line moves Last-Event-ID
+        b"event: e\ndata: 1\n\nevent: f\ndata: 2\n\n",  # two events in one
+        b"id: 1\r\nevent: e\r\ndata: 1\r\n\r\n",
+        b"id: x\nevent: e\ndata: 1\n\n",
+        b"raw bytes",
+        b"",
+    ],
+)
+def test_a_delivery_that_is_not_one_event_is_never_written(
+    body: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    edge = Edge()
+    s = edge.stream("a")
+    edge.inbox(delivery("a", body))
+    edge.inbox(delivery("n1", pack.encode([("a", body)]), {pack.PACK_HEADER: 1}))
+    edge.inbox(delivery("n1", body, {topology.SENT_AT_HEADER: 1, topology.USER_HEADER: "a"}))
+    receipt = topology.notice_properties(Notice.RECEIPT, key="k", user="a")
+    edge.inbox(delivery("n1", body, dict(receipt.headers or {})))
+    assert not s.has_output
+    edge.inbox(delivery("a", sse(1)))
+    assert s.take()[0] == sse(1)
+    assert "malformed delivery" in caplog.text
+
+
+@pytest.mark.parametrize("op", [b"[]", b"1", b'{"op": "explode"}', b"{not json"])
+def test_a_malformed_control_notice_closes_nothing(op: bytes) -> None:
+    edge = Edge()
+    s = edge.stream("a")
+    edge.inbox(delivery("a", op, dict(topology.notice_properties(Notice.CONTROL).headers or {})))
+    assert s.closed is None

@@ -8,7 +8,7 @@ from typing import Any, cast
 
 import pytest
 from ssehub.edge.metrics import EdgeMetrics
-from ssehub.edge.pump import Pump, WriteRound
+from ssehub.edge.pump import Pump, WriteRound, closes_on_failure
 from ssehub.edge.stream import CloseReason, Stream
 from ssehub.storage.store import EventStore
 
@@ -99,10 +99,11 @@ async def serve(pump: Pump, client: Client) -> None:
         await pump.live()
 
 
+@pytest.mark.asyncio(loop_scope="function")  # a loop of its own: it counts the loop's tasks
 async def test_closing_from_our_side_ends_every_task_of_the_stream_and_not_the_owner() -> None:
     client = Client()
     stream, pump = make_pump(client)
-    before = len(asyncio.all_tasks())
+    before = asyncio.all_tasks()
     owner = asyncio.ensure_future(serve(pump, client))
     await asyncio.sleep(0)  # wait-ok: one turn, the stream is live
     stream.offer(1, sse(1))  # no direct writer: the write goes to a task of the group
@@ -113,7 +114,7 @@ async def test_closing_from_our_side_ends_every_task_of_the_stream_and_not_the_o
     async with asyncio.timeout(5):
         await owner  # returns: the owner was not cancelled, no uncancel anywhere
     assert client.sent == [sse(1)]
-    assert len(asyncio.all_tasks()) == before  # the watch and the writer are gone
+    assert asyncio.all_tasks() - before == set()  # the watch and the writer are gone
 
 
 async def test_a_client_leaving_closes_the_stream() -> None:
@@ -171,3 +172,23 @@ async def test_a_bug_in_a_direct_write_closes_its_stream_as_an_error() -> None:
     async with asyncio.timeout(5):
         await owner
     assert stream.closed is CloseReason.ERROR
+
+
+async def test_a_client_that_stops_reading_during_a_replay_times_out_with_little_held() -> None:
+    """The replay waits for the socket like a live write: what waits unwritten
+    stays within the output bound, the store is not read ahead, and the write
+    timeout closes the stream (its connection is then dropped like a slow
+    live client's, edge/response.py); the client resumes from its cursor."""
+    client = Client()
+    client.block = asyncio.Event()  # the socket never drains
+    store = FakeStore(range(1, 5001))
+    stream = Stream("u1", "s1", max_buffer=16384)
+    pump = Pump(stream, client.send, cast(EventStore, store), EdgeMetrics(), page=500, timeout=0.2)
+    async with asyncio.timeout(5), pump.running(client.receive):
+        with closes_on_failure(stream):
+            await pump.sync(5000)
+    assert stream.closed is CloseReason.WRITE_TIMEOUT
+    assert len(store.reads) == 1  # one page read, then it waited on the client
+    assert stream.cursor < 5000  # it stopped part way (the client resumes from its last id)
+    data, _ = stream.take()
+    assert len(data) < 16384 // 4 + len(sse(5000))

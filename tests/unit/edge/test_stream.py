@@ -6,7 +6,7 @@ import logging
 from collections.abc import Iterator
 
 import pytest
-from ssehub.edge.stream import GAP_READS, CloseReason, Stream
+from ssehub.edge.stream import FIRST_PAGE, GAP_READS, CloseReason, Stream
 from ssehub.errors import StoreUnavailable
 from ssehub.sse import PING
 
@@ -248,12 +248,31 @@ async def test_held_events_count_toward_the_bound() -> None:
     assert stream.closed is CloseReason.SLOW
 
 
-async def test_replay_is_not_bounded_by_the_live_bound() -> None:
-    stream = Stream("u1", "c-1", max_buffer=len(sse(1)))
+async def test_a_replay_is_written_before_it_passes_the_bound_and_never_closes_slow() -> None:
+    """A replay waits for the socket (flush) each time a quarter of the bound
+    is pending: what waits unwritten never grows with the replay's length."""
+    size = len(sse(100))
+    stream = Stream("u1", "c-1", max_buffer=4096)
     writer = Writer(stream)
-    await sync(stream, FakeStore(range(1, 4)), 10, writer.flush)
-    assert writer.flushes == [(sse(1) + sse(2) + sse(3), 3)]
-    assert stream.closed is None
+    await sync(stream, FakeStore(range(100, 400)), 500, writer.flush)
+    written = [data for data, _ in writer.flushes if data]
+    assert b"".join(written) == b"".join(sse(n) for n in range(100, 400))
+    assert max(len(d) for d in written) < 1024 + size  # flushed at a quarter of it
+    assert stream.closed is None and stream.cursor == 399
+
+
+async def test_replay_pages_are_sized_to_hold_about_the_bound() -> None:
+    big = FakeStore()
+    big.rows["u1"] = {n: sse(n) + b": " + b"x" * 1000 + b"\n" for n in range(1, 301)}
+    stream = Stream("u1", "c-1", max_buffer=8192)
+    await sync(stream, big, 500, Writer(stream).flush)
+    limits = [limit for _, _, limit in big.reads]
+    assert limits[0] == FIRST_PAGE  # whatever the page setting
+    assert set(limits[1:]) == {7}  # ~1,030 bytes each: 7 fill 8 KiB
+    small, stream = FakeStore(range(1, 2000)), Stream("u1", "c-2", max_buffer=1 << 20)
+    await sync(stream, small, 500, Writer(stream).flush)
+    assert [limit for _, _, limit in small.reads] == [FIRST_PAGE] + [500] * 4
+    assert stream.cursor == 1999
 
 
 async def test_close_keeps_the_first_reason_and_notifies_once(stream: Stream) -> None:

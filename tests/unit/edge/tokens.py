@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import time
 from typing import Any
 
 import jwt
@@ -34,8 +35,18 @@ def hand_token(header: dict[str, Any], payload: object, key: bytes | None) -> st
     return signing_input + "." + b64url(sig)
 
 
-def hs(payload: dict[str, Any], secret: str = SECRET, alg: str = "HS256") -> str:
-    return jwt.encode(payload, secret, algorithm=alg)
+def hs(
+    payload: dict[str, Any], secret: str = SECRET, alg: str = "HS256", *, expiring: bool = True
+) -> str:
+    """``payload`` signed, with an ``exp`` an hour from now unless it has one
+    (``expiring=False``: none, which the edge refuses as ``token_lifetime``)."""
+    claims = {"exp": int(time.time()) + 3600, **payload} if expiring else payload
+    return jwt.encode(claims, secret, algorithm=alg)
+
+
+def soon() -> int:
+    """An ``exp`` for hand-built tokens: an hour from now."""
+    return int(time.time()) + 3600
 
 
 def auth_error(verifier: TokenVerifier, token: str) -> AuthError:

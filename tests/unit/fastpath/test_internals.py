@@ -70,7 +70,9 @@ def test_frame_receiver() -> None:
     assert inspect.iscoroutinefunction(getattr(cls, "get_frame", None)), moved(
         "FrameReceiver.get_frame", "is no longer a coroutine method"
     )
-    reader = asyncio.StreamReader()
+    loop = asyncio.new_event_loop()  # the suite's may not be current here
+    reader = asyncio.StreamReader(loop=loop)
+    loop.close()
     receiver: Any = cast(Any, cls)(reader)
     for name in ("reader", "started"):
         assert hasattr(receiver, name), moved(f"FrameReceiver.{name}", "is no longer set")
