@@ -46,6 +46,13 @@ MEANINGS = {
         "how many partitions the work is split into, the same in every process of "
         "a deployment (default 1)"
     ),
+    "SSEHUB_MAX_MEMBERS": (
+        "members of one conversation; a change beyond it is dead-lettered (default 10000)"
+    ),
+    "SSEHUB_MAX_DELIVERIES": (
+        "a message delivered this often without being handled is dead-lettered (default 10)"
+    ),
+    "SSEHUB_DEAD_LETTER_MAX": "messages sse.dead keeps, the oldest dropped first (default 100000)",
     "SSEHUB_LOG_LEVEL": "DEBUG, INFO (default), WARNING or ERROR",
     "SSEHUB_LOG_FORMAT": "json (default: one object per line) or text",
 }
@@ -90,6 +97,9 @@ COMMANDS = {
         "SSEHUB_BATCH_SIZE",
         "SSEHUB_PARTITIONS",
         "SSEHUB_QUEUE_TYPE",
+        "SSEHUB_MAX_MEMBERS",
+        "SSEHUB_MAX_DELIVERIES",
+        "SSEHUB_DEAD_LETTER_MAX",
         "SSEHUB_LOG_LEVEL",
         "SSEHUB_LOG_FORMAT",
     ],

@@ -8,11 +8,13 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from urllib.parse import quote, urlsplit, urlunsplit
+from pathlib import Path
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import aio_pika
 import jwt
@@ -227,3 +229,42 @@ async def dead_letter_queue(
 
 def env(name: str, default: str) -> str:
     return os.environ.get(name, default)
+
+
+CLI = [sys.executable, "-m", "ssehub.cli"]
+
+
+async def run_cli(*args: str, env: dict[str, str], cwd: Path) -> tuple[int, str]:
+    """``ssehub ARGS`` in a process of its own, with ``env`` over the
+    environment less its SSEHUB_ variables: (exit code, what it printed)."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("SSEHUB_")}
+    proc = await asyncio.create_subprocess_exec(
+        *CLI, *args, env=base | env, cwd=cwd,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    async with asyncio.timeout(60):
+        out, _ = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
+
+
+def list_queues(amqp_url: str, *columns: str) -> list[list[str]]:
+    """``rabbitmqctl list_queues`` of the URL's vhost: one row per queue, the
+    name first, then ``columns``."""
+    ctl = shutil.which("rabbitmqctl")
+    assert ctl is not None, "needs rabbitmqctl to ask the broker"
+    vhost = unquote(urlsplit(amqp_url).path[1:]) or "/"
+    out = subprocess.run(
+        [ctl, "-q", "list_queues", "-p", vhost, "name", *columns, "--no-table-headers"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    return [line.split("\t") for line in out.splitlines() if "\t" in line]
+
+
+def queue_depth(url: str, queue: str) -> int:
+    """Messages in ``queue``, ready and unacknowledged (rabbitmqctl)."""
+    depths = {name: int(count) for name, count in list_queues(url, "messages")}
+    return depths[queue]

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import socket
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -36,11 +34,10 @@ from tests.support import (
     make_settings,
     postgres_database,
     rabbitmq_vhost,
+    run_cli,
     running_edge,
     uid,
 )
-
-CLI = [sys.executable, "-m", "ssehub.cli"]
 
 
 @pytest.fixture
@@ -110,18 +107,6 @@ async def test_processes_racing_on_a_new_store_read_one_id(
 
 
 # -- two stores on one vhost -----------------------------------------------------
-async def run_cli(*args: str, env: dict[str, str], cwd: Path) -> tuple[int, str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("SSEHUB_")}
-    proc = await asyncio.create_subprocess_exec(
-        *CLI, *args, env=base | env, cwd=cwd,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    async with asyncio.timeout(60):
-        out, _ = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode()
-
-
 def assert_refused_in_one_line(
     returncode: int, output: str, ours: StoreIdentity, theirs: StoreIdentity
 ) -> None:

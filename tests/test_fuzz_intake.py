@@ -28,8 +28,14 @@ from ssehub.sse import well_formed
 
 from tests.raw_amqp import RawMessage, properties, publish_raw
 from tests.sse import open_stream
-from tests.support import make_settings, publisher_of, rabbitmq_vhost, running_edge, uid
-from tests.test_poison import queue_depth
+from tests.support import (
+    make_settings,
+    publisher_of,
+    queue_depth,
+    rabbitmq_vhost,
+    running_edge,
+    uid,
+)
 from tests.unit.dispatcher.delivered import delivered
 
 COUNT = int(os.environ.get("SSEHUB_FUZZ_MESSAGES", "2000"))

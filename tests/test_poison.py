@@ -6,12 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import aio_pika
 import orjson
@@ -30,6 +27,7 @@ from tests.support import (
     dead_letter_queue,
     make_settings,
     publisher_of,
+    queue_depth,
     rabbitmq_vhost,
     running_edge,
     uid,
@@ -85,24 +83,6 @@ async def reasons_of(dead: asyncio.Queue[Any], ids: set[str]) -> dict[str, str]:
             if msg.message_id in ids:
                 out[msg.message_id] = str((msg.headers or {})[topology.ERROR_HEADER])
     return out
-
-
-def queue_depth(url: str, queue: str) -> int:
-    """Messages in ``queue``, ready and unacknowledged (rabbitmqctl)."""
-    ctl = shutil.which("rabbitmqctl")
-    assert ctl is not None
-    vhost = unquote(urlsplit(url).path[1:]) or "/"
-    out = subprocess.run(
-        [ctl, "-q", "list_queues", "-p", vhost, "name", "messages", "--no-table-headers"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    for line in out.splitlines():
-        name, _, count = line.rpartition("\t")
-        if name.strip() == queue:
-            return int(count)
-    raise AssertionError(f"no queue {queue}")
 
 
 async def drained(hub: Hub) -> None:

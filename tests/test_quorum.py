@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
-import subprocess
 from collections.abc import AsyncIterator, Iterator
-from urllib.parse import unquote, urlsplit
 
 import aio_pika
 import pytest
@@ -26,6 +23,7 @@ from tests.sse import SSEClient, open_stream
 from tests.support import (
     Stack,
     dead_letter_queue,
+    list_queues,
     make_settings,
     rabbitmq_vhost,
     running_edge,
@@ -52,18 +50,7 @@ async def quorum_stack(quorum_vhost: str, quorum_db: str) -> AsyncIterator[Stack
 
 def queue_types(amqp_url: str) -> dict[str, str]:
     """name -> type of the vhost's queues, as the broker reports them."""
-    ctl = shutil.which("rabbitmqctl")
-    if ctl is None:
-        pytest.skip("needs rabbitmqctl to ask the broker")
-    vhost = unquote(urlsplit(amqp_url).path[1:]) or "/"
-    out = subprocess.run(
-        [ctl, "-q", "list_queues", "-p", vhost, "name", "type", "--no-table-headers"],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    ).stdout
-    return dict(line.split("\t")[:2] for line in out.splitlines() if "\t" in line)
+    return {name: kind for name, kind in list_queues(amqp_url, "type")}
 
 
 # -- the topology and the setting, without a broker ----------------------------------

@@ -15,7 +15,6 @@ import secrets
 import shlex
 import shutil
 import subprocess
-import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -48,15 +47,13 @@ from tests.support import (
     dead_letter_queue,
     make_settings,
     rabbitmq_vhost,
+    run_cli,
     running_edge,
     serve,
     uid,
 )
 from tests.test_deployment import identity_of
 from tests.test_receipts import receipts_of
-
-CLI = [sys.executable, "-m", "ssehub.cli"]
-
 
 # -- the roles as data, without a broker ----------------------------------------------
 NAMES = {
@@ -226,16 +223,11 @@ async def listening(stack: RoleStack, user: str) -> AsyncIterator[SSEClient]:
         yield client
 
 
-async def run_cli(*args: str, url: str) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        *CLI, *args, env={"SSEHUB_RABBITMQ_URL": url, "PATH": "/usr/bin:/bin"},
-        cwd=tempfile.gettempdir(),  # no .env of the checkout's
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    async with asyncio.timeout(60):
-        out, _ = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode()
+async def publish_cli(*args: str, url: str) -> tuple[int, str]:
+    """``ssehub ARGS`` as a publisher would run it: only the broker's URL set,
+    in a folder without the checkout's .env."""
+    folder = Path(tempfile.gettempdir())
+    return await run_cli(*args, env={"SSEHUB_RABBITMQ_URL": url}, cwd=folder)
 
 
 async def test_the_publisher_role_publishes_with_the_python_client(stack: RoleStack) -> None:
@@ -254,7 +246,7 @@ async def test_the_publisher_role_publishes_with_the_python_client(stack: RoleSt
 async def test_the_publisher_role_publishes_with_ssehub_publish(stack: RoleStack) -> None:
     user = uid()
     async with listening(stack, user) as client:
-        code, out = await run_cli(
+        code, out = await publish_cli(
             "publish", "user", user, "note", '{"from": "cli"}', url=stack.users.publisher
         )
         assert code == 0, out
@@ -368,7 +360,7 @@ async def test_publishing_before_any_dispatcher_fails_in_words(broker_url: str) 
                 await publisher.send_event_to_user(uid(), "e", 1)
         assert str(info.value).endswith(f"not confirmed after 2 attempts: {NO_EXCHANGE}")
 
-        code, out = await run_cli("publish", "user", "u", "e", "1", url=made.publisher)
+        code, out = await publish_cli("publish", "user", "u", "e", "1", url=made.publisher)
         assert code == 2 and out.count("\n") == 1, out
         assert out.startswith("ssehub: user.u: not confirmed after 5 attempts: the exchange")
 
