@@ -136,7 +136,9 @@ async def test_two_processes_share_the_partitions_and_every_event_arrives(
 async def test_a_process_with_another_partition_count_refuses_to_start(
     settings: Settings,
 ) -> None:
-    async with running_dispatcher(settings):
+    async with running_dispatcher(settings) as first:
+        async with asyncio.timeout(15):  # the deployment's count is the first one's
+            await first.supervisor.ready.wait()
         other = settings.model_copy(update={"partitions": 2})
         with pytest.raises(ConfigError) as refused:
             async with running_dispatcher(other, "wrong"):
