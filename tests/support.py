@@ -119,6 +119,16 @@ def make_settings(amqp_url: str, database_url: str, **overrides: object) -> Sett
 
 
 # -- uvicorn on a real socket, in the test's loop ------------------------------
+async def started(server: uvicorn.Server, task: asyncio.Task[None]) -> None:
+    """Until uvicorn has started ``server`` (running as ``task``); what ended
+    the task instead, raised."""
+    async with asyncio.timeout(15):
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)  # wait-ok: polling uvicorn's started flag
+
+
 @contextlib.asynccontextmanager
 async def serve(app: FastAPI) -> AsyncIterator[str]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -132,11 +142,7 @@ async def serve(app: FastAPI) -> AsyncIterator[str]:
     app.state.uvicorn = server  # its connections, for tests that look at their buffers
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
-        async with asyncio.timeout(15):
-            while not server.started:
-                if task.done():
-                    task.result()
-                await asyncio.sleep(0.01)  # wait-ok: polling uvicorn's started flag
+        await started(server, task)
         yield f"http://127.0.0.1:{port}"
     finally:
         edge = getattr(app.state, "edge", None)

@@ -25,7 +25,7 @@ from ssehub.fastpath.guard import REFUSING, Guard
 from starlette.requests import ClientDisconnect
 
 from tests.sse import open_stream
-from tests.support import Stack, uid
+from tests.support import Stack, started, uid
 
 MARGIN = 0.5  # a deadline is met within this (a shared 2-core machine)
 
@@ -59,11 +59,8 @@ async def guarded_edge(stack: Stack, **settings: object) -> AsyncIterator[tuple[
     root.setLevel(level)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
+        await started(server, task)
         async with asyncio.timeout(15):
-            while not server.started:
-                if task.done():
-                    task.result()
-                await asyncio.sleep(0.01)  # wait-ok: polling uvicorn's started flag
             await app.state.edge.node.link.supervisor.ready.wait()
         yield f"http://127.0.0.1:{port}", app
     finally:

@@ -25,6 +25,7 @@ from tests.support import (
     postgres_database,
     rabbitmq_vhost,
     signed,
+    started,
     uid,
 )
 
@@ -47,11 +48,8 @@ async def ops_edge(
     )
     task = asyncio.create_task(server.serve(sockets=socks))
     try:
+        await started(server, task)
         async with asyncio.timeout(15):
-            while not server.started:
-                if task.done():
-                    task.result()
-                await asyncio.sleep(0.01)  # wait-ok: polling uvicorn's started flag
             await app.state.edge.node.link.supervisor.ready.wait()
         urls = [f"http://127.0.0.1:{s.getsockname()[1]}" for s in socks]
         yield urls[0], urls[-1], app
