@@ -11,10 +11,12 @@ the workload span every partition.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 from collections.abc import AsyncIterator, Iterator
 
+import httpx
 import pytest
 from ssehub.partition import partition_of
 from ssehub.publisher import Publisher
@@ -75,18 +77,31 @@ async def test_a_process_killed_between_commit_and_ack_loses_and_doubles_nothing
     await cluster.dispatcher("dispatcher-spare", http=True, SSEHUB_PARTITIONS=N)
     edges = [(await cluster.edge("edge-1", SSEHUB_PARTITIONS=N)).url]
     edges.append((await cluster.edge("edge-2", SSEHUB_PARTITIONS=N)).url)
-    async with workload(publisher, edges, users=16, conversations=3) as w:
-        await w.wait_some(2)
-        held = await partitions_of(cluster, victim)
-        assert await victim.wait_exit(90) == -signal.SIGKILL
-        died = time.monotonic()
-        assert "failpoint after_commit:30 reached" in victim.text()
-        # a user of a partition the victim worked on: served again by another
-        orphan = next(u for u in w.ledger.users if partition_of(u, int(N)) in held)
-        await delivered_to(w, orphan)
-        measure["partitions: first event after a SIGKILL of its process"] = time.monotonic() - died
-        await w.wait_some(6, timeout=60)
-        assert await w.finish() == CLEAN
+    held: list[int] = []  # what the victim works on, as last seen: it may die any time
+
+    async def watch() -> None:
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                held[:] = await held_by(cluster, victim) or held
+            await asyncio.sleep(0.1)  # wait-ok: a process learns its share from probes
+
+    watcher = asyncio.create_task(watch())
+    try:
+        async with workload(publisher, edges, users=16, conversations=3) as w:
+            await w.wait_some(2)
+            assert await victim.wait_exit(90) == -signal.SIGKILL
+            died = time.monotonic()
+            assert held, "the victim was never seen working on a partition"
+            assert "failpoint after_commit:30 reached" in victim.text()
+            # a user of a partition the victim worked on: served again by another
+            orphan = next(u for u in w.ledger.users if partition_of(u, int(N)) in held)
+            await delivered_to(w, orphan)
+            back = time.monotonic() - died
+            measure["partitions: first event after a SIGKILL of its process"] = back
+            await w.wait_some(6, timeout=60)
+            assert await w.finish() == CLEAN
+    finally:
+        watcher.cancel()
 
 
 async def test_partitions_moving_by_the_fair_share_lose_and_double_nothing(
