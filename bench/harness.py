@@ -127,8 +127,8 @@ class Ctx:
             env = stack.ssehub_env(self.amqp, db, **extra)
             s = Stack(self, env, db)
             try:
-                if edge:
-                    s.edge = await stack.start_edge(env, stack.free_port(), self.workdir)
+                # dispatchers first: they declare the topology an edge checks
+                # (edges declare none of it, and wait for it: docs/security.md)
                 if dispatcher:
                     pins = stack.pins(int(env.get("SSEHUB_PARTITIONS", "1")), dispatchers)
                     s.dispatcher = await stack.start_dispatcher(
@@ -138,6 +138,8 @@ class Ctx:
                         s.more.append(
                             await stack.start_dispatcher(env, self.workdir, dispatcher_wait, pin)
                         )
+                if edge:
+                    s.edge = await stack.start_edge(env, stack.free_port(), self.workdir)
                 yield s
             finally:
                 for proc in (s.edge, s.dispatcher, *s.more):
