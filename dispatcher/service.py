@@ -165,9 +165,9 @@ class Dispatcher:
                 try:
                     await loop.handle(batch, arrived)
                     continue
+                except BROKER_ERRORS:
+                    raise
                 except Exception as exc:
-                    if isinstance(exc, BROKER_ERRORS):
-                        raise
                     # Messages are isolated one by one (intake, worker); this is a
                     # bug in the batch's own path. It must not end the process, and
                     # the batch must come back: a fresh channel redelivers it, and

@@ -105,9 +105,7 @@ class PartitionWorker(BatchLoop):
         except StoreRejected as exc:
             log.error("%s: batch %d refused by the store (%s); one message at a time",
                       self.name, number, exc)  # fmt: skip
-        except Exception as exc:
-            if isinstance(exc, BROKER_ERRORS):
-                raise
+        except Exception as exc:  # (broker errors: _commit_retrying answers None)
             log.error("%s: batch %d met a bug; one message at a time", self.name, number,
                       exc_info=exc)  # fmt: skip
         return await self._commit_alone(intake, presence, link, number)
@@ -119,9 +117,7 @@ class PartitionWorker(BatchLoop):
         for message, origin in zip(intake.good, intake.origins, strict=True):
             try:
                 one = await self._commit_retrying([message], [], link, number)
-            except Exception as exc:
-                if isinstance(exc, BROKER_ERRORS):
-                    raise
+            except Exception as exc:  # (broker errors: _commit_retrying answers None)
                 intake.dead.append(internal_error(origin, exc, item_body(message, origin)))
                 continue
             if one is None:
@@ -131,9 +127,7 @@ class PartitionWorker(BatchLoop):
         if presence:
             try:
                 said = await self._commit_retrying([], presence, link, number)
-            except Exception as exc:
-                if isinstance(exc, BROKER_ERRORS):
-                    raise
+            except Exception as exc:  # (broker errors: _commit_retrying answers None)
                 log.error("%s: presence of batch %d dropped: it met a bug", self.name, number,
                           exc_info=exc)  # fmt: skip
                 said = Committed([])

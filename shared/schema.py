@@ -118,12 +118,14 @@ def check_key(value: object, what: str = "id", limit: int = MAX_ID_BYTES) -> str
     for any key a message has), no control character, no lone surrogate."""
     if not isinstance(value, str) or not 1 <= len(value) <= limit:
         raise InvalidMessage(f"{what}: must be a string of 1-{limit} characters")
-    if not (value.isascii() and value.isprintable()):  # (the common key: nothing to look for)
-        _key_chars(value, what)
+    _key_chars(value, what)
     return value
 
 
 def _key_chars(value: str, what: str) -> None:
+    """Refuses what no key may hold (``_NOT_IN_KEY``)."""
+    if value.isascii() and value.isprintable():  # the common key: nothing to look for
+        return
     bad = _NOT_IN_KEY.search(value)
     if bad:
         raise InvalidMessage(not_allowed(what, bad.group(), "no control characters"))
@@ -160,7 +162,7 @@ def parse_message(
     kind, target = split_routing_key(routing_key)
     if len(body) > max_bytes:
         raise InvalidMessage(f"body: {len(body)} bytes exceeds the limit of {max_bytes}")
-    doc, exact = load_json(body)
+    doc, exact = untrusted.parse(body)
     if not isinstance(doc, dict):
         raise InvalidMessage(f"body: must be a JSON object, got {_type(doc)}")
     return parse_doc(kind, target, doc, message_key(message_id), exact, now)
@@ -171,14 +173,8 @@ def message_key(message_id: str | None) -> str | None:
     when longer than MAX_KEY_CHARS). One the store cannot keep is refused."""
     if not message_id:
         return None
-    if not (message_id.isascii() and message_id.isprintable()):
-        _key_chars(message_id, "message_id")
+    _key_chars(message_id, "message_id")
     return message_id if len(message_id) <= MAX_KEY_CHARS else None
-
-
-def load_json(body: bytes) -> tuple[Any, bool]:
-    """The body's JSON (ssehub.untrusted), and whether it took the exact path."""
-    return untrusted.parse(body)
 
 
 def parse_doc(
@@ -195,9 +191,6 @@ def parse_doc(
     if kind == "control":
         return _parse_control(target, doc, fallback, time.time() if now is None else now)
     return _parse_event(kind, target, doc, fallback, exact)  # type: ignore[arg-type]
-
-
-_dumps = untrusted.dumps  # total for what untrusted.parse returned
 
 
 def _parse_event(
@@ -224,7 +217,7 @@ def _parse_event(
     receipt = _flag(doc, "receipt")
     if receipt and ephemeral:
         raise InvalidMessage("receipt: ephemeral events have no receipts")
-    data = _dumps(doc["data"], exact)
+    data = untrusted.dumps(doc["data"], exact)  # total for what untrusted.parse returned
     return EventMessage(kind, target, event, data, key, exclude, ephemeral, receipt, targets)
 
 
